@@ -1,0 +1,1 @@
+"""The ``rrseg`` command line: one thin module per command."""

@@ -1,0 +1,57 @@
+"""``rrseg`` entry point: a subcommand per module; expected errors become one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rrseg import __version__
+from rrseg.errors import RRSegError
+
+# (command, module under rrseg.cli, one-line help). Modules are imported lazily, when their command runs,
+# except for building --help, which imports each module's `add_arguments` (cheap: no torch at import).
+COMMANDS: list[tuple[str, str, str]] = [
+    ("stats", "stats", "per-class image (region) and pixel counts of a folder of label PNGs"),
+    ("score", "score", "score prediction PNGs against ground-truth PNGs, per class and frequency group"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rrseg", description="Region Rebalance for long-tailed semantic segmentation."
+    )
+    parser.add_argument("--version", action="version", version=f"rrseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module, help_text in COMMANDS:
+        mod = importlib.import_module(f"rrseg.cli.{module}")
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(mod.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except RRSegError as e:
+        print(f"rrseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rrseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

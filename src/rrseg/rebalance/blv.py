@@ -1,0 +1,47 @@
+"""BLV: Balancing Logit Variation (Wang et al., CVPR 2023).
+
+During training each pixel's logits get a positive random perturbation |N(0, sigma)| clipped to [0, 1],
+scaled per class by its log-frequency gap log(N) - log(n_c), normalised to a maximum of 1: rare classes get
+the largest variation, which widens their decision regions. As released, frequencies are pixel counts and
+sigma = 4. Inference is unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rrseg.rebalance.counts import ClassCounts, CountsLike
+from rrseg.rebalance.pixel import _PixelTerm
+from rrseg.types import SegOutput
+
+__all__ = ["BLVLoss"]
+
+
+class BLVLoss(_PixelTerm):
+    def __init__(
+        self,
+        counts: CountsLike | ClassCounts,
+        num_classes: int,
+        name: str = "loss_blv",
+        loss_weight: float = 1.0,
+        sigma: float = 4.0,
+        kind: str = "pixel",
+        source: str = "logits",
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(name, loss_weight, source, ignore_index)
+        f = np.maximum(ClassCounts.load(counts, num_classes).frequencies(kind).astype(np.float64), 1.0)
+        gap = np.log(f.sum()) - np.log(f)
+        self.register_buffer("scale", torch.from_numpy(gap / gap.max()).float())
+        self.sigma = float(sigma)
+
+    def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
+        logits = self._logits(out, labels)
+        if not bool((labels != self.ignore_index).any()):
+            return logits.sum() * 0.0
+        noise = (torch.randn_like(logits) * self.sigma).clamp_(-1.0, 1.0).abs_()
+        perturbed = logits + noise * self.scale.view(1, -1, 1, 1)
+        return self.loss_weight * F.cross_entropy(perturbed, labels.long(), ignore_index=self.ignore_index)

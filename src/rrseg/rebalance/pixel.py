@@ -1,0 +1,125 @@
+"""Pixel-level loss terms: cross-entropy (plain, auxiliary, class-weighted), focal, balanced softmax.
+
+All read ``out.logits`` (or ``out.aux_logits`` with ``source="aux_logits"``), resize them bilinearly to the
+label size as mmsegmentation does, and average over labelled pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rrseg.rebalance.base import LossTerm, resize_logits
+from rrseg.rebalance.counts import ClassCounts, CountsLike
+from rrseg.types import SegOutput
+
+__all__ = ["BalancedSoftmaxLoss", "CrossEntropyLoss", "FocalLoss", "class_weights"]
+
+
+def class_weights(counts: ClassCounts, scheme: str, kind: str = "pixel") -> Tensor:
+    """Per-class weights from frequencies f (zero counts taken as 1).
+
+    ``log``: w = 1 + log(max f / f), the pixel-reweighting baseline of the RR paper.
+    ``inv_sqrt``: w = 1 / sqrt(f), scaled to mean 1.
+    """
+    f = np.maximum(counts.frequencies(kind).astype(np.float64), 1.0)
+    if scheme == "log":
+        w = 1.0 + np.log(f.max() / f)
+    elif scheme == "inv_sqrt":
+        w = 1.0 / np.sqrt(f)
+        w = w / w.mean()
+    else:
+        raise ValueError(f"class weight scheme must be 'log' or 'inv_sqrt', got {scheme!r}")
+    return torch.from_numpy(w).float()
+
+
+class _PixelTerm(LossTerm):
+    def __init__(self, name: str, loss_weight: float, source: str, ignore_index: int) -> None:
+        super().__init__(name, loss_weight)
+        if source not in ("logits", "aux_logits"):
+            raise ValueError(f"source must be 'logits' or 'aux_logits', got {source!r}")
+        self.source = source
+        self.ignore_index = ignore_index
+
+    def _logits(self, out: SegOutput, labels: Tensor) -> Tensor:
+        logits = getattr(out, self.source)
+        if logits is None:
+            raise ValueError(f"loss term {self.name!r} needs model output {self.source!r}, which is None")
+        return resize_logits(logits, labels).float()
+
+
+class CrossEntropyLoss(_PixelTerm):
+    """Pixel cross-entropy, optionally class-weighted (``weight`` [C])."""
+
+    def __init__(
+        self,
+        name: str = "loss_ce",
+        loss_weight: float = 1.0,
+        source: str = "logits",
+        weight: Tensor | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(name, loss_weight, source, ignore_index)
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight).float())
+
+    def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
+        logits = self._logits(out, labels)
+        if not bool((labels != self.ignore_index).any()):
+            return logits.sum() * 0.0
+        return self.loss_weight * F.cross_entropy(
+            logits, labels.long(), weight=self.weight, ignore_index=self.ignore_index
+        )
+
+
+class FocalLoss(_PixelTerm):
+    """Focal loss (Lin et al. 2017): CE scaled by (1 - p_t)^gamma, mean over labelled pixels."""
+
+    def __init__(
+        self,
+        name: str = "loss_focal",
+        loss_weight: float = 1.0,
+        gamma: float = 2.0,
+        source: str = "logits",
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(name, loss_weight, source, ignore_index)
+        self.gamma = float(gamma)
+
+    def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
+        logits = self._logits(out, labels)
+        labels = labels.long()
+        valid = labels != self.ignore_index
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        logp = F.log_softmax(logits, dim=1)
+        logp_t = logp.gather(1, labels.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)[valid]
+        loss = -((1.0 - logp_t.exp()) ** self.gamma) * logp_t
+        return self.loss_weight * loss.mean()
+
+
+class BalancedSoftmaxLoss(_PixelTerm):
+    """Logit adjustment / balanced softmax at pixel level: CE on logits + log prior (training only)."""
+
+    def __init__(
+        self,
+        counts: CountsLike | ClassCounts,
+        num_classes: int,
+        name: str = "loss_bsm",
+        loss_weight: float = 1.0,
+        prior: str = "pixel",
+        tau: float = 1.0,
+        source: str = "logits",
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__(name, loss_weight, source, ignore_index)
+        cc = ClassCounts.load(counts, num_classes)
+        self.register_buffer("log_prior", tau * cc.log_prior(prior))
+
+    def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
+        logits = self._logits(out, labels)
+        if not bool((labels != self.ignore_index).any()):
+            return logits.sum() * 0.0
+        adjusted = logits + self.log_prior.view(1, -1, 1, 1)
+        return self.loss_weight * F.cross_entropy(adjusted, labels.long(), ignore_index=self.ignore_index)
