@@ -1,0 +1,1 @@
+"""Datasets, transforms, label reading, class statistics and the synthetic long-tailed dataset."""

@@ -1,0 +1,62 @@
+"""Reading label maps: index PNGs (mode L, P or I;16), checked, with the usual id conversions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from rrseg.errors import RRSegError
+
+__all__ = ["find_files", "read_label", "reduce_zero_label"]
+
+INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+    """The label map of an index PNG as a 2-D integer array (uint8 for 8-bit files).
+
+    Raises :class:`RRSegError` naming the file for an unreadable, truncated or corrupt file and for a colour
+    (RGB/RGBA) image where an index PNG is expected.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in INDEX_MODES:
+                raise RRSegError(
+                    f"{path}: label is a {mode} image; expected a single-channel index PNG "
+                    f"(mode L or P) whose pixel values are class ids"
+                )
+            arr = np.asarray(im)
+    except RRSegError:
+        raise
+    except FileNotFoundError:
+        raise RRSegError(f"{path}: label file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise RRSegError(f"{path}: unreadable or corrupt label image ({e.__class__.__name__}: {e})") from None
+    if arr.ndim != 2:
+        raise RRSegError(f"{path}: label has shape {arr.shape}; expected a 2-D index map")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    return arr
+
+
+def reduce_zero_label(label: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """mmsegmentation's reduce_zero_label: 0 ("other") becomes ignore, 1..K become 0..K-1."""
+    out = label.astype(np.int64) - 1
+    out[label == 0] = ignore_index
+    out[label == ignore_index] = ignore_index
+    return out.astype(label.dtype) if label.dtype == np.uint8 and ignore_index <= 255 else out
+
+
+def find_files(root: str | os.PathLike, suffix: str = ".png") -> list[Path]:
+    """All files under ``root`` (recursively) whose name ends with ``suffix``, sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise RRSegError(f"{root}: directory not found")
+    if not root.is_dir():
+        raise RRSegError(f"{root}: not a directory")
+    return sorted(p for p in root.rglob(f"*{suffix}") if p.is_file())
