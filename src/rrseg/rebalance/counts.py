@@ -1,6 +1,7 @@
 """Per-class region (image) and pixel counts: loading, validation, priors and weights.
 
-Accepted sources: a released dataset name ("ade20k", "coco_stuff164k", "cityscapes"); a sequence / tensor / array of image counts; a JSON file written by ``rrseg stats``;
+Accepted sources: a released dataset name ("ade20k", "coco_stuff164k", "cityscapes"); a sequence /
+tensor / array of image counts; a JSON file written by ``rrseg stats``;
 the released text format (one integer per line, class order), e.g. ``ade20k_image_label_stats.txt``. For a
 released ``*_image_label_stats.txt`` the sibling ``*_pix_label_stats.txt`` is read too when present.
 """
