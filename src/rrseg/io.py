@@ -16,7 +16,14 @@ from typing import IO, Any
 
 from rrseg.errors import RRSegError
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "ensure_writable_dir", "jsonable"]
+__all__ = [
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "ensure_writable_dir",
+    "jsonable",
+]
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:

@@ -86,20 +86,20 @@ class SegMetrics:
         return _div(self.fp, self.pred_area)
 
     @property
-    def aAcc(self) -> float:  # noqa: N802 - the field's name
+    def aAcc(self) -> float:
         total = self.mat.sum()
         return float(self.tp.sum() / total) if total else float("nan")
 
     @property
-    def mIoU(self) -> float:  # noqa: N802
+    def mIoU(self) -> float:
         return _nanmean(self.iou)
 
     @property
-    def mAcc(self) -> float:  # noqa: N802
+    def mAcc(self) -> float:
         return _nanmean(self.acc)
 
     @property
-    def mDice(self) -> float:  # noqa: N802
+    def mDice(self) -> float:
         return _nanmean(self.dice)
 
     def summary(self, classes: np.ndarray | list[int] | None = None) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Per-class region (image) and pixel counts: loading, validation, priors and weights.
 
-Accepted sources: a sequence / tensor / array of image counts; a JSON file written by ``rrseg stats``;
+Accepted sources: a released dataset name ("ade20k", "coco_stuff164k", "cityscapes"); a sequence /
+tensor / array of image counts; a JSON file written by ``rrseg stats``;
 the released text format (one integer per line, class order), e.g. ``ade20k_image_label_stats.txt``. For a
 released ``*_image_label_stats.txt`` the sibling ``*_pix_label_stats.txt`` is read too when present.
 """
@@ -12,7 +13,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -22,7 +22,16 @@ from rrseg.errors import RRSegError
 
 __all__ = ["ClassCounts", "CountsError", "CountsLike"]
 
-CountsLike = Union[Sequence[int], Tensor, np.ndarray, str, os.PathLike]
+CountsLike = Sequence[int] | Tensor | np.ndarray | str | os.PathLike
+
+
+# Counts released with the paper, shipped in rrseg/data/resources: usable by name, e.g. counts="ade20k".
+RELEASED = {"ade20k": "ade20k", "coco_stuff164k": "cocostuff164k", "cityscapes": "cityscapes"}
+
+
+def released_stats_path(name: str, kind: str = "image") -> Path:
+    """Path of a released counts file: ``name`` in RELEASED, ``kind`` "image" or "pix"."""
+    return Path(__file__).resolve().parent.parent / "data" / "resources" / f"{RELEASED[name]}_{kind}_label_stats.txt"
 
 
 class CountsError(RRSegError, ValueError):
@@ -73,6 +82,8 @@ class ClassCounts:
         """Counts from a sequence/tensor/array (image counts), a stats JSON or a released text file."""
         if isinstance(source, ClassCounts):
             counts = source
+        elif isinstance(source, str) and source in RELEASED:
+            counts = cls._load_file(released_stats_path(source))
         elif isinstance(source, (str, os.PathLike)):
             counts = cls._load_file(Path(source))
         else:

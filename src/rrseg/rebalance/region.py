@@ -214,8 +214,9 @@ class RegionRebalance(nn.Module):
         # The 1x1 conv as a batched matmul: same numbers, and on CPU its backward is ~3x faster.
         b, _, h, w = features.shape
         conv, bn = self.reduce
-        weight = conv.weight.flatten(1).to(features.dtype)
-        reduced = bn(torch.matmul(weight, features.flatten(2)).view(b, -1, h, w))
+        if not torch.is_autocast_enabled(features.device.type):  # e.g. bf16 features, float32 branch
+            features = features.to(conv.weight.dtype)
+        reduced = bn(torch.matmul(conv.weight.flatten(1), features.flatten(2)).view(b, -1, h, w))
         regions = region_pool(
             reduced, labels, self.num_classes, self.ignore_index, self.per_image, self.align_corners
         )
@@ -237,10 +238,10 @@ class RegionRebalance(nn.Module):
         self.last_logits, self.last_labels = logits.detach(), region_labels.detach()
         if region_labels.numel() == 0:  # all pixels ignored: no region, but keep the graph connected
             return features.sum() * 0.0
-        off = (1.0 - self.smooth) / (self.num_classes - 1)
-        target = torch.full_like(logits, off, dtype=torch.float32)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32 for the softmax
+        target = torch.full_like(logits, (1.0 - self.smooth) / (self.num_classes - 1))
         target.scatter_(1, region_labels.unsqueeze(1), self.smooth)
-        loss = -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+        loss = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:

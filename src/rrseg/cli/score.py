@@ -1,0 +1,59 @@
+"""Score prediction index PNGs against ground-truth PNGs matched by file stem.
+
+Prints overall figures, the frequency groups (frequent / common / rare, by region count; needs --counts)
+and the 10 worst classes, and writes a JSON report with per-class IoU, accuracy, precision and false
+positives. Ground-truth stems ending in _labelTrainIds or _gtFine_labelTrainIds match predictions without
+that ending.
+
+example:
+  rrseg stats data/ADEChallengeData2016/annotations/training --num-classes 150 --reduce-zero-label -o counts.json
+  rrseg score my_preds/ data/ADEChallengeData2016/annotations/validation --num-classes 150 \\
+      --reduce-zero-label --counts counts.json -o report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pred_dir", help="folder of predicted index PNGs (values 0..C-1)")
+    p.add_argument("gt_dir", help="folder of ground-truth label PNGs")
+    p.add_argument("--num-classes", type=int, required=True, help="number of classes C")
+    p.add_argument("--counts", help="class counts (JSON from `rrseg stats` or released .txt) for the groups")
+    p.add_argument("--class-names", help="text file with one class name per line")
+    p.add_argument("--reduce-zero-label", action="store_true", help="ground truth: 0 ignored, 1..C -> 0..C-1")
+    p.add_argument("--ignore-index", type=int, default=255, help="ignored ground-truth value (default 255)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("-o", "--output", default="report.json", help="JSON report (default report.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rrseg.engine.score import score_folders
+    from rrseg.errors import RRSegError
+    from rrseg.io import atomic_write_json
+    from rrseg.metrics.report import build_report, format_report
+    from rrseg.rebalance.counts import ClassCounts
+
+    if args.num_classes < 1:
+        raise RRSegError(f"--num-classes must be >= 1, got {args.num_classes}")
+    counts = ClassCounts.load(args.counts, args.num_classes) if args.counts else None
+    names = None
+    if args.class_names:
+        path = Path(args.class_names)
+        if not path.is_file():
+            raise RRSegError(f"{path}: class-names file not found")
+        names = [n.strip() for n in path.read_text().splitlines() if n.strip()]
+        if len(names) != args.num_classes:
+            raise RRSegError(f"{path}: {len(names)} class names, but --num-classes is {args.num_classes}")
+    metrics, n = score_folders(args.pred_dir, args.gt_dir, args.num_classes, args.reduce_zero_label,
+                               args.ignore_index, args.workers)
+    report = build_report(metrics, names, None if counts is None else counts.image_counts)
+    report.update(num_images=n, pred_dir=str(args.pred_dir), gt_dir=str(args.gt_dir))
+    print(f"{n} images scored")
+    print(format_report(report))
+    atomic_write_json(args.output, report)
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,61 @@
+"""Per-class image (region) and pixel counts of a folder of label PNGs (searched recursively).
+
+The JSON output feeds RR's prior (`rebalance.counts` in configs, or `ClassCounts.load`); `--txt PREFIX`
+also writes the released format, PREFIX_image_label_stats.txt and PREFIX_pix_label_stats.txt.
+
+example:
+  rrseg stats data/ADEChallengeData2016/annotations/training --num-classes 150 \\
+      --reduce-zero-label -o ade20k_counts.json --txt ade20k
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("label_dir", help="folder of label PNGs (searched recursively)")
+    p.add_argument("--num-classes", type=int, required=True, help="number of classes C (labels 0..C-1)")
+    p.add_argument("--reduce-zero-label", action="store_true", help="0 is ignored, 1..C become 0..C-1 (ADE20K)")
+    p.add_argument("--ignore-index", type=int, default=255, help="label value that is ignored (default 255)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--suffix", default=".png", help="label file name ending (default .png)")
+    p.add_argument("--on-bad-label", choices=("error", "skip"), default="error",
+                   help="a value outside [0, C): stop with an error (default) or skip the file")
+    p.add_argument("-o", "--output", default="counts.json", help="JSON output (default counts.json)")
+    p.add_argument("--txt", metavar="PREFIX", help="also write the released one-integer-per-line text files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rrseg.data.stats import compute_stats, stats_files
+    from rrseg.errors import RRSegError
+    from rrseg.io import atomic_write_json, atomic_write_text
+
+    if args.num_classes < 1:
+        raise RRSegError(f"--num-classes must be >= 1, got {args.num_classes}")
+    files = stats_files(args.label_dir, args.suffix)
+    counts, info = compute_stats(
+        files, args.num_classes, args.reduce_zero_label, args.ignore_index, args.workers,
+        args.on_bad_label, progress=True,
+    )
+    out = counts.to_json()
+    out.update(label_dir=str(Path(args.label_dir).resolve()), options=info["options"], skipped=info["skipped"])
+    atomic_write_json(args.output, out)
+    written = [args.output]
+    if args.txt:
+        for kind, values in (("image", counts.image_counts), ("pix", counts.pixel_counts)):
+            path = f"{args.txt}_{kind}_label_stats.txt"
+            atomic_write_text(path, "".join(f"{int(v)}\n" for v in values))
+            written.append(path)
+    absent = int((counts.image_counts == 0).sum())
+    print(f"{counts.num_images} label files, {args.num_classes} classes "
+          f"(image counts {int(counts.image_counts.max())} max, {int(counts.image_counts.min())} min; "
+          f"{absent} classes absent)")
+    if info["skipped"]:
+        print(f"skipped {len(info['skipped'])} files with bad labels:")
+        for s in info["skipped"][:20]:
+            print(f"  {s['path']}: {s['error'] or 'values ' + str(sorted(s['bad_values']))}")
+    print("wrote " + ", ".join(written))
+    return 0

@@ -1,0 +1,136 @@
+"""Per-class image (region) and pixel counts over label PNGs, in parallel.
+
+The counts feed RR's prior (image counts) and the pixel-level baselines (pixel counts). The JSON written
+by ``rrseg stats`` is what :meth:`rrseg.rebalance.ClassCounts.load` reads; ``--txt`` also writes the
+released one-integer-per-line format.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from rrseg.data.labels import find_files, read_label, reduce_zero_label
+from rrseg.errors import RRSegError
+from rrseg.rebalance.counts import ClassCounts
+
+__all__ = ["compute_stats", "label_histogram", "stats_files"]
+
+
+def label_histogram(
+    path: str | os.PathLike, num_classes: int, reduce_zero: bool = False, ignore_index: int = 255
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Pixel count of each class in one label file, and {bad value: pixels} for values outside the range."""
+    label = read_label(path)
+    if reduce_zero:
+        label = reduce_zero_label(label, ignore_index)
+    if label.dtype == np.uint8:
+        hist = np.bincount(label.ravel(), minlength=256)
+    else:
+        flat = label.ravel().astype(np.int64)
+        if flat.size and flat.min() < 0:
+            neg = int(flat.min())
+            return np.zeros(num_classes, np.int64), {neg: int((flat == neg).sum())}
+        hist = np.bincount(flat, minlength=max(num_classes, ignore_index + 1))
+    bad = {
+        int(v): int(hist[v])
+        for v in np.flatnonzero(hist)
+        if v >= num_classes and v != ignore_index
+    }
+    return hist[:num_classes].astype(np.int64), bad
+
+
+def _work(args: tuple[str, int, bool, int]) -> tuple[str, np.ndarray | None, dict[int, int], str | None]:
+    path, num_classes, reduce_zero, ignore_index = args
+    try:
+        hist, bad = label_histogram(path, num_classes, reduce_zero, ignore_index)
+    except RRSegError as e:
+        return path, None, {}, str(e)
+    return path, hist, bad, None
+
+
+def _map(fn: Callable, items: Sequence, workers: int) -> Iterable:
+    if workers <= 1 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    chunk = max(1, min(64, len(items) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(fn, items, chunksize=chunk)
+
+
+def compute_stats(
+    label_files: Sequence[str | os.PathLike],
+    num_classes: int,
+    reduce_zero_label: bool = False,
+    ignore_index: int = 255,
+    workers: int | None = None,
+    on_bad_label: str = "error",
+    progress: bool = False,
+) -> tuple[ClassCounts, dict]:
+    """Counts over ``label_files``: images containing each class, and pixels of each class.
+
+    A value outside [0, num_classes) that is not ``ignore_index`` raises an RRSegError naming the file
+    and the value, or with ``on_bad_label="skip"`` the file is left out and listed in the returned info.
+    """
+    if on_bad_label not in ("error", "skip"):
+        raise ValueError(f"on_bad_label must be 'error' or 'skip', got {on_bad_label!r}")
+    if not label_files:
+        raise RRSegError("no label files to count")
+    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    items = [(str(p), num_classes, reduce_zero_label, ignore_index) for p in label_files]
+    image_counts = np.zeros(num_classes, np.int64)
+    pixel_counts = np.zeros(num_classes, np.int64)
+    skipped: list[dict] = []
+    counted = 0
+
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("counting labels", total=len(items))
+    try:
+        for path, hist, bad, error in _map(_work, items, workers):
+            if bar is not None:
+                bar.advance(task)
+            if error is not None or bad:
+                if on_bad_label == "error":
+                    if error is not None:
+                        raise RRSegError(error)
+                    value = min(bad)
+                    raise RRSegError(
+                        f"{path}: label value {value} ({bad[value]} pixels) is outside [0, {num_classes}) "
+                        f"and is not the ignore value {ignore_index}"
+                    )
+                skipped.append({"path": path, "error": error, "bad_values": bad})
+                continue
+            image_counts += hist > 0
+            pixel_counts += hist
+            counted += 1
+    finally:
+        if bar is not None:
+            bar.stop()
+    info = {
+        "num_images": counted,
+        "skipped": skipped,
+        "options": {
+            "num_classes": num_classes,
+            "reduce_zero_label": reduce_zero_label,
+            "ignore_index": ignore_index,
+            "on_bad_label": on_bad_label,
+        },
+    }
+    return ClassCounts(image_counts, pixel_counts, counted), info
+
+
+def stats_files(label_dir: str | os.PathLike, suffix: str = ".png") -> list[Path]:
+    """The label files ``rrseg stats`` counts: every ``*suffix`` under ``label_dir``, recursively."""
+    files = find_files(label_dir, suffix)
+    if not files:
+        raise RRSegError(f"{label_dir}: no *{suffix} label files found")
+    return files

@@ -1,0 +1,104 @@
+"""Score prediction index PNGs against ground-truth PNGs, matched by file stem, the way the paper reports:
+dataset-level confusion matrix, per-class figures, frequency groups by region count."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rrseg.data.labels import find_files, read_label, reduce_zero_label
+from rrseg.errors import RRSegError
+from rrseg.metrics.confusion import ConfusionMatrix, SegMetrics
+
+__all__ = ["match_pairs", "score_folders"]
+
+
+def _index(root: str | os.PathLike, what: str, strip: Sequence[str]) -> dict[str, Path]:
+    files = find_files(root, ".png")
+    if not files:
+        raise RRSegError(f"{root}: no {what} PNGs found")
+    out: dict[str, Path] = {}
+    for f in files:
+        stem = f.stem
+        for s in strip:
+            if s and stem.endswith(s):
+                stem = stem[: -len(s)]
+                break
+        if stem in out:
+            raise RRSegError(f"{root}: two {what} files with stem {stem!r}: {out[stem]} and {f}")
+        out[stem] = f
+    return out
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+    head = ", ".join(items[:limit])
+    return head + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def match_pairs(
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, gt_suffixes: Sequence[str] = ()
+) -> list[tuple[Path, Path]]:
+    """(prediction, ground truth) pairs by stem; a ground truth without prediction is an error."""
+    preds = _index(pred_dir, "prediction", ())
+    gts = _index(gt_dir, "ground-truth", gt_suffixes)
+    missing = sorted(set(gts) - set(preds))
+    if missing:
+        raise RRSegError(f"{pred_dir}: no prediction for {len(missing)} of {len(gts)} ground-truth files: "
+                         f"{_listing(missing)}")
+    return [(preds[s], gts[s]) for s in sorted(gts)]
+
+
+def _score_pair(args: tuple) -> tuple[np.ndarray | None, str | None]:
+    pred_path, gt_path, num_classes, reduce_zero, ignore_index = args
+    torch.set_num_threads(1)
+    try:
+        pred = read_label(pred_path)
+        gt = read_label(gt_path)
+    except RRSegError as e:
+        return None, str(e)
+    if pred.shape != gt.shape:
+        (ph, pw), (gh, gw) = pred.shape, gt.shape
+        return None, f"{Path(pred_path).name} is {ph}x{pw}, ground truth {gh}x{gw}"
+    if reduce_zero:
+        gt = reduce_zero_label(gt, ignore_index)
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    try:
+        cm.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(gt.astype(np.int64)))
+    except ValueError as e:
+        return None, f"{Path(pred_path).name}: {e}"
+    return cm.mat.numpy(), None
+
+
+def score_folders(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    num_classes: int,
+    reduce_zero: bool = False,
+    ignore_index: int = 255,
+    workers: int | None = None,
+    gt_suffixes: Sequence[str] = ("_labelTrainIds", "_gtFine_labelTrainIds"),
+) -> tuple[SegMetrics, int]:
+    """The confusion-matrix metrics of all pairs and the number of pairs scored."""
+    pairs = match_pairs(pred_dir, gt_dir, gt_suffixes)
+    items = [(str(p), str(g), num_classes, reduce_zero, ignore_index) for p, g in pairs]
+    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    total = np.zeros((num_classes, num_classes), np.int64)
+    problems: list[str] = []
+    if workers > 1 and len(items) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_score_pair, items, chunksize=max(1, len(items) // (workers * 8))))
+    else:
+        results = [_score_pair(it) for it in items]
+    for mat, problem in results:
+        if problem is not None:
+            problems.append(problem)
+        else:
+            total += mat
+    if problems:
+        raise RRSegError(f"{len(problems)} unusable prediction/ground-truth pairs: {_listing(problems, 5)}")
+    return SegMetrics(total), len(pairs)
