@@ -15,6 +15,9 @@ from rrseg.errors import RRSegError
 COMMANDS: list[tuple[str, str, str]] = [
     ("stats", "stats", "per-class image (region) and pixel counts of a folder of label PNGs"),
     ("score", "score", "score prediction PNGs against ground-truth PNGs, per class and frequency group"),
+    ("make-synthetic", "make_synthetic", "write the synthetic long-tailed dataset (ADE20K-shaped statistics)"),
+    ("check-data", "check_data", "scan a dataset and report every problem (corrupt files, bad labels, ...)"),
+    ("convert", "convert", "convert raw COCO-Stuff / Cityscapes labels to train-id PNGs"),
 ]
 
 

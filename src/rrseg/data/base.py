@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 from rrseg.data.labels import read_label
 from rrseg.data.meta import default_palette
@@ -269,8 +268,10 @@ class SegDataset(Dataset):
     def load_image(self, index: int) -> np.ndarray:
         return read_image(self.samples[index].image)
 
-    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask, dict[str, Any]]:
-        """The untransformed (image, mask, meta) of sample ``index``, checked."""
+    def load(self, index: int) -> tuple[Any, Any, dict[str, Any]]:
+        """The untransformed (tv_tensors.Image, tv_tensors.Mask, meta) of sample ``index``, checked."""
+        from torchvision import tv_tensors  # here: torchvision takes seconds to import, check-data needs none
+
         sample = self.samples[index]
         image = self.load_image(index)
         label = self.load_label(index, image.shape[:2])
