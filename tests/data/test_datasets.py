@@ -213,3 +213,12 @@ def test_bad_dataset_yaml(tmp_path: Path, yaml_text: str, pattern: str) -> None:
 def test_folder_without_yaml(tmp_path: Path) -> None:
     with pytest.raises(RRSegError, match="no dataset.yaml here"):
         FolderDataset(tmp_path)
+
+
+def test_error_in_a_dataloader_worker_keeps_its_one_line_message(folder_dataset) -> None:
+    root = folder_dataset(n_train=1)
+    save_label(root / "labels/train/s0.png", np.full((24, 32), 9, np.uint8))
+    loader = torch.utils.data.DataLoader(FolderDataset(root, "train"), num_workers=1)
+    with pytest.raises(DataError) as e:
+        next(iter(loader))
+    assert str(e.value) == f"{root}/labels/train/s0.png: label values 9 outside the class range 0..3 (ignore index 255)"

@@ -29,11 +29,26 @@ WARNING_KINDS = frozenset({"orphan_label"})
 
 
 class DataError(RRSegError):
-    """A problem with one file or folder of a dataset; ``kind`` is one of :data:`PROBLEM_KINDS`."""
+    """A problem with one file or folder of a dataset; ``kind`` is one of :data:`PROBLEM_KINDS`.
 
-    def __init__(self, kind: str, message: str) -> None:
+    ``DataError(kind, message)``. A DataLoader worker's error comes back to the main process re-created from
+    one string (its traceback); that form keeps only the original one-line message, with kind "unknown".
+    """
+
+    def __init__(self, kind: str, message: str | None = None) -> None:
+        if message is None:  # re-raised by torch's DataLoader: "Caught DataError in ...Traceback...DataError: msg"
+            message, kind = _last_message(kind), "unknown"
         super().__init__(message)
         self.kind = kind
 
     def __reduce__(self):  # picklable across worker processes despite the extra argument
         return (type(self), (self.kind, str(self)))
+
+
+def _last_message(text: str) -> str:
+    marker = f"{DataError.__module__}.{DataError.__qualname__}: "
+    lines = [line for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(marker):
+            return line[len(marker):]
+    return lines[-1] if lines else text

@@ -58,8 +58,8 @@ MIN_VAL_IMAGES = 5  # ... and this many validation images (when the splits are b
 TOP_FRACTION = 0.92  # share of training images that contain the most frequent class
 ADE20K_RATIO = 283  # max / min image count of ADE20K's 150 classes
 CURVE_POWER = 0.8  # log-count falls as rank**0.8: ADE20K's concave curve (rank**0.6 .. 0.8)
-STUFF_AREA = (0.10, 0.50)  # range of the mean image share of a stuff region ...
-THING_AREA = (0.004, 0.04)  # ... and of a thing class (summed over its instances)
+STUFF_AREA = (0.10, 0.65)  # range of the mean image share of a stuff region ...
+THING_AREA = (0.008, 0.06)  # ... and of a thing class (summed over its instances)
 SIZE_RARITY = 0.7  # how much region size follows rarity within a kind (0: random, 1: by rank only)
 CLUTTER_AREA = 0.06  # mean share of an image left unlabelled (255), like ADE20K's "other"
 _DESIGN_SEED = 20240417  # fixed: the class design does not change with --seed
@@ -107,8 +107,8 @@ def _curve(num_classes: int, top: int, bottom: int) -> np.ndarray:
 
 
 def _twin_pairs(num_classes: int) -> list[tuple[int, int]]:
-    """(frequent class, rare look-alike) pairs: about one in seven classes is a look-alike."""
-    n = max(1, num_classes // 7) if num_classes >= 6 else 0
+    """(frequent class, rare look-alike) pairs: about one class in five is a look-alike of a top-10 class."""
+    n = min(10, max(1, num_classes // 5)) if num_classes >= 6 else 0
     originals = [1, 0, 3, 2, 5, 4, 7, 6, 9, 8][:n]
     # the look-alikes sit in the tail, spread over its last 40 %
     tail = np.linspace(num_classes - 1, round(num_classes * 0.6), n).round().astype(int).tolist()
@@ -263,11 +263,16 @@ def _texture(d: ClassDesign, rng: np.random.Generator, yy: np.ndarray, xx: np.nd
 
 def _paint(d: ClassDesign, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """The class's appearance over the whole image (RGB float), varied per region."""
-    dh = rng.uniform(-0.015, 0.015)
-    dv = rng.uniform(0.88, 1.12)
-    c1 = _hsv_to_rgb(((d.color1[0] + dh) % 1.0, d.color1[1], min(1.0, d.color1[2] * dv)))
-    c2 = _hsv_to_rgb(((d.color2[0] + dh) % 1.0, d.color2[1], min(1.0, d.color2[2] * dv)))
-    t = _texture(d, rng, yy, xx)[..., None]
+    dh = rng.uniform(-0.025, 0.025)
+    ds = rng.uniform(0.8, 1.2)
+    dv = rng.uniform(0.8, 1.2)
+
+    def colour(hsv: tuple[float, float, float]) -> np.ndarray:
+        return _hsv_to_rgb(((hsv[0] + dh) % 1.0, min(1.0, hsv[1] * ds), min(1.0, hsv[2] * dv)))
+
+    c1, c2 = colour(d.color1), colour(d.color2)
+    contrast = rng.uniform(0.6, 1.0)  # how strongly the texture shows in this region
+    t = 0.5 + contrast * (_texture(d, rng, yy, xx)[..., None] - 0.5)
     return c1 * (1.0 - t) + c2 * t
 
 
@@ -380,7 +385,7 @@ def render_image(
             image[m] = (base * (0.7 + 0.6 * g))[m]
         else:
             image[m] = _paint(designs[c], rng, yy, xx)[m]
-    light = rng.uniform(0.8, 1.15) * (1 + rng.uniform(-0.05, 0.05, 3)).astype(np.float32)
+    light = rng.uniform(0.75, 1.2) * (1 + rng.uniform(-0.08, 0.08, 3)).astype(np.float32)
     shade = 1.0 + 0.15 * (_smooth(rng, h, w, 2)[..., None] - 0.5)
     image = image * light * shade + rng.normal(0.0, 3.0, image.shape).astype(np.float32)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
