@@ -85,7 +85,7 @@ def test_convert_coco_stuff(capsys, tmp_path: Path) -> None:
     ],
 )
 def test_expected_errors_exit_2_with_one_line(capsys, tmp_path: Path, args: tuple, message: str) -> None:
-    rc, out, err = in_process(capsys, *(a.format(tmp=tmp_path) for a in args))
+    rc, _, err = in_process(capsys, *(a.format(tmp=tmp_path) for a in args))
     assert rc == 2 and err.strip().startswith(message.format(tmp=tmp_path)) and len(err.strip().splitlines()) == 1
 
 

@@ -85,7 +85,7 @@ def test_broken_yaml_and_unknown_split(folder_dataset, tmp_path: Path) -> None:
 
 
 def test_config_yaml_pointing_at_a_dataset(folder_dataset, tmp_path: Path) -> None:
-    root = folder_dataset()
+    folder_dataset()
     cfg = tmp_path / "exp" / "config.yaml"
     cfg.parent.mkdir()
     cfg.write_text("dataset:\n  name: folder\n  root: ../folder\nmodel: {name: x}\n")

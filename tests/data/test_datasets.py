@@ -132,7 +132,7 @@ def test_folder_dataset_collates_and_transforms(folder_dataset) -> None:
 
 
 def test_build_dataset_unknown_name(folder_dataset) -> None:
-    with pytest.raises(RRSegError, match="unknown dataset 'pascal'.*ade20k"):
+    with pytest.raises(RRSegError, match=r"unknown dataset 'pascal'.*ade20k"):
         build_dataset("pascal", folder_dataset(), "train")
 
 
@@ -211,7 +211,7 @@ def test_bad_dataset_yaml(tmp_path: Path, yaml_text: str, pattern: str) -> None:
 
 
 def test_folder_without_yaml(tmp_path: Path) -> None:
-    with pytest.raises(RRSegError, match="no dataset.yaml here"):
+    with pytest.raises(RRSegError, match=r"no dataset\.yaml here"):
         FolderDataset(tmp_path)
 
 

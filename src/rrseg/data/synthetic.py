@@ -192,9 +192,9 @@ def _twin_texture(texture: str, period: float, angle: float) -> tuple[str, float
     """One texture property changed: the cue that tells a look-alike from its frequent original."""
     if texture in ("stripes", "gradient"):
         return texture, period, (angle + 90.0) % 180.0
-    if texture in ("checks", "dots"):
+    if texture in ("checks", "dots", "mottle"):  # coarser or finer pattern
         return texture, period * (0.55 if period > 7 else 1.8), angle
-    return ("grain" if texture == "mottle" else "mottle"), period, angle
+    return "mottle", 3.0, angle  # grain -> a fine mottle: blotches of a few pixels instead of per-pixel noise
 
 
 # ---- per-image assignment -------------------------------------------------------------------------------
