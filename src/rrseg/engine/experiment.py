@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rrseg.errors import RRSegError
 
-__all__ = ["read_log", "summary_row", "summary_table", "plot_curves"]
+__all__ = ["plot_curves", "read_log", "summary_row", "summary_table"]
 
 COLUMNS = (
     ("overall", "mIoU"), ("frequent", "mIoU"), ("common", "mIoU"), ("rare", "mIoU"),
