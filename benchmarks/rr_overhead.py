@@ -93,6 +93,20 @@ def batch(b: int, size: int, device: str):
     return x.to(device), y.to(device)
 
 
+def time_branch(loss_fn, rr, feats, labels, args) -> float:
+    """Median seconds of forward + backward of the RR branch alone, after one warm-up."""
+    samples = []
+    for _ in range(args.branch_reps + 1):
+        sync(args.device)
+        t = time.perf_counter()
+        with torch.autocast(device_type=args.device, dtype=torch.bfloat16, enabled=args.amp):
+            loss = loss_fn(rr, feats, labels)
+        loss.backward()
+        sync(args.device)
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples[1:])
+
+
 def peak_memory(args, variant: str) -> float:
     """Peak memory (MiB) of a fresh process running two steps of ``variant``."""
     cmd = [sys.executable, __file__, "--_memory", variant, "--device", args.device, "--batch", str(args.batch),
@@ -153,18 +167,10 @@ def main() -> None:
 
         # the branch alone, on the features of the last step (detached leaf, so only the branch runs)
         feats = captured["f"].detach().requires_grad_(True)
-        branch = {}
-        for name, fn in (("released", lambda: released_rr_loss(rr, feats, y)), ("rrseg", lambda: rr(feats, y))):
-            samples = []
-            for _ in range(args.branch_reps + 1):
-                sync(args.device)
-                t = time.perf_counter()
-                with torch.autocast(device_type=args.device, dtype=torch.bfloat16, enabled=args.amp):
-                    loss = fn()
-                loss.backward()
-                sync(args.device)
-                samples.append(time.perf_counter() - t)
-            branch[name] = statistics.median(samples[1:])
+        branch = {
+            "released": time_branch(released_rr_loss, rr, feats, y, args),
+            "rrseg": time_branch(lambda m, f, t: m(f, t), rr, feats, y, args),
+        }
         base = statistics.median(times["base"])
         row = {
             "decoder_channels": channels,
