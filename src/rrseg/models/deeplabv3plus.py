@@ -56,6 +56,7 @@ def _resnet_deeplab(
     dropout: float,
     rebalance,
 ) -> Segmentor:
+    _check_output_stride(output_stride)
     backbone = resnet_backbone(timm_name, output_stride=output_stride, drop_path_rate=drop_path_rate)
     return build_deeplabv3plus(
         name,
@@ -125,7 +126,13 @@ def deeplabv3plus_r101(
     )
 
 
+def _check_output_stride(output_stride: int) -> None:
+    if output_stride not in (8, 16):
+        raise ValueError(f"DeepLabV3+ output_stride must be 8 or 16, got {output_stride}")
+
+
 def _small_resnet(widths: Sequence[int], layers: Sequence[int], output_stride: int) -> TimmBackbone:
+    _check_output_stride(output_stride)
     return resnet_backbone(
         None,
         output_stride=output_stride,

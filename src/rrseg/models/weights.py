@@ -171,6 +171,7 @@ def load_pretrained(
     sd = read_state_dict(path)
     kind = _detect(sd, module) if source == "auto" else source
 
+    file_shapes = {k: tuple(v.shape) for k, v in sd.items()}
     target, target_name = module, "model"
     if kind == "mmseg":
         if not _is_segmentor(module):
@@ -199,6 +200,8 @@ def load_pretrained(
     if mismatched:
         k, got, want = mismatched[0]
         more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        if file_shapes.get(k, got) != got:  # timm's filter resized it and it still does not fit
+            got = f"{file_shapes[k]} (resized to {got})"
         raise RRSegError(f"{path}: shape mismatch for {k!r}: checkpoint {got} vs model {want}{more}")
     if not to_load:
         raise RRSegError(
