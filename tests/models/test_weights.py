@@ -342,6 +342,20 @@ def test_mmseg_layouts_load(name, tmp_path):
             assert torch.equal(target.backbone.state_dict()[k], v)
 
 
+def test_beit_relative_position_tables_are_resized_to_the_model(tmp_path):
+    small = build_model("upernet_beit_tiny", 4, img_size=64)
+    torch.save(small.backbone.model.state_dict(), tmp_path / "beit_64.pth")
+    big = build_model("upernet_beit_tiny", 4, img_size=128)
+    result = load_pretrained(big, tmp_path / "beit_64.pth", verbose=False)
+    tables = [k for k in result.loaded if k.endswith("relative_position_bias_table")]
+    assert tables and set(tables) <= set(result.resized)
+    table = big.backbone.model.blocks[0].attn.relative_position_bias_table
+    assert table.shape == (15 * 15 + 3, 2)
+    # the three cls-token entries are carried over as they are
+    small_table = small.backbone.model.blocks[0].attn.relative_position_bias_table
+    torch.testing.assert_close(table[-3:], small_table[-3:])
+
+
 # ------------------------------------------------------------------------------------- bad files
 def test_unreadable_and_unmatched_files(tmp_path):
     model = build_model("deeplabv3plus_tiny", 4)

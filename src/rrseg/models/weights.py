@@ -47,6 +47,7 @@ class LoadResult:
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)  # loaded after resizing (position tables, patch embed)
 
     def summary(self) -> str:
         total = len(self.loaded) + len(self.missing)
@@ -55,6 +56,8 @@ class LoadResult:
         ]
         if self.missing:
             lines.append(f"  missing ({len(self.missing)}, left as initialised): {_group(self.missing)}")
+        if self.resized:
+            lines.append(f"  resized to fit ({len(self.resized)}): {_group(self.resized)}")
         if self.unexpected:
             lines.append(f"  unexpected ({len(self.unexpected)}, ignored): {_group(self.unexpected)}")
         return "\n".join(lines)
@@ -85,7 +88,10 @@ def _read_file(path: Path) -> dict:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors come in many types; all mean the same to the user
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise RRSegError(f"{path}: cannot read as a weights-only PyTorch checkpoint ({msg})") from None
+        raise RRSegError(
+            f"{path}: cannot read as a weights-only PyTorch checkpoint ({msg}); if it holds pickled objects "
+            "(e.g. training state), re-save just its state dict"
+        ) from None
 
 
 def _read_hf_folder(folder: Path) -> dict:
@@ -212,6 +218,7 @@ def load_pretrained(
     to_load = {k: v.to(own[k].dtype) for k, v in to_load.items()}
     target.load_state_dict(to_load, strict=False)
     result.loaded = sorted(to_load)
+    result.resized = [k for k in result.loaded if file_shapes.get(k, own[k].shape) != tuple(own[k].shape)]
     result.missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked")]
     if _is_segmentor(module) and target is module:
         # training-only RR parameters in the file but not in the model are expected, not worth listing
