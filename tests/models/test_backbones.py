@@ -6,6 +6,7 @@ import timm
 import torch
 
 from rrseg.models.backbones import convnext_backbone, hrnet_backbone, resnet_backbone, swin_backbone
+from rrseg.models.ocrnet import _TINY_HRNET
 
 
 def test_swin_adapter_equals_timm_fixed_size_model_and_handles_other_sizes():
@@ -41,11 +42,12 @@ def test_resnet_adapter_is_dilated_as_mmseg_d8():
 
 
 def test_hrnet_adapter_returns_branches_not_incre_features():
-    bb = hrnet_backbone("hrnet_w18").eval()
-    assert bb.channels == [18, 36, 72, 144]
+    # timm's default feature_location ("incre") would give 128/256/512/1024 channels
+    bb = hrnet_backbone(None, cfg=_TINY_HRNET).eval()
+    assert bb.channels == [8, 16, 32, 64]
     with torch.no_grad():
         feats = bb(torch.randn(1, 3, 64, 64))
-    assert [tuple(f.shape[1:]) for f in feats] == [(18, 16, 16), (36, 8, 8), (72, 4, 4), (144, 2, 2)]
+    assert [tuple(f.shape[1:]) for f in feats] == [(8, 16, 16), (16, 8, 8), (32, 4, 4), (64, 2, 2)]
 
 
 def test_convnext_adapter_normalises_each_stage():

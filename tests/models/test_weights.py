@@ -342,6 +342,7 @@ def test_mmseg_layouts_load(name, tmp_path):
             assert torch.equal(target.backbone.state_dict()[k], v)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # timm's table interpolation warns about torch internals
 def test_beit_relative_position_tables_are_resized_to_the_model(tmp_path):
     small = build_model("upernet_beit_tiny", 4, img_size=64)
     torch.save(small.backbone.model.state_dict(), tmp_path / "beit_64.pth")
