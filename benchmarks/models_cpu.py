@@ -1,8 +1,10 @@
 """Train-step time and peak memory of each model family on CPU, Region Rebalance off and on.
 
 Each (model, RR off/on) runs in its own process so that peak RSS is its own: the model is built with RR
-attached, warmed up, then timed over a few steps (median reported). Memory: peak RSS of the process
-(ru_maxrss) and its growth over the RSS before the first step (activations, gradients, optimiser state).
+attached, warmed up, then timed over a few steps (median reported). Time: wall clock and process CPU time
+(all threads; on a shared machine the CPU time is the steadier measure of the work). Memory: peak RSS of
+the process (ru_maxrss) and its growth over the RSS before the first step (activations, gradients,
+optimiser state).
 
 Usage (from the repo root; slow on 2 cores, minutes per model at 512x512):
     PYTHONPATH=src python benchmarks/models_cpu.py --out /tmp/models_cpu.md
@@ -59,11 +61,12 @@ def worker(args: argparse.Namespace) -> dict:
     rss_before = _rss_bytes()
     for _ in range(args.warmup):
         train_step(model, optimizer, images, labels, use_rr)
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         train_step(model, optimizer, images, labels, use_rr)
         times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     return {
         "model": args.worker,
@@ -71,6 +74,8 @@ def worker(args: argparse.Namespace) -> dict:
         "params_m": count_params(model),
         "step_s": statistics.median(times),
         "times_s": times,
+        "cpu_s": statistics.median(cpu_times),  # process CPU time (all threads): less sensitive to other load
+        "cpu_times_s": cpu_times,
         "peak_rss_gib": peak / 2**30,
         "step_mem_gib": (peak - rss_before) / 2**30,
     }
@@ -86,15 +91,23 @@ def run_one(name: str, rr: str, args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _cpu(r: dict) -> str:
+    return f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-"
+
+
+def _ratio(a: dict, b: dict, key: str) -> str:
+    return f"{a[key] / b[key]:.3f}" if key in a and key in b else "-"
+
+
 def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"CPU train step, batch {args.batch} x {args.size}x{args.size}, fp32, {args.threads} threads, "
         f"median of {args.steps} timed steps after {args.warmup} warm-up; torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs.",
         "",
-        "| model | params (M) | step RR off (s) | step RR on (s) | time ratio | peak RSS off / on (GiB) "
-        "| step memory off / on (GiB) | memory ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | params (M) | step RR off (s) | step RR on (s) | time ratio | CPU s/step off / on "
+        "| CPU ratio | peak RSS off / on (GiB) | step memory off / on (GiB) | memory ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_model: dict[str, dict[bool, dict]] = {}
     for r in rows:
@@ -105,7 +118,8 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
             continue
         lines.append(
             f"| {name} | {off['params_m']:.1f} | {off['step_s']:.2f} | {on['step_s']:.2f} "
-            f"| {on['step_s'] / off['step_s']:.3f} | {off['peak_rss_gib']:.2f} / {on['peak_rss_gib']:.2f} "
+            f"| {on['step_s'] / off['step_s']:.3f} | {_cpu(off)} / {_cpu(on)} | {_ratio(on, off, 'cpu_s')} "
+            f"| {off['peak_rss_gib']:.2f} / {on['peak_rss_gib']:.2f} "
             f"| {off['step_mem_gib']:.2f} / {on['step_mem_gib']:.2f} "
             f"| {on['step_mem_gib'] / max(off['step_mem_gib'], 1e-9):.3f} |"
         )
