@@ -15,6 +15,10 @@ from rrseg.errors import RRSegError
 COMMANDS: list[tuple[str, str, str]] = [
     ("stats", "stats", "per-class image (region) and pixel counts of a folder of label PNGs"),
     ("score", "score", "score prediction PNGs against ground-truth PNGs, per class and frequency group"),
+    ("train", "train", "train a model from a YAML config (DDP with torchrun, AMP, exact resume)"),
+    ("eval", "eval", "evaluate a checkpoint: per class and per frequency group, TTA, sliding window"),
+    ("predict", "predict", "predict index PNGs and colour overlays for images"),
+    ("compare", "compare", "compare two runs class by class, with a plot against region count"),
 ]
 
 
