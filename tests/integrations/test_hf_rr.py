@@ -216,3 +216,17 @@ def test_rr_trainer_rejects_batches_without_labels():
         trainer.compute_loss(model, {"pixel_values": batch()[0]})
     with pytest.raises(TypeError, match="RegionRebalance"):
         RRTrainer(model=model, args=args, rr=None)
+
+
+def test_rr_trainer_refuses_setups_where_rr_would_not_be_synchronised(monkeypatch):
+    pytest.importorskip("accelerate")
+    model = make("segformer")
+    args = transformers.TrainingArguments(output_dir="unused", use_cpu=True, report_to="none")
+    monkeypatch.setattr(transformers.TrainingArguments, "n_gpu", property(lambda self: 2))
+    with pytest.raises(RRSegError, match="DataParallel"):
+        RRTrainer(model=model, args=args, rr=region_rebalance_for(model, COUNTS))
+    monkeypatch.setattr(transformers.TrainingArguments, "n_gpu", property(lambda self: 1))
+    monkeypatch.setattr(transformers.TrainingArguments, "world_size", property(lambda self: 2))
+    with pytest.raises(RRSegError, match="trainable RR branch"):
+        RRTrainer(model=model, args=args, rr=region_rebalance_for(model, COUNTS, trainable=True))
+    RRTrainer(model=model, args=args, rr=region_rebalance_for(model, COUNTS))  # frozen: fine

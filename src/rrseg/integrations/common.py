@@ -72,7 +72,7 @@ def capture_input(module: nn.Module, what: str = "classifier") -> InputCapture:
 class RROutput:
     """One training step: the total ``loss`` to backpropagate, its named parts, and the model's logits.
 
-    ``losses`` holds the detached-free parts (``loss_seg`` for the model's own loss, ``loss_rr`` for RR);
+    ``losses`` holds the parts, with their graphs (``loss_seg``: the model's own loss, ``loss_rr``: RR);
     ``features`` is the captured pre-classifier tensor; ``outputs`` is whatever the model returned.
     """
 

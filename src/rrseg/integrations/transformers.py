@@ -148,7 +148,8 @@ class RRTrainer(Trainer):
     """HF ``Trainer`` whose training loss is the model's loss plus Region Rebalance.
 
     Pass ``rr=region_rebalance_for(model, counts, ...)``. Batches need ``pixel_values`` and ``labels``.
-    A trainable RR branch joins the optimizer (weight decay on its weights, none on norms and biases);
+    A trainable RR branch joins the optimizer (weight decay on its weights, none on norms and biases;
+    single process only, as its gradients are not synchronised);
     ``loss_rr`` is logged next to ``loss``; each saved checkpoint/model folder gets ``region_rebalance.safetensors``
     (the model's own files are unchanged) and resuming from a checkpoint restores it.
     """
@@ -160,6 +161,16 @@ class RRTrainer(Trainer):
         if not isinstance(rr, RegionRebalance):
             raise TypeError(f"rr must be a RegionRebalance, got {type(rr).__name__}")
         super().__init__(*args, **kwargs)
+        if self.args.n_gpu > 1:
+            raise RRSegError(
+                f"RRTrainer needs one device per process, but the Trainer would use DataParallel over "
+                f"{self.args.n_gpu} GPUs: launch with torchrun (DDP) instead"
+            )
+        if self.args.world_size > 1 and trainable_parameters(rr):
+            raise RRSegError(
+                "a trainable RR branch lives outside the DDP-wrapped model, so its gradients would not be "
+                "averaged across processes: use the frozen default (trainable=False) for multi-process training"
+            )
         self.rr = rr.to(self.args.device)
         self.rr_classifier = classifier
         self._rr_sum = torch.zeros((), device=self.args.device)
