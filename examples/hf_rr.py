@@ -142,7 +142,10 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--num-val", type=int, default=24)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
 

@@ -17,7 +17,7 @@ import rrseg
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SRC = Path(rrseg.__file__).resolve().parents[1]
-SMALL = ["--steps", "3", "--batch-size", "4", "--size", "32"]
+SMALL = ["--steps", "3", "--batch-size", "4", "--size", "32", "--threads", "1"]
 DATA = {"num_classes": 6, "num_train": 24, "num_val": 8, "size": 32}
 
 
