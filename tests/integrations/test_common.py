@@ -64,3 +64,20 @@ def test_save_and_load_rr(tmp_path):
         load_rr(other, tmp_path / "junk.safetensors")
     with pytest.raises(RRSegError, match="does not fit"):
         load_rr(RegionRebalance(16, 3, [5, 2, 1]), tmp_path / "rr.safetensors")
+
+
+def test_readme_section_documents_real_options():
+    """Every option named in the README's options table is a RegionRebalance argument, and vice versa."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "readme" / "integrations.md"
+    if not doc.is_file():
+        pytest.skip("docs/readme/integrations.md is not part of this checkout")
+    table = doc.read_text().split("### The RR options", 1)[1]
+    documented = {name for row in table.splitlines() if row.startswith("| `")
+                  for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    params = set(inspect.signature(RegionRebalance).parameters) - {"in_channels", "num_classes", "counts", "name"}
+    assert documented <= params, documented - params
+    assert params - documented <= {"logit_scale", "align_corners"}, params - documented

@@ -74,6 +74,19 @@ def test_loss_is_ce_plus_rr_on_decoder_output(arch):
     assert out.losses["loss_rr"].item() > 0
 
 
+@pytest.mark.parametrize("arch", ["DeepLabV3", "PSPNet", "PAN", "MAnet", "Linknet", "UnetPlusPlus"])
+def test_other_smp_architectures(arch):
+    torch.manual_seed(0)
+    model = smp.create_model(arch, encoder_name="resnet18", encoder_weights=None, classes=C)
+    wrapper = RRWrapper(model, COUNTS).train()
+    size = 128 if arch == "PAN" else 64  # PAN's pyramid pooling needs 128 px
+    images, labels = batch(size=size)
+    out = wrapper(images, labels)
+    torch.testing.assert_close(model.segmentation_head(out.features), out.logits)  # features feed the head
+    assert out.logits.shape == (2, C, size, size) and out.losses["loss_rr"].item() > 0
+    out.loss.backward()
+
+
 def test_dpt_classifier_is_the_last_conv_of_its_head():
     pytest.importorskip("timm")
     torch.manual_seed(0)
