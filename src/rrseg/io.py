@@ -44,6 +44,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success fsync and rename it to ``path``."""
     target = Path(path)
+    if target.is_dir():
+        raise RRSegError(f"{target}: is a directory; expected a file path to write")
     if target.parent and not target.parent.exists():
         ensure_writable_dir(target.parent)
     try:
@@ -55,7 +57,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise RRSegError(f"{target}: cannot write ({e.strerror})") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

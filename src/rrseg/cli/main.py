@@ -13,6 +13,7 @@ from rrseg.errors import RRSegError
 # (command, module under rrseg.cli, one-line help). Modules are imported lazily, when their command runs,
 # except for building --help, which imports each module's `add_arguments` (cheap: no torch at import).
 COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "demo", "CE vs Region Rebalance on the synthetic long-tailed dataset, on a CPU, in minutes"),
     ("stats", "stats", "per-class image (region) and pixel counts of a folder of label PNGs"),
     ("score", "score", "score prediction PNGs against ground-truth PNGs, per class and frequency group"),
     ("train", "train", "train a model from a YAML config (DDP with torchrun, AMP, exact resume)"),

@@ -59,8 +59,8 @@ def label_histogram(
     for v, m in zip(values.tolist(), mapped.tolist()):
         if 0 <= m < num_classes:
             hist[m] += raw[v]
-        elif m != ignore_index:
-            bad[m] = bad.get(m, 0) + int(raw[v])
+        elif m != ignore_index:  # keyed by the value in the file, which is what the user can look for
+            bad[v] = bad.get(v, 0) + int(raw[v])
     return hist, bad
 
 
@@ -123,8 +123,9 @@ def compute_stats(
                     if error is not None:
                         raise RRSegError(error)
                     value = min(bad)
+                    shift = " (minus 1 with reduce_zero_label)" if reduce_zero_label else ""
                     raise RRSegError(
-                        f"{path}: label value {value} ({bad[value]} pixels) is outside [0, {num_classes}) "
+                        f"{path}: label value {value}{shift} ({bad[value]} pixels) is outside [0, {num_classes}) "
                         f"and is not the ignore value {ignore_index}"
                     )
                 skipped.append({"path": path, "error": error, "bad_values": bad})
