@@ -383,6 +383,7 @@ class Trainer:
             final_report = self.evaluate()
             self._after_eval(final_report)
             self.save_checkpoint()
+            self._log({"event": "end", "iteration": self.iteration, "param_sha256": self._fingerprints()})
             if info.is_main:
                 ckpt.save_weights(self.work_dir / "inference.safetensors", self.model.inference_state_dict(),
                                   {**self.metadata, "iteration": self.iteration})
@@ -402,6 +403,21 @@ class Trainer:
         if info.is_main:
             print(format_report(final_report))
         return final_report if info.is_main else None
+
+    def _fingerprints(self) -> list[str]:
+        """SHA-256 of every rank's parameters and buffers: all equal when DDP kept the replicas in sync."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, t in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        mine = digest.hexdigest()
+        if not self.info.distributed:
+            return [mine]
+        gathered: list = [None] * self.info.world_size
+        torch.distributed.all_gather_object(gathered, mine)
+        return gathered
 
     def _step(self, data_iter) -> dict[str, float] | None:
         cfg = self.cfg
