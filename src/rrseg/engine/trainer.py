@@ -405,11 +405,12 @@ class Trainer:
         return final_report if info.is_main else None
 
     def _fingerprints(self) -> list[str]:
-        """SHA-256 of every rank's parameters and buffers: all equal when DDP kept the replicas in sync."""
+        """SHA-256 of every rank's parameters: all equal when DDP kept the replicas in sync. (Buffers such as
+        BatchNorm running statistics follow each rank's last batch; rank 0's are the ones saved.)"""
         import hashlib
 
         digest = hashlib.sha256()
-        for name, t in self.model.state_dict().items():
+        for name, t in self.model.named_parameters():
             digest.update(name.encode())
             digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         mine = digest.hexdigest()
