@@ -101,7 +101,7 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
         pixel = BLVLoss(counts, num_classes, "loss_blv", p.loss_weight, sigma=p.sigma, ignore_index=ignore_index)
     terms: list[nn.Module] = [pixel]
     aux_weight = cfg.loss.aux_weight if cfg.loss.aux_weight is not None else getattr(model, "aux_loss_weight", 0.0)
-    if getattr(model, "has_aux_head", getattr(model, "aux_head", None) is not None) and aux_weight:
+    if getattr(model, "auxiliary_head", None) is not None and aux_weight:
         terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", ignore_index=ignore_index))
     if getattr(model, "rebalance", None) is not None:
         terms.append(model.rebalance)
