@@ -22,11 +22,14 @@ def test_epochs_are_permutations_and_resume_continues_the_stream():
     assert take(InfiniteSampler(7, seed=4), 7) != full[:7]
 
 
-def test_ranks_interleave_the_single_process_stream():
-    single = take(InfiniteSampler(10, seed=0, start=4), 12)
-    r0 = take(InfiniteSampler(10, seed=0, rank=0, world_size=2, start=4), 6)
-    r1 = take(InfiniteSampler(10, seed=0, rank=1, world_size=2, start=4), 6)
-    assert sorted(r0 + r1, key=lambda t: t[1]) == single
+def test_ranks_take_consecutive_blocks_of_the_single_process_stream():
+    single = take(InfiniteSampler(10, seed=0, start=4, batch_size=2), 12)
+    r0 = take(InfiniteSampler(10, seed=0, rank=0, world_size=2, start=4, batch_size=2), 6)
+    r1 = take(InfiniteSampler(10, seed=0, rank=1, world_size=2, start=4, batch_size=2), 6)
+    # step s: rank 0 has the positions of micro-batch 2s of one process, rank 1 those of micro-batch 2s+1
+    for s in range(3):
+        assert r0[2 * s : 2 * s + 2] == single[4 * s : 4 * s + 2]
+        assert r1[2 * s : 2 * s + 2] == single[4 * s + 2 : 4 * s + 4]
 
 
 def test_shards_cover_each_index_once():

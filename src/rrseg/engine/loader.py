@@ -18,14 +18,19 @@ __all__ = ["InfiniteSampler", "SeededTransformDataset", "ShardSampler", "collate
 
 
 class InfiniteSampler(Sampler):
-    """Yields ``(index, k)`` forever from sample position ``start`` on, for this rank's share."""
+    """Yields ``(index, k)`` forever from sample position ``start`` on, for this rank's share.
+
+    Each step of ``batch_size`` samples per rank takes ``world_size * batch_size`` consecutive positions,
+    rank r the r-th block: N ranks see exactly the micro-batches one process sees with N accumulation
+    steps (so even BatchNorm statistics are computed over the same groups of images).
+    """
 
     def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, batch_size: int = 1) -> None:
         if size <= 0:
             raise ValueError("cannot sample from an empty dataset")
         self.size, self.seed, self.rank, self.world = size, seed, rank, world_size
-        self.start, self.shuffle = start, shuffle
+        self.start, self.shuffle, self.batch_size = start, shuffle, batch_size
 
     def _order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
@@ -34,15 +39,17 @@ class InfiniteSampler(Sampler):
         return torch.randperm(self.size, generator=g)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        k = self.start + self.rank
-        epoch = -1
-        order = None
+        epoch, order = -1, None
+        step_size = self.world * self.batch_size
+        step = 0
         while True:
-            e, pos = divmod(k, self.size)
-            if e != epoch:
-                epoch, order = e, self._order(e)
-            yield int(order[pos]), k
-            k += self.world
+            base = self.start + step * step_size + self.rank * self.batch_size
+            for k in range(base, base + self.batch_size):
+                e, pos = divmod(k, self.size)
+                if e != epoch:
+                    epoch, order = e, self._order(e)
+                yield int(order[pos]), k
+            step += 1
 
 
 class ShardSampler(Sampler):

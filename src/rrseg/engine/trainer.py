@@ -200,7 +200,7 @@ class Trainer:
         global_batch = cfg.data.batch_size * info.world_size
         self.samples_per_iter = global_batch * cfg.optim.accumulate
         sampler = InfiniteSampler(len(self.train_ds), cfg.train.seed, info.rank, info.world_size,
-                                  start=self.iteration * self.samples_per_iter)
+                                  start=self.iteration * self.samples_per_iter, batch_size=cfg.data.batch_size)
         self.train_loader = torch.utils.data.DataLoader(
             SeededTransformDataset(self.train_ds, train_tf, cfg.train.seed), batch_size=cfg.data.batch_size,
             sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate,
