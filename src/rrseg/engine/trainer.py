@@ -181,8 +181,12 @@ class Trainer:
         self.criterion = build_criterion(cfg, model, self.counts, self.num_classes, self.ignore_index)
         self.ddp = model
         if info.distributed:
+            # an auxiliary head left out of the loss (aux weight 0) gets no gradient: let DDP know
+            unused = getattr(model, "auxiliary_head", None) is not None and "loss_aux" not in {
+                t.name for t in self.criterion.terms}
             self.ddp = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=unused,
             )
         self.optimizer = build_optimizer(model, cfg.optim)
         amp = cfg.train.amp
