@@ -102,15 +102,6 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, 
     """Load ``state`` into ``model``; a checkpoint of another architecture is a clear error, never a
     silent partial load."""
     own = model.state_dict()
-    mismatched = [
-        (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
-    ]
-    if mismatched:
-        k, got, want = mismatched[0]
-        raise RRSegError(
-            f"{source}: weights do not fit this model: {k} has shape {got} in the checkpoint, {want} in the model"
-            + (f" (and {len(mismatched) - 1} more mismatches)" if len(mismatched) > 1 else "")
-        )
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if strict and (missing or unexpected):
@@ -120,6 +111,15 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, 
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         raise RRSegError(f"{source}: checkpoint of another architecture: {', '.join(parts)}")
+    mismatched = [
+        (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
+    ]
+    if mismatched:
+        k, got, want = mismatched[0]
+        raise RRSegError(
+            f"{source}: weights do not fit this model: {k} has shape {got} in the checkpoint, {want} in the model"
+            + (f" (and {len(mismatched) - 1} more mismatches)" if len(mismatched) > 1 else "")
+        )
     model.load_state_dict(state, strict=False)
 
 
