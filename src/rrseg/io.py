@@ -21,9 +21,24 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable",
     "ensure_writable_dir",
     "jsonable",
 ]
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is (or could be created as) a writable directory; creates nothing."""
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if probe == p and not p.is_dir():
+        raise RRSegError(f"{p}: output path exists and is not a directory")
+    if not probe.is_dir():
+        raise RRSegError(f"{p}: cannot create output directory ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RRSegError(f"{p}: output directory is not writable")
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:

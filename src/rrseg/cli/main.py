@@ -42,6 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """The message itself, also when a DataLoader worker re-raised it wrapped in its traceback."""
+    lines = message.strip().splitlines()
+    if len(lines) > 1 and "Original Traceback" in message:
+        return lines[-1].split("Error: ", 1)[-1]
+    return " ".join(line.strip() for line in lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except RRSegError as e:
-        print(f"rrseg {args.command}: error: {e}", file=sys.stderr)
+        print(f"rrseg {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rrseg {args.command}: interrupted", file=sys.stderr)

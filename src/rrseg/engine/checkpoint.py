@@ -163,10 +163,11 @@ def save_training_checkpoint(
     """Write ``checkpoints/iter_NNNNNNN`` atomically, point ``latest`` at it, prune older ones."""
     root = Path(work_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".iter_*"):  # left by a process killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     name = f"iter_{iteration:07d}"
     final = root / name
     tmp = root / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         for fname, data in (

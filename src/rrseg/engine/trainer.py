@@ -29,7 +29,7 @@ from rrseg.engine.evaluator import evaluate
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
 from rrseg.errors import RRSegError
-from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir
 from rrseg.metrics.groups import frequency_groups
 from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
 from rrseg.rebalance import (
@@ -77,6 +77,7 @@ def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path,
             train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
             getattr(train_ds, "ignore_index", 255), workers=None,
         )
+        ensure_writable_dir(work_dir)
         atomic_write_json(cache, counts.to_json())
     barrier()
     return ClassCounts.load(cache, num_classes)
@@ -152,10 +153,7 @@ class Trainer:
         self.info = info = setup(self.device_request)
         self.device = info.device
         self.work_dir = Path(cfg.work_dir)
-        if info.is_main:
-            ensure_writable_dir(self.work_dir)
-            atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        barrier()
+        check_writable(self.work_dir)  # fail before any work; nothing is written until data and model are valid
         if cfg.train.deterministic and self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         self._seed_everything(cfg.train.seed)
@@ -193,6 +191,10 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.metadata = model_metadata(cfg, self.num_classes, self.train_ds)
+        if info.is_main:
+            ensure_writable_dir(self.work_dir)
+            atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        barrier()
 
         self.iteration = 0
         self.best = {"mIoU": -1.0, "iteration": -1}
@@ -255,8 +257,14 @@ class Trainer:
                 "history": self.history,
                 "rng": ckpt.capture_rng(),
             }
-            path = ckpt.save_training_checkpoint(self.work_dir, self.iteration, self.model.state_dict(), state,
-                                                 self.metadata, self.cfg.train.keep_last)
+            try:
+                path = ckpt.save_training_checkpoint(self.work_dir, self.iteration, self.model.state_dict(), state,
+                                                     self.metadata, self.cfg.train.keep_last)
+            except OSError as e:
+                previous = ckpt.latest_checkpoint(self.work_dir)
+                kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint"
+                raise RRSegError(f"{self.work_dir / ckpt.CKPT_DIR}: cannot write the checkpoint of iteration "
+                                 f"{self.iteration} ({e.strerror or e}); {kept}") from None
         barrier()
         return path
 
