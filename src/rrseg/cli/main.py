@@ -20,6 +20,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "eval", "evaluate a checkpoint: per class and per frequency group, TTA, sliding window"),
     ("predict", "predict", "predict index PNGs and colour overlays for images"),
     ("compare", "compare", "compare two runs class by class, with a plot against region count"),
+    ("make-synthetic", "make_synthetic", "write the synthetic long-tailed dataset (ADE20K-shaped statistics)"),
+    ("check-data", "check_data", "scan a dataset and report every problem (corrupt files, bad labels, ...)"),
+    ("convert", "convert", "convert raw COCO-Stuff / Cityscapes labels to train-id PNGs"),
 ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rrseg.data.problems import DataError
 from rrseg.errors import RRSegError
 
 __all__ = ["find_files", "read_label", "reduce_zero_label"]
@@ -18,27 +19,30 @@ INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """The label map of an index PNG as a 2-D integer array (uint8 for 8-bit files).
 
-    Raises :class:`RRSegError` naming the file for an unreadable, truncated or corrupt file and for a colour
-    (RGB/RGBA) image where an index PNG is expected.
+    Raises :class:`~rrseg.data.problems.DataError` (an ``RRSegError``) naming the file for an unreadable,
+    truncated or corrupt file and for a colour (RGB/RGBA) image where an index PNG is expected.
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
             mode = im.mode
             if mode not in INDEX_MODES:
-                raise RRSegError(
+                raise DataError(
+                    "rgb_label",
                     f"{path}: label is a {mode} image; expected a single-channel index PNG "
                     f"(mode L or P) whose pixel values are class ids"
                 )
-            arr = np.asarray(im)
-    except RRSegError:
+            arr = np.array(im)  # a writable copy
+    except DataError:
         raise
     except FileNotFoundError:
-        raise RRSegError(f"{path}: label file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise RRSegError(f"{path}: unreadable or corrupt label image ({e.__class__.__name__}: {e})") from None
+        raise DataError("missing_label", f"{path}: label file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(
+            "corrupt_label", f"{path}: unreadable or corrupt label image ({e.__class__.__name__}: {e})"
+        ) from None
     if arr.ndim != 2:
-        raise RRSegError(f"{path}: label has shape {arr.shape}; expected a 2-D index map")
+        raise DataError("corrupt_label", f"{path}: label has shape {arr.shape}; expected a 2-D index map")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     return arr

@@ -1,0 +1,319 @@
+"""The dataset base class: (image, label) file pairs, checked loading, class names and palette.
+
+Every problem with a file raises :class:`~rrseg.data.problems.DataError` (an ``RRSegError``) whose ``kind``
+names the problem and whose one-line message names the file, so that training and ``rrseg check-data`` report
+the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from rrseg.data.labels import read_label
+from rrseg.data.meta import default_palette
+from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
+from rrseg.errors import RRSegError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PROBLEM_KINDS",
+    "DataError",
+    "Sample",
+    "ScanResult",
+    "SegDataset",
+    "read_image",
+    "scan_pairs",
+    "seg_collate",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One (image, label) pair; ``key`` is the shared relative path without suffixes."""
+
+    key: str
+    image: Path
+    label: Path | None
+
+
+@dataclass
+class ScanResult:
+    """The pairs found in one split, plus what did not pair up."""
+
+    image_dir: Path
+    label_dir: Path
+    samples: list[Sample] = field(default_factory=list)
+    problems: list[DataError] = field(default_factory=list)  # missing dir, empty split, missing labels, ...
+
+    def raise_first(self) -> None:
+        """Raise the first error (not warning), mentioning how many more there are."""
+        errors = [p for p in self.problems if p.kind not in WARNING_KINDS]
+        if errors:
+            first = errors[0]
+            more = ""
+            if len(errors) > 1:
+                more = f" (and {len(errors) - 1} more problems; `rrseg check-data` lists them all)"
+            raise DataError(first.kind, f"{first}{more}")
+
+
+def _strip_suffix(name: str, suffixes: Sequence[str]) -> str | None:
+    low = name.lower()
+    for s in suffixes:
+        if low.endswith(s.lower()):
+            return name[: len(name) - len(s)]
+    return None
+
+
+def _walk(root: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    """Files under ``root`` ending with one of ``suffixes``, keyed by relative path without the suffix."""
+    found: dict[str, Path] = {}
+    dups: list[tuple[Path, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            stem = _strip_suffix(name, suffixes)
+            if stem is None:
+                continue
+            key = stem if rel == "." else f"{rel}/{stem}".replace(os.sep, "/")
+            path = Path(dirpath) / name
+            if key in found:
+                dups.append((found[key], path))
+            else:
+                found[key] = path
+    if dups:
+        a, b = dups[0]
+        raise DataError("duplicate", f"{b}: same sample name as {a}; keep one of them")
+    return found
+
+
+def scan_pairs(
+    image_dir: str | os.PathLike,
+    label_dir: str | os.PathLike,
+    image_suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    label_suffix: str = ".png",
+    split: str = "",
+) -> ScanResult:
+    """Pair images and labels by relative path and stem (recursively), collecting every problem found."""
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    result = ScanResult(image_dir, label_dir)
+    what = f"split {split!r}" if split else "split"
+    if not image_dir.is_dir():
+        result.problems.append(DataError("missing_dir", f"{image_dir}: image directory of {what} not found"))
+        return result
+    try:
+        images = _walk(image_dir, image_suffixes)
+    except DataError as e:
+        result.problems.append(e)
+        return result
+    if not images:
+        pattern = ", ".join(f"*{s}" for s in image_suffixes)
+        result.problems.append(DataError("empty_split", f"{image_dir}: {what} has no images ({pattern})"))
+        return result
+    labels: dict[str, Path] = {}
+    if label_dir.is_dir():
+        try:
+            labels = _walk(label_dir, [label_suffix])
+        except DataError as e:
+            result.problems.append(e)
+    for key in sorted(images):
+        label = labels.get(key)
+        if label is None:
+            expected = label_dir / f"{key}{label_suffix}"
+            result.problems.append(
+                DataError("missing_label", f"{images[key]}: no label found (expected {expected})")
+            )
+            continue
+        result.samples.append(Sample(key, images[key], label))
+    for key in sorted(set(labels) - set(images)):
+        result.problems.append(DataError("orphan_label", f"{labels[key]}: label without a matching image"))
+    return result
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as an RGB uint8 array [H, W, 3] (grey, palette and CMYK images are converted)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            rgb = np.array(im.convert("RGB"))  # forces the full decode, so a truncated file fails here
+    except FileNotFoundError:
+        raise DataError("corrupt_image", f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(
+            "corrupt_image", f"{path}: unreadable or corrupt image ({e.__class__.__name__}: {e})"
+        ) from None
+    return rgb
+
+
+def _zero_label_lut(ignore_index: int) -> np.ndarray:
+    lut = np.arange(256, dtype=np.int64) - 1
+    lut[0] = ignore_index
+    lut[255] = ignore_index
+    return lut
+
+
+class SegDataset(Dataset):
+    """Image/label pairs with class names and a palette; items are ``{"image", "label", "meta"}`` dicts.
+
+    Without transforms ``image`` is a ``tv_tensors.Image`` (uint8, [3, H, W]) and ``label`` a
+    ``tv_tensors.Mask`` (int64, [H, W], ``ignore_index`` where unlabelled). ``transforms`` is called as
+    ``transforms(image, mask)`` and must return the pair (see :mod:`rrseg.data.transforms`); the label comes
+    back as int64 either way.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        class_names: Sequence[str],
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int = 255,
+        reduce_zero_label: bool = False,
+        transforms: Callable[..., Any] | None = None,
+        root: str | os.PathLike | None = None,
+        split: str = "",
+        name: str = "",
+    ) -> None:
+        self.samples = list(samples)
+        self.class_names = [str(c) for c in class_names]
+        if palette is None:
+            palette = default_palette(len(self.class_names))
+        self.palette = [tuple(int(v) for v in rgb) for rgb in palette]
+        if len(self.palette) != len(self.class_names):
+            raise RRSegError(
+                f"palette has {len(self.palette)} colours but there are {len(self.class_names)} classes"
+            )
+        self.ignore_index = int(ignore_index)
+        self.reduce_zero_label = bool(reduce_zero_label)
+        self.transforms = transforms
+        self.root = Path(root) if root is not None else None
+        self.split = split
+        self.name = name or type(self).__name__
+        self._lut = _zero_label_lut(self.ignore_index) if self.reduce_zero_label else None
+
+    # ---- what other parts read -------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def label_files(self) -> list[str]:
+        return [str(s.label) for s in self.samples]
+
+    @property
+    def image_files(self) -> list[str]:
+        return [str(s.image) for s in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, samples={len(self)}, "
+            f"classes={self.num_classes})"
+        )
+
+    # ---- loading -----------------------------------------------------------------------------------------
+    def convert_label(self, raw: np.ndarray) -> np.ndarray:
+        """Raw label values -> train ids (reduce_zero_label); subclasses may add their own id mapping."""
+        if self._lut is None:
+            return raw
+        if raw.dtype == np.uint8:
+            out = self._lut[raw]
+        else:
+            out = raw.astype(np.int64) - 1
+            out[(raw == 0) | (raw == self.ignore_index)] = self.ignore_index
+        return out
+
+    def load_label(self, index: int, image_size: tuple[int, int] | None = None) -> np.ndarray:
+        """The checked label map of sample ``index`` in train ids (uint8 when it fits, else int64)."""
+        sample = self.samples[index]
+        if sample.label is None:
+            raise DataError("missing_label", f"{sample.image}: no label file")
+        raw = read_label(sample.label)
+        if image_size is not None and raw.shape != tuple(image_size):
+            (h, w), (ih, iw) = raw.shape, image_size
+            raise DataError(
+                "size_mismatch", f"{sample.label}: label is {w}x{h} but its image {sample.image} is {iw}x{ih}"
+            )
+        label = self.convert_label(raw)
+        num = self.num_classes
+        if label.size and int(label.max()) >= num:
+            values = np.unique(label[label >= num])
+            bad = values[values != self.ignore_index]
+            if bad.size:
+                shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+                zero = " after reduce_zero_label" if self.reduce_zero_label else ""
+                raise DataError(
+                    "label_range",
+                    f"{sample.label}: label values {shown}{zero} outside the class range 0..{num - 1} "
+                    f"(ignore index {self.ignore_index})",
+                )
+        if label.dtype != np.uint8 and self.ignore_index <= 255 and num <= 255:
+            label = label.astype(np.uint8)
+        return label
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(self.samples[index].image)
+
+    def load(self, index: int) -> tuple[Any, Any, dict[str, Any]]:
+        """The untransformed (tv_tensors.Image, tv_tensors.Mask, meta) of sample ``index``, checked."""
+        from torchvision import tv_tensors  # here: torchvision takes seconds to import, check-data needs none
+
+        sample = self.samples[index]
+        image = self.load_image(index)
+        label = self.load_label(index, image.shape[:2])
+        img_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        mask_t = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label)))
+        meta = {
+            "path": str(sample.image),
+            "label_path": str(sample.label),
+            "ori_size": (int(image.shape[0]), int(image.shape[1])),
+            "key": sample.key,
+            "index": int(index),
+        }
+        return img_t, mask_t, meta
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, meta = self.load(index)
+        if self.transforms is not None:
+            image, mask = self.transforms(image, mask)
+        if mask.dtype != torch.int64:
+            mask = mask.to(torch.int64)
+        return {"image": image, "label": mask, "meta": meta}
+
+    def check_sample(self, index: int) -> DataError | None:
+        """The problem with sample ``index`` (the error training would raise), or None."""
+        try:
+            image = self.load_image(index)
+            self.load_label(index, image.shape[:2])
+        except DataError as e:
+            return e
+        return None
+
+
+def seg_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack images and labels of equal size into [B, 3, H, W] / [B, H, W]; metas stay a list of dicts."""
+    shapes = {tuple(item["image"].shape) for item in batch}
+    if len(shapes) > 1:
+        raise RRSegError(
+            f"cannot batch images of different sizes {sorted(shapes)}; crop/pad them to one size "
+            "(train_transforms does) or use batch size 1"
+        )
+    return {
+        "image": torch.stack([torch.as_tensor(item["image"]) for item in batch]),
+        "label": torch.stack([torch.as_tensor(item["label"]) for item in batch]),
+        "meta": [item["meta"] for item in batch],
+    }

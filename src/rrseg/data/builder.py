@@ -1,0 +1,81 @@
+"""``build_dataset(name, root, split)``: the dataset registry, and recognising a dataset layout on disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rrseg.data.ade20k import ADE20KDataset
+from rrseg.data.base import SegDataset
+from rrseg.data.cityscapes import CityscapesDataset
+from rrseg.data.coco_stuff import COCOStuff164kDataset
+from rrseg.data.folder import SPEC_NAME, FolderDataset
+from rrseg.errors import RRSegError
+
+__all__ = ["DATASETS", "build_dataset", "dataset_class", "detect_layout"]
+
+DATASETS: dict[str, type[SegDataset]] = {
+    "ade20k": ADE20KDataset,
+    "coco_stuff164k": COCOStuff164kDataset,
+    "cityscapes": CityscapesDataset,
+    "folder": FolderDataset,
+}
+_ALIASES = {
+    "ade": "ade20k",
+    "adechallengedata2016": "ade20k",
+    "coco_stuff": "coco_stuff164k",
+    "cocostuff": "coco_stuff164k",
+    "cocostuff164k": "coco_stuff164k",
+    "coco_stuff_164k": "coco_stuff164k",
+    "synthetic": "folder",
+}
+
+
+def dataset_class(name: str) -> type[SegDataset]:
+    """The dataset class registered under ``name`` (case, ``-`` and ``_`` are forgiven)."""
+    key = name.strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise RRSegError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[key]
+
+
+def build_dataset(
+    name: str,
+    root: str | os.PathLike,
+    split: str = "train",
+    transforms: Callable[..., Any] | None = None,
+    **options: Any,
+) -> SegDataset:
+    """A dataset by name: ``ade20k``, ``coco_stuff164k``, ``cityscapes``, ``folder`` (root: dir or YAML)."""
+    cls = dataset_class(name)
+    try:
+        return cls(root, split=split, transforms=transforms, **options)
+    except TypeError as e:
+        raise RRSegError(f"dataset {name!r}: bad option ({e})") from None
+
+
+def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
+    """(dataset name, root) of the dataset at ``path``: a folder dataset (dataset.yaml) or a known layout."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() in (".yaml", ".yml"):
+            return "folder", p
+        raise RRSegError(f"{p}: expected a dataset folder or a dataset YAML file")
+    if not p.is_dir():
+        raise RRSegError(f"{p}: dataset folder not found")
+    if (p / SPEC_NAME).is_file():
+        return "folder", p
+    ade = ADE20KDataset.resolve_root(p)
+    if (ade / "images" / "training").is_dir() or (ade / "images" / "validation").is_dir():
+        return "ade20k", ade
+    if (p / "images" / "train2017").is_dir() or (p / "images" / "val2017").is_dir():
+        return "coco_stuff164k", p
+    if (p / "leftImg8bit").is_dir():
+        return "cityscapes", p
+    raise RRSegError(
+        f"{p}: not a known dataset layout (no {SPEC_NAME}, ADEChallengeData2016 images/training, "
+        "COCO images/train2017 or Cityscapes leftImg8bit); pass --dataset NAME"
+    )

@@ -1,0 +1,219 @@
+"""``check_dataset``: scan a dataset and report every problem at once, with the messages training would raise.
+
+Checked per split: the split folder exists and holds images; every image has a label (and, as a warning,
+every label an image); every image decodes fully; every label is a readable single-channel index PNG of the
+image's size whose values (after reduce_zero_label) are class ids or the ignore index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rrseg.data.base import SegDataset
+from rrseg.data.builder import dataset_class, detect_layout
+from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
+from rrseg.errors import RRSegError
+
+__all__ = ["CheckReport", "Problem", "SplitReport", "check_dataset", "resolve_dataset"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    message: str
+
+    @property
+    def is_warning(self) -> bool:
+        return self.kind in WARNING_KINDS
+
+
+@dataclass
+class SplitReport:
+    split: str
+    images: int = 0  # image files found
+    checked: int = 0  # pairs decoded and checked
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    dataset: str
+    root: Path
+    num_classes: int
+    splits: list[SplitReport] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for s in self.splits for p in s.problems]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.is_warning]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def counts(self) -> Counter:
+        return Counter(p.kind for p in self.problems)
+
+    def to_json(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "root": str(self.root),
+            "num_classes": self.num_classes,
+            "ok": self.ok,
+            "problem_counts": dict(self.counts()),
+            "splits": [
+                {"split": s.split, "images": s.images, "checked": s.checked,
+                 "problems": [{"kind": p.kind, "message": p.message} for p in s.problems]}
+                for s in self.splits
+            ],
+        }
+
+    def format(self, max_per_kind: int = 20) -> str:
+        """The report as text: the problems grouped by kind (the first ``max_per_kind`` of each), a summary."""
+        lines = [f"{self.dataset} dataset at {self.root} ({self.num_classes} classes)"]
+        for s in self.splits:
+            n_err = sum(not p.is_warning for p in s.problems)
+            n_warn = len(s.problems) - n_err
+            lines.append(f"  split {s.split!r}: {s.images} images, {s.checked} pairs checked, "
+                         f"{n_err} problems" + (f", {n_warn} warnings" if n_warn else ""))
+        for kind, what in PROBLEM_KINDS.items():
+            found = [p for p in self.problems if p.kind == kind]
+            if not found:
+                continue
+            tag = "warning" if kind in WARNING_KINDS else "error"
+            lines.append(f"{what} ({kind}, {tag}): {len(found)}")
+            lines += [f"  {p.message}" for p in found[:max_per_kind]]
+            if len(found) > max_per_kind:
+                lines.append(f"  ... and {len(found) - max_per_kind} more")
+        n_err, n_warn = len(self.errors), len(self.problems) - len(self.errors)
+        verdict = "OK" if self.ok else "FAILED"
+        lines.append(f"{verdict}: {n_err} problems, {n_warn} warnings in {len(self.splits)} splits")
+        return "\n".join(lines)
+
+
+def resolve_dataset(path: str | os.PathLike, name: str | None = None) -> tuple[str, Path]:
+    """(dataset name, root) from a dataset folder, a folder ``dataset.yaml``, or a YAML config whose
+    ``dataset:`` (or ``data:``) mapping names ``name``/``type`` and ``root`` (relative to the YAML file)."""
+    p = Path(path)
+    if name:
+        dataset_class(name)  # unknown name -> clear error
+        return name, p
+    if p.is_file() and p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(p.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise RRSegError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
+        if isinstance(data, dict) and "classes" not in data:
+            section = data.get("dataset", data.get("data"))
+            if isinstance(section, dict) and isinstance(section.get("train"), dict):
+                section = {**section, **section["train"]}
+            if not isinstance(section, dict) or "root" not in section:
+                raise RRSegError(f"{p}: neither a folder dataset.yaml ('classes') nor a config with a "
+                                 "'dataset:' mapping holding 'name' and 'root'")
+            kind = str(section.get("name", section.get("type", "folder")))
+            root = Path(str(section["root"]))
+            if not root.is_absolute():
+                root = p.parent / root
+            dataset_class(kind)
+            return kind, root
+    return detect_layout(p)
+
+
+_WORKER_DATASET: SegDataset | None = None
+
+
+def _init_worker(dataset: SegDataset) -> None:
+    global _WORKER_DATASET
+    _WORKER_DATASET = dataset  # sent once per worker process, not once per chunk
+
+
+def _check_range(indices: range, dataset: SegDataset | None = None) -> list[tuple[int, str, str]]:
+    dataset = dataset if dataset is not None else _WORKER_DATASET
+    assert dataset is not None
+    out = []
+    for i in indices:
+        err = dataset.check_sample(i)
+        if err is not None:
+            out.append((i, err.kind, str(err)))
+    return out
+
+
+def check_dataset(
+    path: str | os.PathLike,
+    name: str | None = None,
+    splits: Sequence[str] | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> CheckReport:
+    """Check every split of the dataset at ``path`` (or the given ``splits``); never raises for bad files."""
+    kind, root = resolve_dataset(path, name)
+    cls = dataset_class(kind)
+    try:
+        available = cls.available_splits(root)  # type: ignore[attr-defined]
+    except DataError as e:  # e.g. a broken dataset.yaml
+        report = CheckReport(kind, Path(root), 0)
+        report.splits.append(SplitReport("-", problems=[Problem(e.kind, str(e))]))
+        return report
+    wanted = list(splits) if splits else available
+    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
+    report: CheckReport | None = None
+    if not wanted:
+        probe = cls(root, split="__none__", strict=False)  # type: ignore[call-arg]
+        report = CheckReport(kind, probe.root or Path(root), probe.num_classes)
+        report.splits.append(SplitReport("-", problems=[Problem(
+            "empty_split", f"{probe.scan.image_dir.parent}: no split folders with images found")]))
+        return report
+    for split in wanted:
+        ds = cls(root, split=split, strict=False)  # type: ignore[call-arg]
+        if report is None:
+            report = CheckReport(kind, ds.root or Path(root), ds.num_classes)
+        sr = SplitReport(split, images=len(ds) + sum(p.kind == "missing_label" for p in ds.scan.problems))
+        sr.problems += [Problem(p.kind, str(p)) for p in ds.scan.problems]
+        found = _check_samples(ds, workers, progress, split)
+        sr.checked = len(ds)
+        sr.problems += [Problem(k, m) for _, k, m in sorted(found)]
+        report.splits.append(sr)
+    assert report is not None
+    return report
+
+
+def _check_samples(ds: SegDataset, workers: int, progress: bool, split: str) -> list[tuple[int, str, str]]:
+    n = len(ds)
+    if n == 0:
+        return []
+    chunk = max(1, min(256, n // (workers * 8) or 1))
+    jobs = [range(i, min(n, i + chunk)) for i in range(0, n, chunk)]
+    bar = task = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task(f"checking {split}", total=n)
+    found: list[tuple[int, str, str]] = []
+    try:
+        if workers <= 1 or len(jobs) == 1:
+            for idx in jobs:
+                found += _check_range(idx, ds)
+                if bar is not None:
+                    bar.advance(task, len(idx))
+        else:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ds,)) as pool:
+                for idx, res in zip(jobs, pool.map(_check_range, jobs)):
+                    found += res
+                    if bar is not None:
+                        bar.advance(task, len(idx))
+    finally:
+        if bar is not None:
+            bar.stop()
+    return found
