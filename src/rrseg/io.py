@@ -21,9 +21,24 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable",
     "ensure_writable_dir",
     "jsonable",
 ]
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is (or could be created as) a writable directory; creates nothing."""
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if probe == p and not p.is_dir():
+        raise RRSegError(f"{p}: output path exists and is not a directory")
+    if not probe.is_dir():
+        raise RRSegError(f"{p}: cannot create output directory ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RRSegError(f"{p}: output directory is not writable")
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -44,6 +59,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success fsync and rename it to ``path``."""
     target = Path(path)
+    if target.is_dir():
+        raise RRSegError(f"{target}: is a directory; expected a file path to write")
     if target.parent and not target.parent.exists():
         ensure_writable_dir(target.parent)
     try:
@@ -55,7 +72,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as e:
+            raise RRSegError(f"{target}: cannot write ({e.strerror})") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

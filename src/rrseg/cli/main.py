@@ -13,8 +13,13 @@ from rrseg.errors import RRSegError
 # (command, module under rrseg.cli, one-line help). Modules are imported lazily, when their command runs,
 # except for building --help, which imports each module's `add_arguments` (cheap: no torch at import).
 COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "demo", "CE vs Region Rebalance on the synthetic long-tailed dataset, on a CPU, in minutes"),
     ("stats", "stats", "per-class image (region) and pixel counts of a folder of label PNGs"),
     ("score", "score", "score prediction PNGs against ground-truth PNGs, per class and frequency group"),
+    ("train", "train", "train a model from a YAML config (DDP with torchrun, AMP, exact resume)"),
+    ("eval", "eval", "evaluate a checkpoint: per class and per frequency group, TTA, sliding window"),
+    ("predict", "predict", "predict index PNGs and colour overlays for images"),
+    ("compare", "compare", "compare two runs class by class, with a plot against region count"),
     ("make-synthetic", "make_synthetic", "write the synthetic long-tailed dataset (ADE20K-shaped statistics)"),
     ("check-data", "check_data", "scan a dataset and report every problem (corrupt files, bad labels, ...)"),
     ("convert", "convert", "convert raw COCO-Stuff / Cityscapes labels to train-id PNGs"),
@@ -40,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """The message itself, also when a DataLoader worker re-raised it wrapped in its traceback."""
+    lines = message.strip().splitlines()
+    if len(lines) > 1 and "Original Traceback" in message:
+        return lines[-1].split("Error: ", 1)[-1]
+    return " ".join(line.strip() for line in lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except RRSegError as e:
-        print(f"rrseg {args.command}: error: {e}", file=sys.stderr)
+        print(f"rrseg {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rrseg {args.command}: interrupted", file=sys.stderr)

@@ -25,7 +25,7 @@ def _index(root: str | os.PathLike, what: str, strip: Sequence[str]) -> dict[str
     out: dict[str, Path] = {}
     for f in files:
         stem = f.stem
-        for s in strip:
+        for s in sorted(strip, key=len, reverse=True):  # longest ending first (_gtFine_labelTrainIds)
             if s and stem.endswith(s):
                 stem = stem[: -len(s)]
                 break
@@ -55,7 +55,6 @@ def match_pairs(
 
 def _score_pair(args: tuple) -> tuple[np.ndarray | None, str | None]:
     pred_path, gt_path, num_classes, reduce_zero, ignore_index = args
-    torch.set_num_threads(1)
     try:
         pred = read_label(pred_path)
         gt = read_label(gt_path)
@@ -63,7 +62,7 @@ def _score_pair(args: tuple) -> tuple[np.ndarray | None, str | None]:
         return None, str(e)
     if pred.shape != gt.shape:
         (ph, pw), (gh, gw) = pred.shape, gt.shape
-        return None, f"{Path(pred_path).name} is {ph}x{pw}, ground truth {gh}x{gw}"
+        return None, f"{pred_path} is {ph}x{pw} but {gt_path} is {gh}x{gw}"
     if reduce_zero:
         gt = reduce_zero_label(gt, ignore_index)
     cm = ConfusionMatrix(num_classes, ignore_index)
@@ -90,7 +89,7 @@ def score_folders(
     total = np.zeros((num_classes, num_classes), np.int64)
     problems: list[str] = []
     if workers > 1 and len(items) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             results = list(pool.map(_score_pair, items, chunksize=max(1, len(items) // (workers * 8))))
     else:
         results = [_score_pair(it) for it in items]

@@ -53,8 +53,14 @@ def _as_counts(values: object, what: str) -> np.ndarray:
 
 
 def _read_txt(path: Path) -> np.ndarray:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CountsError(f"{path}: not a text file of per-class counts (one integer per line)") from None
+    except OSError as e:
+        raise CountsError(f"{path}: cannot read counts ({e.strerror})") from None
     values = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue

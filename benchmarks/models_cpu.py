@@ -1,0 +1,167 @@
+"""Train-step time and peak memory of each model family on CPU, Region Rebalance off and on.
+
+Each (model, RR off/on) runs in its own process so that peak RSS is its own: the model is built with RR
+attached, warmed up, then timed over a few steps (median reported). Time: wall clock and process CPU time
+(all threads; on a shared machine the CPU time is the steadier measure of the work). Memory: peak RSS of
+the process (ru_maxrss) and its growth over the RSS before the first step (activations, gradients,
+optimiser state).
+
+Usage (from the repo root; slow on 2 cores, minutes per model at 512x512):
+    PYTHONPATH=src python benchmarks/models_cpu.py --out /tmp/models_cpu.md
+    PYTHONPATH=src python benchmarks/models_cpu.py --tiny --size 64   # seconds, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _model_step import (
+    FAMILIES,
+    NUM_CLASSES,
+    TINY,
+    count_params,
+    make_labels,
+    make_optimizer,
+    train_step,
+    zipf_counts,
+)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def worker(args: argparse.Namespace) -> dict:
+    from rrseg.models import build_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    options, opt_kind = {**FAMILIES, **TINY}[args.worker]
+    model = build_model(
+        args.worker, NUM_CLASSES, rebalance={"type": "rr", "counts": zipf_counts()}, **options
+    )
+    model.train()
+    optimizer = make_optimizer(model, opt_kind)
+    images = torch.randn(args.batch, 3, args.size, args.size)
+    labels = make_labels(args.batch, args.size)
+    use_rr = args.rr == "on"
+    rss_before = _rss_bytes()
+    for _ in range(args.warmup):
+        train_step(model, optimizer, images, labels, use_rr)
+    times, cpu_times = [], []
+    for _ in range(args.steps):
+        t, c = time.perf_counter(), time.process_time()
+        train_step(model, optimizer, images, labels, use_rr)
+        times.append(time.perf_counter() - t)
+        cpu_times.append(time.process_time() - c)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {
+        "model": args.worker,
+        "rr": use_rr,
+        "params_m": count_params(model),
+        "step_s": statistics.median(times),
+        "times_s": times,
+        "cpu_s": statistics.median(cpu_times),  # process CPU time (all threads): less sensitive to other load
+        "cpu_times_s": cpu_times,
+        "peak_rss_gib": peak / 2**30,
+        "step_mem_gib": (peak - rss_before) / 2**30,
+    }
+
+
+def run_one(name: str, rr: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--rr", rr, "--size", str(args.size)]
+    cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} (RR {rr}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _cpu(r: dict) -> str:
+    return f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-"
+
+
+def _ratio(a: dict, b: dict, key: str) -> str:
+    return f"{a[key] / b[key]:.3f}" if key in a and key in b else "-"
+
+
+def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"CPU train step, batch {args.batch} x {args.size}x{args.size}, fp32, {args.threads} threads, "
+        f"median of {args.steps} timed steps after {args.warmup} warm-up; torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs.",
+        "",
+        "| model | params (M) | step RR off (s) | step RR on (s) | time ratio | CPU s/step off / on "
+        "| CPU ratio | peak RSS off / on (GiB) | step memory off / on (GiB) | memory ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_model: dict[str, dict[bool, dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["rr"]] = r
+    for name, d in by_model.items():
+        off, on = d.get(False), d.get(True)
+        if off is None or on is None:
+            continue
+        lines.append(
+            f"| {name} | {off['params_m']:.1f} | {off['step_s']:.2f} | {on['step_s']:.2f} "
+            f"| {on['step_s'] / off['step_s']:.3f} | {_cpu(off)} / {_cpu(on)} | {_ratio(on, off, 'cpu_s')} "
+            f"| {off['peak_rss_gib']:.2f} / {on['peak_rss_gib']:.2f} "
+            f"| {off['step_mem_gib']:.2f} / {on['step_mem_gib']:.2f} "
+            f"| {on['step_mem_gib'] / max(off['step_mem_gib'], 1e-9):.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=None, help="model names (default: one per family)")
+    p.add_argument("--tiny", action="store_true", help="the tiny test variants instead (smoke test)")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    p.add_argument("--json", type=Path, default=None, help="also write the raw rows here")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rr", choices=["on", "off"], default="off", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    default = list(TINY) if args.tiny else list(FAMILIES)[:5]  # the five families, base variants
+    names = args.models or default
+    rows = []
+    for name in names:
+        for rr in ("off", "on"):
+            t = time.time()
+            rows.append(run_one(name, rr, args))
+            r = rows[-1]
+            print(f"{name} RR {rr}: {r['step_s']:.2f} s/step, peak RSS {r['peak_rss_gib']:.2f} GiB "
+                  f"({time.time() - t:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+    md = to_markdown(rows, args)
+    print(md)
+    from rrseg.io import atomic_write_json, atomic_write_text
+
+    if args.out:
+        atomic_write_text(args.out, md)
+    if args.json:
+        atomic_write_json(args.json, rows)
+
+
+if __name__ == "__main__":
+    main()

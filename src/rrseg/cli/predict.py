@@ -1,0 +1,77 @@
+"""Predict segmentation maps for images with a trained checkpoint.
+
+For each image writes OUT/<stem>.png (an index PNG, mode P: pixel values are class ids, shown in the
+dataset's palette) and OUT/<stem>_overlay.jpg (the colours blended over the image). The model and the test
+resize come from the checkpoint's own metadata, so no config is needed.
+
+example:
+  rrseg predict runs/demo/rr/inference.safetensors photos/*.jpg --out predictions/
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="rrseg .safetensors checkpoint, checkpoint folder or work dir")
+    p.add_argument("images", nargs="+", help="image files (JPEG/PNG)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from rrseg.data.transforms import test_transforms
+    from rrseg.engine.evaluator import predict_probs
+    from rrseg.engine.inference import load_for_inference
+    from rrseg.errors import RRSegError
+    from rrseg.io import atomic_open, ensure_writable_dir
+
+    out = ensure_writable_dir(args.out)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    model, meta, cfg = load_for_inference(args.checkpoint, device)
+    num_classes = int(meta["num_classes"])
+    palette = meta.get("palette") or []
+    if len(palette) < num_classes:  # a fixed pseudo-random palette for classes without colours
+        rng = np.random.default_rng(0)
+        palette = list(palette) + rng.integers(0, 256, (num_classes - len(palette), 3)).tolist()
+    flat_palette = [int(v) for c in palette[:256] for v in c]
+    tf = test_transforms(scale=tuple(cfg.data.scale), mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+    from torchvision import tv_tensors
+
+    for name in args.images:
+        path = Path(name)
+        try:
+            with Image.open(path) as im:
+                rgb = im.convert("RGB")
+        except FileNotFoundError:
+            raise RRSegError(f"{path}: image not found") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise RRSegError(f"{path}: unreadable or corrupt image ({e.__class__.__name__})") from None
+        arr = np.asarray(rgb)
+        image = tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1).contiguous())
+        mask = tv_tensors.Mask(torch.zeros(arr.shape[:2], dtype=torch.uint8))
+        x, _ = tf(image, mask)
+        probs = predict_probs(model, torch.as_tensor(x).float()[None].to(device), cfg.eval, num_classes,
+                              out_size=arr.shape[:2])
+        pred = probs.argmax(1)[0].cpu().numpy()
+        if num_classes <= 256:  # mode P: the values are class ids, the palette shows them in colour
+            index = Image.frombytes("P", (pred.shape[1], pred.shape[0]), pred.astype(np.uint8).tobytes())
+            index.putpalette(flat_palette + [0] * (768 - len(flat_palette)))
+        else:
+            index = Image.fromarray(pred.astype(np.uint16))
+        with atomic_open(out / f"{path.stem}.png") as f:
+            index.save(f, format="PNG")
+        colours = np.asarray(palette, dtype=np.uint8)[pred.astype(np.int64)]
+        overlay = (args.alpha * colours + (1 - args.alpha) * arr).astype(np.uint8)
+        with atomic_open(out / f"{path.stem}_overlay.jpg") as f:
+            Image.fromarray(overlay).save(f, format="JPEG", quality=90)
+        print(f"{path} -> {out / (path.stem + '.png')}")
+    return 0

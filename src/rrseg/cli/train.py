@@ -1,0 +1,36 @@
+"""Train a segmentation model from a YAML config (iteration-based, with periodic evaluation).
+
+Configs are YAML data with `_base_` inheritance; `--set key.sub=value` overrides any key (checked against
+the schema). The resolved config, a JSONL log, TensorBoard events, checkpoints (safetensors + state),
+best.safetensors, inference.safetensors (no RR weights) and the final report land in the work dir.
+Ctrl-C or SIGTERM saves a checkpoint; `--resume` continues exactly where it stopped.
+
+examples:
+  rrseg train configs/demo.yaml
+  rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml --set data.batch_size=4 optim.lr=1e-4
+  rrseg train configs/demo.yaml --work-dir runs/demo_rr --resume
+  torchrun --nproc_per_node=8 -m rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml
+  torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_endpoint=HOST:29500 -m rrseg train CFG
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    p.add_argument("--work-dir", help="output folder (overrides work_dir in the config)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rrseg.engine.config import load_config
+    from rrseg.engine.trainer import Trainer
+
+    overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
+    cfg = load_config(args.config, overrides)
+    Trainer(cfg, resume=args.resume, device=args.device).train()
+    return 0

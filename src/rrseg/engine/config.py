@@ -1,0 +1,419 @@
+"""Configs: YAML data with ``_base_`` inheritance and dotted ``--set`` overrides, checked against a schema.
+
+Nothing in a config is executed: files are read with ``yaml.safe_load`` (a ``!!python`` tag is an error),
+values are plain data, and the schema below (dataclasses) names every valid key. An unknown or misspelt
+key is an error naming it and suggesting the closest valid key; a value of the wrong type is an error
+naming the key, the value and the expected type.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rrseg.errors import RRSegError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "config_to_dict",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(RRSegError):
+    """A config that does not fit the schema."""
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+@dataclass
+class DatasetConfig:
+    type: str = "folder"  # ade20k | coco_stuff164k | cityscapes | folder
+    root: str = ""
+    split: str = "train"
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset class
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = field(default_factory=DatasetConfig)
+    val: DatasetConfig = field(default_factory=lambda: DatasetConfig(split="val"))
+    batch_size: int = 2  # per process
+    workers: int = 2
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale: list[int] = field(default_factory=lambda: [2048, 512])  # (long, short) side, as mmseg
+    ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    photometric: bool = True
+    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+
+
+@dataclass
+class ModelConfig:
+    name: str = "upernet_swin_t"
+    num_classes: int = 0  # 0: take it from the training dataset
+    pretrained: str | None = None  # local file only (timm / safetensors / HF / mmseg checkpoint)
+    options: dict[str, Any] = field(default_factory=dict)  # passed to build_model
+
+
+@dataclass
+class PixelLossConfig:
+    # ce | weighted_ce | focal | balanced_softmax | blv
+    type: str = "ce"
+    loss_weight: float = 1.0
+    weight_scheme: str = "log"  # weighted_ce: log (w = 1 + log(max f / f)) | inv_sqrt
+    gamma: float = 2.0  # focal
+    prior: str = "pixel"  # balanced_softmax: pixel | region counts
+    tau: float = 1.0  # balanced_softmax
+    sigma: float = 4.0  # blv
+
+
+@dataclass
+class RegionLossConfig:
+    type: str = "none"  # none | rr | ceco
+    loss_weight: float = 1.0
+    trainable: bool = False
+    per_image: bool = False
+    prior: str = "region"  # region | pixel | none
+    smooth: float | None = None  # None: 0.5 for rr, 1.0 for ceco
+    reduce_channels: int = 128
+    hidden_channels: int = 512
+    dropout: float = 0.1
+    logit_scale: float = 5.0
+
+
+@dataclass
+class LossConfig:
+    pixel: PixelLossConfig = field(default_factory=PixelLossConfig)
+    aux_weight: float | None = None  # None: the model's own (0.4 for mmseg-style FCN auxiliary heads)
+    region: RegionLossConfig = field(default_factory=RegionLossConfig)
+    # class counts: a file (JSON from `rrseg stats` or released .txt), a released name ("ade20k"), or
+    # None to count the training labels once (cached in the work dir)
+    counts: str | None = None
+
+
+@dataclass
+class OptimConfig:
+    type: str = "adamw"  # sgd | adamw
+    lr: float = 6e-5
+    momentum: float = 0.9  # sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+    weight_decay: float = 0.01
+    no_decay_norm_bias: bool = True  # no weight decay on norm layers, biases, position embeddings
+    layer_decay: float | None = None  # layer-wise lr decay (BEiT), e.g. 0.9
+    head_lr_mult: float = 1.0  # lr multiplier of decode/aux heads
+    clip_grad: float | None = None  # max gradient norm
+    accumulate: int = 1  # gradient accumulation steps per iteration
+
+
+@dataclass
+class ScheduleConfig:
+    iters: int = 160000
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    power: float = 1.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    interval: int = 16000  # evaluate every N iterations (0: only at the end)
+    mode: str = "whole"  # whole | slide
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    stride: list[int] = field(default_factory=lambda: [341, 341])
+    scales: list[float] = field(default_factory=lambda: [1.0])  # TTA scale ratios
+    flip: bool = False
+    batch_size: int = 1
+    group_sizes: list[int] | None = None  # frequent / common sizes; default: ADE20K fractions 20/55/75 of 150
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    deterministic: bool = True  # deterministic algorithms on CPU (bit-exact resume)
+    amp: str = "none"  # none | bf16 | fp16 (CUDA)
+    sync_bn: bool = False
+    log_interval: int = 50
+    checkpoint_interval: int = 16000
+    keep_last: int = 2
+    tensorboard: bool = True
+    progress: bool = True
+    nan_policy: str = "stop"  # stop (checkpoint and exit with a message) | skip (skip the step)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    work_dir: str = "work_dirs/run"
+    name: str = ""  # a label for reports; defaults to the config file's stem
+
+
+# Allowed values of string fields that select an implementation.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.train.type": ("ade20k", "coco_stuff164k", "cityscapes", "folder"),
+    "data.val.type": ("ade20k", "coco_stuff164k", "cityscapes", "folder"),
+    "loss.pixel.type": ("ce", "weighted_ce", "focal", "balanced_softmax", "blv"),
+    "loss.pixel.weight_scheme": ("log", "inv_sqrt"),
+    "loss.pixel.prior": ("pixel", "region"),
+    "loss.region.type": ("none", "rr", "ceco"),
+    "loss.region.prior": ("region", "pixel", "none"),
+    "optim.type": ("sgd", "adamw"),
+    "eval.mode": ("whole", "slide"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "train.nan_policy": ("stop", "skip"),
+}
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that also refuses duplicate keys (a silent override is a config bug)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """A YAML mapping from ``path``, through the safe loader; every problem names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: plain data only
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except yaml.constructor.ConstructorError as e:
+        tag = getattr(e, "problem", "") or str(e)
+        raise ConfigError(f"{path}: refused a YAML tag ({tag.strip()}); configs are plain data") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where} ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not v.get("_delete_", False):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = {kk: vv for kk, vv in v.items() if kk != "_delete_"} if isinstance(v, dict) else v
+    return out
+
+
+def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(p.name for p in (*chain, path))}")
+    data = read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names")
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, _load_with_bases(path.parent / base, (*chain, path)))
+    return _merge(merged, data)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML scalars/lists) to a config mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+        _check_path(key)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def _check_path(key: str) -> None:
+    """Raise if ``key`` (dotted) does not name a field of the schema (free-form dicts excepted)."""
+    cls: Any = Config
+    for i, part in enumerate(key.split(".")):
+        if cls is dict:
+            return
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            prefix = ".".join(key.split(".")[:i])
+            _unknown(part, list(fields), prefix)
+        cls = _dataclass_of(_hints(cls)[part])
+        if cls is None:
+            if i != len(key.split(".")) - 1:
+                raise ConfigError(f"--set {key}: {'.'.join(key.split('.')[: i + 1])} is not a section")
+            return
+
+
+def _unknown(key: str, valid: list[str], prefix: str) -> typing.NoReturn:
+    where = f"{prefix}.{key}" if prefix else key
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown config key {where!r}{hint} (valid here: {', '.join(sorted(valid))})")
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_of(tp: Any) -> Any:
+    """The dataclass (or dict for free-form) behind a field type, else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) is dict or tp is dict:
+        return dict
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key {key!r}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return copy.deepcopy(value)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a section (mapping), got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 6e-5 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            _unknown(str(key), list(fields), prefix)
+        full = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], full)
+        if full in CHOICES and kwargs[key] not in CHOICES[full]:
+            close = difflib.get_close_matches(str(kwargs[key]), CHOICES[full], n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config key {full!r}: {kwargs[key]!r} is not one of {', '.join(CHOICES[full])}{hint}")
+    return cls(**kwargs)
+
+
+def parse_config(data: dict) -> Config:
+    """A validated :class:`Config` from a plain mapping."""
+    return _build(Config, data)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    """Read ``path`` (following ``_base_``), apply ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        data = apply_overrides(_load_with_bases(path), overrides or [])
+        cfg = parse_config(data)
+    except ConfigError as e:
+        msg = str(e)
+        named = msg.startswith((str(path), str(path.resolve())))  # errors in a _base_ file name that file
+        raise ConfigError(msg if named else f"{path}: {msg}") from None
+    if not cfg.name:
+        cfg.name = path.stem
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

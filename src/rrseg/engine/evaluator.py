@@ -1,0 +1,107 @@
+"""Inference (whole image or sliding window, multi-scale + flip TTA) and evaluation into a confusion matrix.
+
+As mmsegmentation: the model sees the test-resized image; its class probabilities are resized back to the
+label's original size before the argmax, so metrics are computed at the annotation's resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rrseg.engine.config import EvalConfig
+from rrseg.metrics.confusion import ConfusionMatrix
+
+__all__ = ["evaluate", "predict_probs"]
+
+PAD_MULTIPLE = 32  # every backbone here downsamples by 32 at most
+
+
+def _forward(model: nn.Module, images: Tensor) -> Tensor:
+    """Logits at the input size; pads to a multiple of 32 (bottom/right) and crops back."""
+    h, w = images.shape[-2:]
+    ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+    x = F.pad(images, (0, pw, 0, ph)) if ph or pw else images
+    logits = model(x)
+    if not isinstance(logits, Tensor):  # a model left in train mode would return SegOutput
+        logits = logits.logits
+    if logits.shape[-2:] != x.shape[-2:]:
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return logits[..., :h, :w]
+
+
+def _slide(model: nn.Module, images: Tensor, crop: tuple[int, int], stride: tuple[int, int],
+           num_classes: int) -> Tensor:
+    """mmsegmentation's slide_inference: overlapping crops, logits averaged where they overlap."""
+    b, _, h, w = images.shape
+    hc, wc = crop
+    hs, ws = stride
+    rows = max(h - hc + hs - 1, 0) // hs + 1
+    cols = max(w - wc + ws - 1, 0) // ws + 1
+    out = images.new_zeros((b, num_classes, h, w))
+    count = images.new_zeros((1, 1, h, w))
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * hs + hc, h), min(c * ws + wc, w)
+            y1, x1 = max(y2 - hc, 0), max(x2 - wc, 0)
+            out[:, :, y1:y2, x1:x2] += _forward(model, images[:, :, y1:y2, x1:x2]).float()
+            count[:, :, y1:y2, x1:x2] += 1
+    return out / count
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: Tensor, cfg: EvalConfig, num_classes: int,
+                  out_size: tuple[int, int] | None = None) -> Tensor:
+    """Class probabilities [B, C, H, W] at ``out_size`` (default: the input size), averaged over the
+    configured scales and flips."""
+    out_size = out_size or tuple(images.shape[-2:])
+    total = None
+    n = 0
+    for scale in cfg.scales:
+        x = images
+        if scale != 1.0:
+            size = (max(1, round(images.shape[-2] * scale)), max(1, round(images.shape[-1] * scale)))
+            x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        for flip in (False, True) if cfg.flip else (False,):
+            xi = x.flip(-1) if flip else x
+            if cfg.mode == "slide":
+                logits = _slide(model, xi, tuple(cfg.crop_size), tuple(cfg.stride), num_classes)
+            else:
+                logits = _forward(model, xi).float()
+            if flip:
+                logits = logits.flip(-1)
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+            probs = logits.softmax(1)
+            total = probs if total is None else total + probs
+            n += 1
+    return total / n
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[dict],
+    num_classes: int,
+    cfg: EvalConfig,
+    device: torch.device,
+    ignore_index: int = 255,
+    amp_dtype: torch.dtype | None = None,
+) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` over ``batches`` (dicts with image [B,3,h,w] and label [B,H,W]),
+    summed over all processes."""
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    try:
+        for batch in batches:
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                probs = predict_probs(model, images, cfg, num_classes, tuple(labels.shape[-2:]))
+            cm.update(probs.argmax(1), labels)
+    finally:
+        model.train(was_training)
+    return cm.all_reduce()

@@ -1,0 +1,225 @@
+"""Region Rebalance for HF transformers segmentation models (UperNet, BEiT, Segformer, ...), in a custom
+loop or with the HF ``Trainer``.
+
+RR pools the tensor that feeds the decode head's pixel classifier (``model.decode_head.classifier``),
+recorded by a forward hook during the training forward pass. The model itself is not changed: its own
+loss (pixel CE, plus the auxiliary head's for UperNet and BEiT) is computed as usual and RR is added.
+The RR branch lives outside the model, so ``save_pretrained`` / ``from_pretrained`` work as before.
+
+Custom loop::
+
+    from rrseg.integrations.transformers import compute_loss, region_rebalance_for
+
+    rr = region_rebalance_for(model, counts="counts.json")          # sized from model.config
+    for batch in loader:                                            # pixel_values [B,3,H,W], labels [B,H,W]
+        out = compute_loss(model, rr, batch["pixel_values"], batch["labels"])
+        out.loss.backward()                                         # model loss + RR; parts in out.losses
+
+HF Trainer::
+
+    trainer = RRTrainer(model=model, args=args, train_dataset=ds, rr=region_rebalance_for(model, counts))
+    trainer.train()   # logs loss_rr next to loss; saves region_rebalance.safetensors with each checkpoint
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rrseg.errors import RRSegError
+from rrseg.integrations.common import (
+    RROutput,
+    build_region_rebalance,
+    capture_input,
+    load_rr,
+    rr_loss,
+    save_rr,
+    trainable_parameters,
+)
+from rrseg.rebalance.counts import ClassCounts, CountsLike
+from rrseg.rebalance.region import RegionRebalance
+
+try:
+    from transformers import Trainer
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "rrseg.integrations.transformers needs the transformers package: pip install 'rrseg[hf]'"
+    ) from e
+
+__all__ = ["RR_STATE_NAME", "RRTrainer", "compute_loss", "find_classifier", "ignore_index_of", "region_rebalance_for"]
+
+RR_STATE_NAME = "region_rebalance.safetensors"
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel wrappers."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
+def find_classifier(model: nn.Module) -> nn.Module:
+    """The decode head's pixel classifier (``decode_head.classifier``), not the auxiliary head's."""
+    model = _unwrap(model)
+    head = getattr(model, "decode_head", None)
+    classifier = getattr(head, "classifier", None)
+    if not isinstance(classifier, nn.Module):
+        raise RRSegError(
+            f"{type(model).__name__} has no decode_head.classifier; pass classifier=<the module that maps the "
+            f"final features to class logits>"
+        )
+    return classifier
+
+
+def ignore_index_of(config: Any) -> int:
+    """The label value the model's own loss ignores (UperNet: loss_ignore_index; BEiT, Segformer:
+    semantic_loss_ignore_index), so that RR drops the same pixels."""
+    for name in ("loss_ignore_index", "semantic_loss_ignore_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return 255
+
+
+def _channels(classifier: nn.Module) -> tuple[int, int]:
+    in_ch = getattr(classifier, "in_channels", None) or getattr(classifier, "in_features", None)
+    out_ch = getattr(classifier, "out_channels", None) or getattr(classifier, "out_features", None)
+    if in_ch is None or out_ch is None:
+        raise RRSegError(f"cannot tell the channels of classifier {type(classifier).__name__}")
+    return int(in_ch), int(out_ch)
+
+
+def region_rebalance_for(
+    model: nn.Module,
+    counts: CountsLike | ClassCounts | None = None,
+    *,
+    classifier: nn.Module | None = None,
+    **rr_options: Any,
+) -> RegionRebalance:
+    """A ``RegionRebalance`` sized for ``model``: its classifier's input channels, ``config.num_labels``
+    classes and the ignore index of its own loss. ``rr_options`` go to ``RegionRebalance`` (``prior``,
+    ``trainable``, ``per_image``, ``etf``, ``smooth``, ``loss_weight``, ...)."""
+    classifier = classifier if classifier is not None else find_classifier(model)
+    in_channels, num_classes = _channels(classifier)
+    config = getattr(_unwrap(model), "config", None)
+    ignore_index = rr_options.pop("ignore_index", ignore_index_of(config))
+    rr = build_region_rebalance(in_channels, num_classes, counts, None, ignore_index, rr_options)
+    param = next(_unwrap(model).parameters(), None)
+    return rr.to(param.device) if param is not None else rr
+
+
+def compute_loss(
+    model: nn.Module,
+    rr: RegionRebalance,
+    pixel_values: Tensor,
+    labels: Tensor,
+    *,
+    classifier: nn.Module | None = None,
+    **model_kwargs: Any,
+) -> RROutput:
+    """One forward pass: the model's own loss plus RR on its pre-classifier features.
+
+    Returns :class:`~rrseg.integrations.common.RROutput`: ``loss`` (to backpropagate), ``losses``
+    (``loss_seg`` = the model's loss, ``loss_rr``), ``logits`` (the model's, at its own resolution),
+    ``features`` and the model's full ``outputs``. RR follows the model's mode: 0 in eval mode.
+    """
+    classifier = classifier if classifier is not None else find_classifier(model)
+    with capture_input(classifier) as captured:
+        outputs = model(pixel_values=pixel_values, labels=labels, **model_kwargs)
+    loss_seg = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
+    if loss_seg is None:
+        raise RRSegError(f"{type(_unwrap(model)).__name__} returned no loss for the given labels")
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
+    features = captured.tensor
+    loss_rr = rr_loss(rr, features, labels, model.training)
+    return RROutput(
+        loss=loss_seg + loss_rr,
+        logits=logits,
+        losses={"loss_seg": loss_seg, "loss_rr": loss_rr},
+        features=features,
+        outputs=outputs,
+    )
+
+
+class RRTrainer(Trainer):
+    """HF ``Trainer`` whose training loss is the model's loss plus Region Rebalance.
+
+    Pass ``rr=region_rebalance_for(model, counts, ...)``. Batches need ``pixel_values`` and ``labels``.
+    A trainable RR branch joins the optimizer (weight decay on its weights, none on norms and biases;
+    single process only, as its gradients are not synchronised);
+    ``loss_rr`` is logged next to ``loss``; each saved checkpoint/model folder gets ``region_rebalance.safetensors``
+    (the model's own files are unchanged) and resuming from a checkpoint restores it.
+    """
+
+    # compute_loss returns a per-batch mean; the Trainer divides it across gradient-accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, rr: RegionRebalance, classifier: nn.Module | None = None, **kwargs: Any) -> None:
+        if not isinstance(rr, RegionRebalance):
+            raise TypeError(f"rr must be a RegionRebalance, got {type(rr).__name__}")
+        super().__init__(*args, **kwargs)
+        if self.args.n_gpu > 1:
+            raise RRSegError(
+                f"RRTrainer needs one device per process, but the Trainer would use DataParallel over "
+                f"{self.args.n_gpu} GPUs: launch with torchrun (DDP) instead"
+            )
+        if self.args.world_size > 1 and trainable_parameters(rr):
+            raise RRSegError(
+                "a trainable RR branch lives outside the DDP-wrapped model, so its gradients would not be "
+                "averaged across processes: use the frozen default (trainable=False) for multi-process training"
+            )
+        self.rr = rr.to(self.args.device)
+        self.rr_classifier = classifier
+        self._rr_sum = torch.zeros((), device=self.args.device)
+        self._rr_steps = 0
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        if "labels" not in inputs or "pixel_values" not in inputs:
+            raise RRSegError(f"RRTrainer batches need 'pixel_values' and 'labels', got keys {sorted(inputs)}")
+        extra = {k: v for k, v in inputs.items() if k not in ("pixel_values", "labels")}
+        out = compute_loss(
+            model, self.rr, inputs["pixel_values"], inputs["labels"], classifier=self.rr_classifier, **extra
+        )
+        if model.training:
+            self._rr_sum = self._rr_sum + out.losses["loss_rr"].detach()
+            self._rr_steps += 1
+        return (out.loss, out.outputs) if return_outputs else out.loss
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        params = trainable_parameters(self.rr)
+        if fresh and params:
+            decay = [p for p in params if p.dim() > 1]
+            no_decay = [p for p in params if p.dim() <= 1]
+            for group, wd in ((decay, self.args.weight_decay), (no_decay, 0.0)):
+                if group:
+                    optimizer.add_param_group({"params": group, "weight_decay": wd})
+        return optimizer
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._rr_steps:
+            logs["loss_rr"] = round(float(self._rr_sum) / self._rr_steps, 6)
+            self._rr_sum = torch.zeros_like(self._rr_sum)
+            self._rr_steps = 0
+        super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            save_rr(self.rr, os.path.join(output_dir or self.args.output_dir, RR_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, RR_STATE_NAME)
+        if os.path.isfile(path):
+            load_rr(self.rr, path)

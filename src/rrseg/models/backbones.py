@@ -1,0 +1,227 @@
+"""timm models as multi-scale feature extractors, plus what optimisers need from them.
+
+``TimmBackbone`` wraps one timm model (kept whole under ``.model``, so timm-format state dicts load into it
+unchanged) and returns a list of NCHW maps. How the maps are taken depends on the family:
+
+- ``"intermediates"``: timm's ``forward_intermediates`` (ResNet, ConvNeXt, BEiT), the model pruned of the
+  layers it does not need;
+- ``"features"``: a ``features_only`` network (HRNet, whose branch outputs are not intermediates);
+- ``"swin"``: a loop over timm's Swin stages, which work in NHWC: the per-stage LayerNorm (mmseg's
+  ``norm{i}``) runs there, before the one permute to NCHW.
+
+``norms`` are output norms as mmseg's Swin / ConvNeXt backbones have (``backbone.norm{i}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import timm
+from timm.layers import LayerNorm2d
+from torch import Tensor, nn
+
+__all__ = [
+    "TimmBackbone",
+    "beit_backbone",
+    "beit_layer_id",
+    "convnext_backbone",
+    "convnext_layer_id",
+    "hrnet_backbone",
+    "resnet_backbone",
+    "swin_backbone",
+]
+
+
+class TimmBackbone(nn.Module):
+    """A timm model returning ``len(channels)`` NCHW feature maps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mode: str,
+        channels: Sequence[int],
+        indices: Sequence[int] | None = None,
+        norm: str | None = None,
+        layer_id_fn: Callable[[str], int] | None = None,
+        num_layers: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("intermediates", "features", "swin"):
+            raise ValueError(f"unknown backbone mode {mode!r}")
+        self.model = model
+        self.mode = mode
+        self.indices = list(indices) if indices is not None else None
+        self.channels = list(channels)
+        if norm == "ln":  # NHWC LayerNorm, eps as mmseg's LN default
+            self.norms = nn.ModuleList(nn.LayerNorm(c, eps=1e-5) for c in self.channels)
+        elif norm == "ln2d":  # channels-first LayerNorm, eps as mmcls's ConvNeXt
+            self.norms = nn.ModuleList(LayerNorm2d(c, eps=1e-6) for c in self.channels)
+        elif norm is None:
+            self.norms = None
+        else:
+            raise ValueError(f"unknown output norm {norm!r}")
+        self._layer_id_fn = layer_id_fn
+        self.num_layers = num_layers
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        if self.mode == "swin":
+            return self._forward_swin(x)
+        if self.mode == "features":
+            feats = list(self.model(x))
+        else:
+            feats = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+        if self.norms is not None:
+            feats = [norm(f) for norm, f in zip(self.norms, feats)]
+        return feats
+
+    def _forward_swin(self, x: Tensor) -> list[Tensor]:
+        x = self.model.patch_embed(x)  # NHWC, as timm's forward_features
+        outs = []
+        for i, stage in enumerate(self.model.layers):
+            x = stage(x)
+            y = self.norms[i](x) if self.norms is not None else x
+            outs.append(y.permute(0, 3, 1, 2).contiguous())
+        return outs
+
+    def layer_id(self, name: str) -> int:
+        """Layer-decay id of a parameter named relative to this backbone (``model.*`` / ``norms.*``)."""
+        if self._layer_id_fn is None or self.num_layers is None:
+            raise AttributeError("this backbone defines no layer ids")
+        if name.startswith("model."):
+            return self._layer_id_fn(name[len("model.") :])
+        return self.num_layers - 1
+
+    def no_weight_decay(self) -> set[str]:
+        """timm's no-weight-decay names (position embeddings, relative position tables), relative to self."""
+        names = set()
+        if hasattr(self.model, "no_weight_decay"):
+            names = {f"model.{n}" for n in self.model.no_weight_decay()}
+        for n, _ in self.named_parameters():
+            if "relative_position_bias_table" in n or n.endswith(("pos_embed", "cls_token")):
+                names.add(n)
+        params = dict(self.named_parameters())
+        return {n for n in names if n in params}
+
+
+def _timm(name_or_cls: str | type, **kwargs: Any) -> nn.Module:
+    """A timm model, never with downloaded weights."""
+    if isinstance(name_or_cls, str):
+        return timm.create_model(name_or_cls, pretrained=False, **kwargs)
+    return name_or_cls(**kwargs)
+
+
+def resnet_backbone(
+    name: str | None = "resnet50c", output_stride: int = 8, drop_path_rate: float = 0.0, **kwargs: Any
+) -> TimmBackbone:
+    """ResNet dilated to ``output_stride``; maps of layer1..layer4. ``resnet50c``/``resnet101c`` are mmseg's
+    ResNetV1c (deep stem); timm's dilation (first block of a dilated stage at the previous rate) is mmseg's
+    ``contract_dilation``. ``name=None`` builds ``timm.models.resnet.ResNet(**kwargs)`` (small variants)."""
+    args = dict(num_classes=0, global_pool="", output_stride=output_stride, drop_path_rate=drop_path_rate)
+    if name is None:
+        model = _timm(timm.models.resnet.ResNet, **args, **kwargs)
+    else:
+        model = _timm(name, **args, **kwargs)
+    model.prune_intermediate_layers([1, 2, 3, 4], prune_head=True)
+    channels = [info["num_chs"] for info in model.feature_info[1:5]]
+    return TimmBackbone(model, "intermediates", channels, indices=[1, 2, 3, 4])
+
+
+def hrnet_backbone(name: str | None = "hrnet_w48", cfg: dict | None = None) -> TimmBackbone:
+    """HRNetV2: the four branch outputs (strides 4..32) before timm's classification "incre" modules."""
+    if name is None:
+        if cfg is None:
+            raise ValueError("hrnet_backbone(name=None) needs a cfg")
+        model = timm.models.hrnet.HighResolutionNetFeatures(
+            cfg, feature_location="", out_indices=(1, 2, 3, 4)
+        )
+    else:
+        model = _timm(name, features_only=True, feature_location="", out_indices=(1, 2, 3, 4))
+    return TimmBackbone(model, "features", model.feature_info.channels())
+
+
+def swin_backbone(
+    name: str | None = "swin_tiny_patch4_window7_224",
+    img_size: int = 512,
+    drop_path_rate: float = 0.3,
+    **kwargs: Any,
+) -> TimmBackbone:
+    """Swin at any input size whose sides are multiples of 32: windows sized for ``img_size`` (the training
+    crop), attention masks rebuilt per input (timm's ``dynamic_img_size``), non-divisible maps padded by timm.
+    Output LayerNorm per stage as mmseg (``norm0..3``); timm's final norm and head are dropped."""
+    args = dict(num_classes=0, img_size=img_size, dynamic_img_size=True, drop_path_rate=drop_path_rate)
+    if name is None:
+        model = _timm(timm.models.swin_transformer.SwinTransformer, **args, **kwargs)
+    else:
+        model = _timm(name, **args, **kwargs)
+    model.prune_intermediate_layers(list(range(len(model.layers))), prune_norm=True, prune_head=True)
+    channels = [info["num_chs"] for info in model.feature_info]
+    return TimmBackbone(model, "swin", channels, norm="ln")
+
+
+def convnext_layer_id(name: str, num_layers: int = 8) -> int:
+    """mmseg's stage-wise ids for ConvNeXt (``LearningRateDecayOptimizerConstructor``, decay_type
+    "stage_wise", num_layers 6 -> 8 ids): stem and every downsampling layer 0, stage i's blocks i + 1,
+    everything else (output norms, heads) ``num_layers - 1``."""
+    if name.startswith("stem") or (name.startswith("stages.") and ".downsample." in name):
+        return 0
+    if name.startswith("stages."):
+        return int(name.split(".")[1]) + 1
+    return num_layers - 1
+
+
+def convnext_backbone(
+    name: str | None = "convnext_tiny", drop_path_rate: float = 0.4, **kwargs: Any
+) -> TimmBackbone:
+    """ConvNeXt stages 0..3 with mmcls-style channels-first output LayerNorms."""
+    args = dict(num_classes=0, drop_path_rate=drop_path_rate)
+    if name is None:
+        model = _timm(timm.models.convnext.ConvNeXt, **args, **kwargs)
+    else:
+        model = _timm(name, **args, **kwargs)
+    model.prune_intermediate_layers([0, 1, 2, 3], prune_norm=True, prune_head=True)
+    channels = [info["num_chs"] for info in model.feature_info]
+    return TimmBackbone(
+        model,
+        "intermediates",
+        channels,
+        indices=[0, 1, 2, 3],
+        norm="ln2d",
+        layer_id_fn=convnext_layer_id,
+        num_layers=8,
+    )
+
+
+def beit_layer_id(name: str, depth: int) -> int:
+    """mmseg's / BEiT's layer-decay ids: embeddings 0, block i -> i + 1, anything else depth + 1."""
+    if name in ("cls_token", "mask_token", "pos_embed") or name.startswith(("patch_embed", "rel_pos_bias")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def beit_backbone(
+    name: str | None = "beit_base_patch16_224",
+    img_size: int = 640,
+    indices: Sequence[int] = (3, 5, 7, 11),
+    drop_path_rate: float = 0.1,
+    **kwargs: Any,
+) -> TimmBackbone:
+    """BEiT tokens of blocks ``indices`` as stride-16 maps (no final norm, as mmseg's BEiT). BEiT's relative
+    position tables are sized for ``img_size``: inputs must have exactly that size."""
+    args = dict(num_classes=0, img_size=img_size, drop_path_rate=drop_path_rate)
+    model = _timm(timm.models.beit.Beit, **args, **kwargs) if name is None else _timm(name, **args, **kwargs)
+    model.prune_intermediate_layers(list(indices), prune_norm=True, prune_head=True)
+    depth = len(model.blocks)
+    channels = [model.embed_dim] * len(indices)
+    backbone = TimmBackbone(
+        model,
+        "intermediates",
+        channels,
+        indices=list(indices),
+        layer_id_fn=lambda n: beit_layer_id(n, depth),
+        num_layers=depth + 2,
+    )
+    backbone.img_size = tuple(model.patch_embed.img_size)
+    return backbone

@@ -1,0 +1,230 @@
+"""One interface for every model family: backbone -> (neck) -> decode head -> pixel classifier.
+
+Training mode returns :class:`rrseg.types.SegOutput` with the logits at decoder resolution, the exact
+tensor the pixel classifier reads (what Region Rebalance pools) and the auxiliary head's logits, so that
+every loss is composed outside the model. Eval mode returns logits upsampled to the input size.
+
+RR (or CeCo) is attached as ``model.rebalance``, a :class:`rrseg.rebalance.RegionRebalance` that the
+training criterion calls as ``model.rebalance(out, labels)``; it takes no part in ``forward``, so eval
+outputs are the same with or without it, and :meth:`Segmentor.inference_state_dict` drops its parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rrseg.errors import RRSegError
+from rrseg.rebalance import ClassCounts, RegionRebalance
+from rrseg.types import SegOutput
+
+__all__ = ["RebalanceSpec", "Segmentor", "build_rebalance"]
+
+RebalanceSpec = None | str | Mapping[str, Any] | RegionRebalance
+
+_RR_FIXED = {"self", "in_channels", "num_classes", "counts"}
+_RR_OPTIONS = sorted(set(inspect.signature(RegionRebalance.__init__).parameters) - _RR_FIXED)
+
+
+def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> RegionRebalance | None:
+    """A RegionRebalance from a model's ``rebalance`` setting.
+
+    ``spec``: None or "none"; a RegionRebalance (used as is); "rr"/"ceco" (only valid with ``prior="none"``
+    semantics, so normally a dict); or a dict ``{"type": "rr" | "ceco", "counts": <anything ClassCounts.load
+    takes>, **RegionRebalance options}``. "ceco" is RR with ``etf=True`` (fixed simplex-ETF classifier).
+    """
+    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+        return None
+    if isinstance(spec, RegionRebalance):
+        reduce_in = spec.reduce[0].in_channels
+        if reduce_in != in_channels or spec.num_classes != num_classes:
+            raise RRSegError(
+                f"rebalance: module built for {reduce_in} feature channels and {spec.num_classes} classes, "
+                f"but the model has {in_channels} and {num_classes}"
+            )
+        return spec
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, Mapping):
+        raise RRSegError(
+            f"rebalance: expected None, 'none', 'rr', 'ceco' or a mapping, got {type(spec).__name__}"
+        )
+    options = dict(spec)
+    kind = str(options.pop("type", "rr")).lower()
+    if kind == "none":
+        return None
+    if kind not in ("rr", "ceco"):
+        raise RRSegError(f"rebalance: type must be 'rr', 'ceco' or 'none', got {kind!r}")
+    if kind == "ceco":
+        if options.get("etf", True) is not True:
+            raise RRSegError("rebalance: type 'ceco' is RR with etf=True; do not set etf=False")
+        options["etf"] = True
+    counts = options.pop("counts", None)
+    unknown = sorted(set(options) - set(_RR_OPTIONS))
+    if unknown:
+        raise RRSegError(
+            f"rebalance: unknown option {unknown[0]!r}; valid options: counts, {', '.join(_RR_OPTIONS)}"
+        )
+    if counts is None and options.get("prior", "region") != "none":
+        raise RRSegError(
+            f"rebalance: type {kind!r} needs class counts ('counts': a list, stats JSON or released "
+            "*_image_label_stats.txt), or prior='none'"
+        )
+    if counts is not None and not isinstance(counts, ClassCounts):
+        counts = ClassCounts.load(counts, num_classes)
+    try:
+        return RegionRebalance(in_channels, num_classes, counts, **options)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, RRSegError):
+            raise
+        raise RRSegError(f"rebalance: {e}") from None
+
+
+class Segmentor(nn.Module):
+    """Backbone (list of NCHW maps) -> optional neck -> decode head (features) -> ``conv_seg`` (logits).
+
+    Attributes: ``num_classes``; ``feature_channels`` (channels of ``SegOutput.features``); ``output_stride``
+    (of the training logits, 4 for every family here); ``aux_loss_weight`` (weight of the auxiliary CE,
+    0.4 as mmseg, or 0.0 without an auxiliary head); ``rebalance`` (RegionRebalance or None);
+    ``num_layers`` (number of layer-decay ids, or None if the family defines none); ``size_divisor``
+    (training inputs must be multiples of it); ``input_size`` (a required (H, W), or None).
+    With ``cascade=True`` (OCRNet) the auxiliary head also runs in eval, and its logits are the soft
+    object regions the decode head reads.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        decode_head: nn.Module,
+        num_classes: int,
+        *,
+        neck: nn.Module | None = None,
+        auxiliary_head: nn.Module | None = None,
+        aux_loss_weight: float = 0.4,
+        cascade: bool = False,
+        rebalance: RebalanceSpec = None,
+        size_divisor: int = 32,
+        input_size: tuple[int, int] | None = None,
+        output_stride: int = 4,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if cascade and auxiliary_head is None:
+            raise ValueError("a cascade segmentor needs an auxiliary head")
+        self.backbone = backbone
+        self.neck = neck
+        self.decode_head = decode_head
+        self.auxiliary_head = auxiliary_head
+        self.num_classes = int(num_classes)
+        self.feature_channels = int(decode_head.channels)
+        self.aux_loss_weight = float(aux_loss_weight) if auxiliary_head is not None else 0.0
+        self.cascade = cascade
+        self.size_divisor = int(size_divisor)
+        self.input_size = tuple(input_size) if input_size is not None else None
+        self.output_stride = int(output_stride)
+        self.name = name
+        self.rebalance: RegionRebalance | None = None
+        self.set_rebalance(rebalance)
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def set_rebalance(self, spec: RebalanceSpec) -> RegionRebalance | None:
+        """Attach (or with None remove) the RR / CeCo branch; see :func:`build_rebalance`."""
+        self.rebalance = build_rebalance(spec, self.feature_channels, self.num_classes)
+        return self.rebalance
+
+    def inference_state_dict(self) -> dict[str, Tensor]:
+        """The state dict without the training-only ``rebalance.*`` entries (what an exported model holds)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("rebalance.")}
+
+    @property
+    def num_layers(self) -> int | None:
+        return getattr(self.backbone, "num_layers", None)
+
+    def layer_id(self, param_name: str) -> int:
+        """Layer-wise lr-decay id of a parameter: 0 (patch embedding) .. ``num_layers - 1`` (heads).
+
+        The usual scale is ``decay ** (num_layers - 1 - layer_id)`` (timm and mmseg). Defined for BEiT
+        (mmseg's BEiT ids) and ConvNeXt (mmseg's stage-wise ids); other families raise RRSegError.
+        """
+        if self.num_layers is None:
+            raise RRSegError(
+                f"model {self.name or type(self).__name__!r} defines no layer ids for layer-wise lr decay"
+            )
+        if param_name.startswith("backbone."):
+            return self.backbone.layer_id(param_name[len("backbone.") :])
+        return self.num_layers - 1
+
+    def no_weight_decay(self) -> set[str]:
+        """Full names of parameters that take no weight decay by timm's rules (position embeddings, class
+        token, relative position tables). Norm layers and biases are left to the optimiser builder."""
+        names = set()
+        if hasattr(self.backbone, "no_weight_decay"):
+            names = {f"backbone.{n}" for n in self.backbone.no_weight_decay()}
+        return names
+
+    # --------------------------------------------------------------------------------------------- forward
+    def extract_features(self, images: Tensor) -> list[Tensor]:
+        feats = self.backbone(images)
+        return list(self.neck(feats)) if self.neck is not None else list(feats)
+
+    def _check_input(self, images: Tensor) -> None:
+        if images.dim() != 4:
+            raise RRSegError(f"{self.name}: expected images [B, C, H, W], got shape {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        if not self.training:
+            return
+        if self.input_size is not None and (h, w) != self.input_size:
+            raise RRSegError(
+                f"{self.name}: training input {h}x{w} must be exactly "
+                f"{self.input_size[0]}x{self.input_size[1]} "
+                "(the size the model was built with; set img_size to the crop size)"
+            )
+        if h % self.size_divisor or w % self.size_divisor:
+            raise RRSegError(
+                f"{self.name}: training input {h}x{w} is not a multiple of {self.size_divisor}; "
+                "crop to a multiple"
+            )
+
+    def _pad_for_eval(self, images: Tensor) -> Tensor:
+        h, w = images.shape[-2:]
+        if self.input_size is not None:
+            th, tw = self.input_size
+            if h > th or w > tw:
+                raise RRSegError(
+                    f"{self.name}: input {h}x{w} is larger than the {th}x{tw} the model was built for; "
+                    "use sliding-window inference with that crop size"
+                )
+        else:
+            th = -(-h // self.size_divisor) * self.size_divisor
+            tw = -(-w // self.size_divisor) * self.size_divisor
+        if (th, tw) == (h, w):
+            return images
+        return F.pad(images, (0, tw - w, 0, th - h))
+
+    def forward(self, images: Tensor) -> SegOutput | Tensor:
+        self._check_input(images)
+        h, w = images.shape[-2:]
+        x = images if self.training else self._pad_for_eval(images)
+        feats = self.extract_features(x)
+        aux_logits = None
+        if self.auxiliary_head is not None and (self.training or self.cascade):
+            aux_logits = self.auxiliary_head(feats)
+        if self.cascade:
+            features = self.decode_head.forward_features(feats, aux_logits)
+        else:
+            features = self.decode_head.forward_features(feats)
+        logits = self.decode_head.cls_seg(features)
+        if self.training:
+            return SegOutput(logits=logits, features=features, aux_logits=aux_logits)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, num_classes={self.num_classes}, feature_channels={self.feature_channels}, "
+            f"aux_loss_weight={self.aux_loss_weight}, cascade={self.cascade}"
+        )

@@ -1,0 +1,228 @@
+"""Load weights from local files into a Segmentor, its backbone, or any module. Nothing is downloaded.
+
+Accepted: a timm-format state dict (``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` read with
+``torch.load(weights_only=True)``, or ``.safetensors``); a Hugging Face folder (``model.safetensors`` /
+``pytorch_model.bin``, sharded or not; timm Hub folders and transformers Swin / BEiT / ConvNeXt checkpoints);
+an mmsegmentation checkpoint (``{"state_dict": ...}`` with ``backbone.`` / ``decode_head.`` keys, mapped
+by rule, see ``rrseg.models.convert``); a checkpoint of this package (the whole Segmentor, optionally under
+``"model"``). Backbone-only weights go into ``segmentor.backbone.model``.
+
+Every tensor must match the model's shape: a mismatch raises RRSegError naming the key and both shapes
+(relative-position tables and patch embeddings are resized first, as timm does). A summary of what was
+loaded, missing and unexpected is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from rrseg.errors import RRSegError
+from rrseg.models.convert import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
+
+__all__ = ["LoadResult", "load_pretrained", "read_state_dict"]
+
+_WRAPPERS = ("state_dict", "model", "module", "model_state", "state_dict_ema", "model_ema")
+_HF_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
+@dataclass
+class LoadResult:
+    """What ``load_pretrained`` did; keys are named as in the module the weights went into."""
+
+    path: str
+    source: str  # "rrseg", "mmseg", "timm", "hf"
+    target: str  # where the weights went: "model" or "backbone.model"
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)  # loaded after resizing (position tables, patch embed)
+
+    def summary(self) -> str:
+        total = len(self.loaded) + len(self.missing)
+        lines = [
+            f"{self.path}: loaded {len(self.loaded)}/{total} tensors ({self.source} format -> {self.target})"
+        ]
+        if self.missing:
+            lines.append(f"  missing ({len(self.missing)}, left as initialised): {_group(self.missing)}")
+        if self.resized:
+            lines.append(f"  resized to fit ({len(self.resized)}): {_group(self.resized)}")
+        if self.unexpected:
+            lines.append(f"  unexpected ({len(self.unexpected)}, ignored): {_group(self.unexpected)}")
+        return "\n".join(lines)
+
+
+def _group(keys: list[str], limit: int = 8) -> str:
+    """Keys grouped by their first two name parts, with counts: short enough for a terminal."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        parts = k.split(".")
+        g = ".".join(parts[:2]) + (".*" if len(parts) > 2 else "")
+        groups[g] = groups.get(g, 0) + 1
+    items = [f"{g} ({n})" if n > 1 else g for g, n in groups.items()]
+    more = f", ... {len(items) - limit} more groups" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _read_file(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise RRSegError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle / zip errors come in many types; all mean the same to the user
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise RRSegError(
+            f"{path}: cannot read as a weights-only PyTorch checkpoint ({msg}); if it holds pickled objects "
+            "(e.g. training state), re-save just its state dict"
+        ) from None
+
+
+def _read_hf_folder(folder: Path) -> dict:
+    for name in _HF_FILES:
+        p = folder / name
+        if not p.is_file():
+            continue
+        if name.endswith(".index.json"):
+            try:
+                weight_map = json.loads(p.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise RRSegError(f"{p}: not a sharded-checkpoint index (needs 'weight_map')") from None
+            merged: dict = {}
+            for shard in sorted(set(weight_map.values())):
+                merged.update(_read_file(folder / shard))
+            return merged
+        return _read_file(p)
+    raise RRSegError(f"{folder}: no {', '.join(_HF_FILES[:2])} or sharded index in this folder")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The flat ``{name: tensor}`` of a weights file or HF folder: wrappers (``state_dict``, ``model``, ...)
+    and a DistributedDataParallel ``module.`` prefix removed, non-tensor entries dropped."""
+    p = Path(path)
+    if p.is_dir():
+        obj = _read_hf_folder(p)
+    elif p.is_file():
+        obj = _read_file(p)
+    else:
+        raise RRSegError(f"{p}: weights file not found")
+    if not isinstance(obj, Mapping):
+        raise RRSegError(
+            f"{p}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}"
+        )
+    for _ in range(3):  # e.g. {"model": {"state_dict": ...}}
+        inner = next((obj[w] for w in _WRAPPERS if isinstance(obj.get(w), Mapping)), None)
+        if inner is None or any(isinstance(v, Tensor) for v in obj.values()):
+            break
+        obj = inner
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
+    if not sd:
+        raise RRSegError(f"{p}: holds no tensors")
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def _is_segmentor(module: nn.Module) -> bool:
+    return all(hasattr(module, a) for a in ("backbone", "decode_head", "inference_state_dict"))
+
+
+def _detect(sd: Mapping[str, Tensor], module: nn.Module) -> str:
+    if _is_segmentor(module):
+        if any(k.startswith("backbone.model.") for k in sd):  # mmseg backbones have no ".model" level
+            return "rrseg"
+        if any(k.startswith(("backbone.", "decode_head.", "auxiliary_head.")) for k in sd):
+            return "mmseg"
+    return "hf" if is_hf_format(sd) else "timm"
+
+
+def _safe_filter(sd: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    try:
+        return timm_filter(sd, model)
+    except (AttributeError, KeyError, RuntimeError, ValueError):
+        return sd  # an unusual layout: let the shape check below report exactly what does not fit
+
+
+def load_pretrained(
+    module: nn.Module,
+    path: str | os.PathLike,
+    *,
+    source: str = "auto",
+    verbose: bool = True,
+) -> LoadResult:
+    """Load local weights into ``module`` (a Segmentor, a ``TimmBackbone`` or any nn.Module).
+
+    ``source``: "auto" (detected from the keys), "rrseg", "mmseg", "timm" or "hf". Backbone-only weights
+    (timm, HF) loaded into a Segmentor go to ``module.backbone.model``. Raises RRSegError on unreadable
+    files, on any shape mismatch (naming the key and both shapes), and when nothing matches at all.
+    """
+    if source not in ("auto", "rrseg", "mmseg", "timm", "hf"):
+        raise RRSegError(f"weights source must be auto, rrseg, mmseg, timm or hf, got {source!r}")
+    sd = read_state_dict(path)
+    kind = _detect(sd, module) if source == "auto" else source
+
+    file_shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    target, target_name = module, "model"
+    if kind == "mmseg":
+        if not _is_segmentor(module):
+            raise RRSegError(f"{path}: an mmsegmentation checkpoint loads into a whole Segmentor only")
+        sd = mmseg_to_rrseg(sd, module)
+    elif kind in ("timm", "hf"):
+        if _is_segmentor(module):
+            target, target_name = module.backbone.model, "backbone.model"
+        elif hasattr(module, "model") and hasattr(module, "channels"):  # a TimmBackbone
+            target, target_name = module.model, "model"
+        if kind == "hf":
+            sd = hf_to_timm(sd, target)
+        sd = _safe_filter(sd, target)
+
+    own = target.state_dict()
+    result = LoadResult(str(path), kind, target_name)
+    mismatched = []
+    to_load = {}
+    for k, v in sd.items():
+        if k not in own:
+            result.unexpected.append(k)
+        elif tuple(v.shape) != tuple(own[k].shape):
+            mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+        else:
+            to_load[k] = v
+    if mismatched:
+        k, got, want = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+        if file_shapes.get(k, got) != got:  # timm's filter resized it and it still does not fit
+            got = f"{file_shapes[k]} (resized to {got})"
+        raise RRSegError(f"{path}: shape mismatch for {k!r}: checkpoint {got} vs model {want}{more}")
+    if not to_load:
+        raise RRSegError(
+            f"{path}: no tensor matches {type(target).__name__} ({len(sd)} tensors in the file, "
+            f"first key {next(iter(sd))!r}); wrong model or weights format?"
+        )
+    # keep the model's own dtype (e.g. fp16 checkpoints into an fp32 model)
+    to_load = {k: v.to(own[k].dtype) for k, v in to_load.items()}
+    target.load_state_dict(to_load, strict=False)
+    result.loaded = sorted(to_load)
+    result.resized = [k for k in result.loaded if file_shapes.get(k, own[k].shape) != tuple(own[k].shape)]
+    result.missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked")]
+    if _is_segmentor(module) and target is module:
+        # training-only RR parameters in the file but not in the model are expected, not worth listing
+        result.unexpected = [k for k in result.unexpected if not k.startswith("rebalance.")]
+    if verbose:
+        print(result.summary())
+    return result

@@ -1,0 +1,83 @@
+"""Shared test helpers: the CLI as a real subprocess, and label PNGs written to disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SRC_DIR = Path(__file__).resolve().parents[1] / "src"
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for subprocesses: this checkout's src first, so a worktree tests its own code."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    return cli_env()
+
+
+@pytest.fixture
+def run_rrseg() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_rrseg("stats", dir, "--num-classes", 5, cwd=...)``: ``python -m rrseg ...`` as a subprocess."""
+
+    def run(*args: object, cwd: str | os.PathLike | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rrseg", *map(str, args)],
+            capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture
+def call_rrseg(capsys) -> Callable[..., subprocess.CompletedProcess]:
+    """Like ``run_rrseg`` but in this process (no interpreter start-up): for the many error cases."""
+    from rrseg.cli.main import main
+
+    def call(*args: object) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        argv = [str(a) for a in args]
+        try:
+            rc = main(argv)
+        except SystemExit as e:  # --help, argparse errors
+            rc = e.code if isinstance(e.code, int) else 1
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, rc, out.out, out.err)
+
+    return call
+
+
+@pytest.fixture
+def write_label() -> Callable[..., Path]:
+    """``write_label(path, array, mode="L")``: save an index PNG (mode L, P with a palette, or I;16)."""
+
+    def write(path: str | os.PathLike, arr: np.ndarray, mode: str = "L") -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "L":
+            im = Image.fromarray(np.asarray(arr, dtype=np.uint8), mode="L")
+        elif mode == "P":
+            a = np.ascontiguousarray(arr, dtype=np.uint8)
+            im = Image.frombytes("P", (a.shape[1], a.shape[0]), a.tobytes())
+            # any palette: the stored indices are the class ids, the colours only change how it looks
+            im.putpalette(np.random.default_rng(0).integers(0, 256, 768, dtype=np.uint8).tolist())
+        elif mode == "I;16":
+            im = Image.fromarray(np.asarray(arr, dtype=np.uint16))
+        else:
+            raise ValueError(mode)
+        im.save(path)
+        return path
+
+    return write

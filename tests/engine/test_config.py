@@ -1,0 +1,90 @@
+"""Configs: YAML data only, _base_ inheritance, --set overrides, schema errors that name the key."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pytest
+
+from rrseg.engine.config import ConfigError, apply_overrides, config_to_dict, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    write(tmp_path, "base/b.yaml", "optim: {type: sgd, lr: 0.01, momentum: 0.8}\nmodel: {name: fcn}\n")
+    write(tmp_path, "base/c.yaml", "optim: {momentum: 0.95}\ntrain: {seed: 5}\n")
+    cfg_path = write(tmp_path, "a.yaml", "_base_: [base/b.yaml, base/c.yaml]\noptim: {lr: 6e-5}\n")
+    cfg = load_config(cfg_path, ["train.seed=7", "model.options.drop_path_rate=0.3", "eval.scales=[0.5, 1.0]"])
+    assert cfg.optim.type == "sgd" and cfg.optim.lr == pytest.approx(6e-5) and cfg.optim.momentum == 0.95
+    assert cfg.train.seed == 7 and cfg.model.options == {"drop_path_rate": 0.3}
+    assert cfg.eval.scales == [0.5, 1.0]
+    assert cfg.name == "a"
+    # a dataclass round trip is stable
+    assert config_to_dict(parse_config(config_to_dict(cfg))) == config_to_dict(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, match",
+    [
+        ("optim: {lrr: 0.1}\n", [], r"unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+        ("optimm: {lr: 0.1}\n", [], r"unknown config key 'optimm'; did you mean 'optim'"),
+        ("optim: {lr: fast}\n", [], r"'optim.lr': expected float, got 'fast'"),
+        ("train: {seed: 1.5}\n", [], r"'train.seed': expected int, got 1.5"),
+        ("train: {amp: fp8}\n", [], r"'train.amp': 'fp8' is not one of none, bf16, fp16"),
+        ("loss: {region: {type: rrr}}\n", [], r"did you mean 'rr'"),
+        ("data: {crop_size: 512}\n", [], r"'data.crop_size': expected a list of int"),
+        ("", ["optim.lrr=1"], r"unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+        ("", ["model.name.sub=1"], r"model.name is not a section"),
+        ("", ["novalue"], r"expected key=value"),
+        ("optim: {lr: 1}\noptim: {lr: 2}\n", [], r"duplicate key 'optim'"),
+        ("- a\n- b\n", [], r"a config must be a mapping"),
+        ("optim: {lr: [1\n", [], r"invalid YAML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, text, overrides, match):
+    p = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError, match=match) as e:
+        load_config(p, overrides)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith(str(p))
+
+
+def test_python_tags_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    p = write(tmp_path, "evil.yaml", f'optim: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(ConfigError, match="refused a YAML tag"):
+        load_config(p)
+    assert not marker.exists()
+
+
+def test_base_cycle_and_missing_base(tmp_path):
+    write(tmp_path, "x.yaml", "_base_: y.yaml\n")
+    write(tmp_path, "y.yaml", "_base_: x.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "x.yaml")
+    p = write(tmp_path, "z.yaml", "_base_: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(p)
+
+
+def test_set_values_are_yaml_scalars():
+    data = apply_overrides({}, ["optim.clip_grad=null", "train.tensorboard=false", "name=run 1"])
+    assert data == {"optim": {"clip_grad": None}, "train": {"tensorboard": False}, "name": "run 1"}
+
+
+@pytest.mark.parametrize("path", sorted(p for p in glob.glob(str(REPO / "configs/**/*.yaml"), recursive=True)
+                                        if "_base_" not in p))
+def test_shipped_configs_are_valid(path):
+    cfg = load_config(path)
+    assert cfg.model.name
+    if "_rr" in Path(path).stem:
+        assert cfg.loss.region.type == "rr"

@@ -1,0 +1,64 @@
+"""Parameter groups and the warm-up + poly schedule (mmcv's PolyLrUpdaterHook with linear warm-up)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rrseg.engine.config import OptimConfig, ScheduleConfig
+from rrseg.engine.optim import build_optimizer, lr_at, param_groups, set_lr
+
+
+def mmcv_poly_lr(it, base, iters, power, min_lr, warmup_iters, warmup_ratio):
+    regular = (base - min_lr) * (1 - it / iters) ** power + min_lr
+    if warmup_iters and it < warmup_iters:
+        k = (1 - it / warmup_iters) * (1 - warmup_ratio)
+        return regular * (1 - k)
+    return regular
+
+
+@pytest.mark.parametrize("it", [0, 1, 700, 1499, 1500, 1501, 80000, 159999, 160000])
+def test_schedule_matches_mmcv(it):
+    cfg = ScheduleConfig(iters=160000, warmup_iters=1500, warmup_ratio=1e-6, power=1.0, min_lr=0.0)
+    assert lr_at(it, 6e-5, cfg) == pytest.approx(mmcv_poly_lr(it, 6e-5, 160000, 1.0, 0.0, 1500, 1e-6), rel=1e-12)
+    cfg = ScheduleConfig(iters=80000, warmup_iters=0, power=0.9, min_lr=1e-4)
+    assert lr_at(it, 0.01, cfg) == pytest.approx(mmcv_poly_lr(min(it, 80000), 0.01, 80000, 0.9, 1e-4, 0, 0), rel=1e-12)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.backbone.pos_embed = nn.Parameter(torch.zeros(1, 4))
+        self.head = nn.Conv2d(4, 2, 1)
+        self.frozen = nn.Linear(2, 2).requires_grad_(False)
+        self.num_layers = 2
+
+    def layer_id(self, name):
+        return 0 if name.startswith("backbone.0") else (1 if name.startswith("backbone") else 3)
+
+
+def test_no_decay_groups_head_multiplier_and_frozen_parameters():
+    cfg = OptimConfig(type="adamw", lr=1e-3, weight_decay=0.05, head_lr_mult=10.0)
+    groups = param_groups(Tiny(), cfg)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert "frozen.weight" not in by_name
+    assert by_name["backbone.0.weight"]["weight_decay"] == 0.05 and by_name["backbone.0.weight"]["lr_scale"] == 1
+    for n in ("backbone.0.bias", "backbone.1.weight", "backbone.1.bias", "backbone.pos_embed", "head.bias"):
+        assert by_name[n]["weight_decay"] == 0.0, n
+    assert by_name["head.weight"]["lr_scale"] == 10.0 and by_name["head.weight"]["weight_decay"] == 0.05
+
+
+def test_layer_decay_and_set_lr():
+    cfg = OptimConfig(type="adamw", lr=1e-3, layer_decay=0.5)
+    model = Tiny()
+    opt = build_optimizer(model, cfg)
+    scales = sorted({g["lr_scale"] for g in opt.param_groups})
+    assert scales == [0.125, 0.25, 1.0]  # 0.5 ** (num_layers + 1 - layer_id) for ids 0, 1, 3
+    lr = set_lr(opt, 10, 1e-3, ScheduleConfig(iters=100, warmup_iters=0))
+    assert lr == pytest.approx(1e-3 * 0.9)
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(lr * g["lr_scale"])
+    sgd = build_optimizer(model, OptimConfig(type="sgd", lr=0.01, momentum=0.9))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9

@@ -1,0 +1,83 @@
+"""Shared integration pieces: the input capture and saving the RR branch apart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rrseg.errors import RRSegError
+from rrseg.integrations.common import capture_input, load_rr, save_rr
+from rrseg.rebalance import RegionRebalance
+
+
+def test_capture_records_the_input_with_its_graph_and_removes_the_hook():
+    conv = nn.Conv2d(3, 4, 1)
+    x = torch.randn(1, 3, 5, 5, requires_grad=True)
+    with capture_input(conv) as cap:
+        conv(x * 2)
+    assert not conv._forward_pre_hooks
+    torch.testing.assert_close(cap.tensor, x * 2)
+    cap.tensor.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 2.0))
+    conv(x)  # after the block nothing is recorded
+    assert len(cap.inputs) == 1
+
+
+def test_capture_refuses_zero_or_several_calls():
+    conv = nn.Conv2d(3, 4, 1)
+    with capture_input(conv) as cap:
+        pass
+    with pytest.raises(RRSegError, match="ran 0 times"):
+        _ = cap.tensor
+    with capture_input(conv) as cap:
+        conv(torch.randn(1, 3, 2, 2))
+        conv(torch.randn(1, 3, 2, 2))
+    with pytest.raises(RRSegError, match="ran 2 times"):
+        _ = cap.tensor
+    with pytest.raises(TypeError):
+        capture_input(lambda x: x)  # type: ignore[arg-type]
+
+
+def test_capture_hook_is_removed_when_the_forward_fails():
+    conv = nn.Conv2d(3, 4, 1)
+    with pytest.raises(RuntimeError), capture_input(conv):
+        conv(torch.randn(1, 5, 2, 2))  # wrong channel count
+    assert not conv._forward_pre_hooks
+
+
+def test_save_and_load_rr(tmp_path):
+    torch.manual_seed(0)
+    rr = RegionRebalance(8, 3, [5, 2, 1], trainable=True, etf=True)
+    rr.train()(torch.randn(2, 8, 4, 4), torch.randint(0, 3, (2, 8, 8)))  # moves the BatchNorm statistics
+    save_rr(rr, tmp_path / "rr.safetensors")
+    torch.manual_seed(1)
+    other = RegionRebalance(8, 3, [5, 2, 1], trainable=True, etf=True)
+    load_rr(other, tmp_path / "rr.safetensors")
+    for k, v in rr.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[k], v, rtol=0, atol=0)
+
+    with pytest.raises(RRSegError, match="not found"):
+        load_rr(other, tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(RRSegError, match="not a readable safetensors file"):
+        load_rr(other, tmp_path / "junk.safetensors")
+    with pytest.raises(RRSegError, match="does not fit"):
+        load_rr(RegionRebalance(16, 3, [5, 2, 1]), tmp_path / "rr.safetensors")
+
+
+def test_readme_section_documents_real_options():
+    """Every option named in the README's options table is a RegionRebalance argument, and vice versa."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "readme" / "integrations.md"
+    if not doc.is_file():
+        pytest.skip("docs/readme/integrations.md is not part of this checkout")
+    table = doc.read_text().split("### The RR options", 1)[1]
+    documented = {name for row in table.splitlines() if row.startswith("| `")
+                  for name in re.findall(r"`(\w+)`", row.split("|")[1])}
+    params = set(inspect.signature(RegionRebalance).parameters) - {"in_channels", "num_classes", "counts", "name"}
+    assert documented <= params, documented - params
+    assert params - documented <= {"logit_scale", "align_corners"}, params - documented

@@ -1,0 +1,125 @@
+"""frequency_groups and group_summary against rankings and means computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rrseg.metrics import GROUP_NAMES, SegMetrics, frequency_groups, group_summary
+
+
+def naive_ranking(counts) -> list[int]:
+    """Most frequent first; equal counts keep class order."""
+    return sorted(range(len(counts)), key=lambda i: (-counts[i], i))
+
+
+def tied_counts(num_classes: int, seed: int = 0) -> list[int]:
+    # few distinct values, so that many classes tie, including across the group borders
+    return np.random.default_rng(seed).integers(0, 12, num_classes).tolist()
+
+
+def test_ade20k_default_split_20_55_75():
+    counts = tied_counts(150)
+    groups = frequency_groups(counts)
+    assert tuple(groups) == GROUP_NAMES
+    assert [len(groups[g]) for g in GROUP_NAMES] == [20, 55, 75]
+    ranking = naive_ranking(counts)
+    assert groups["frequent"].tolist() == ranking[:20]
+    assert groups["common"].tolist() == ranking[20:75]
+    assert groups["rare"].tolist() == ranking[75:]
+    # the border falls inside a run of ties, so stability really is exercised
+    assert counts[ranking[19]] == counts[ranking[20]]
+
+
+def test_released_ade20k_counts_split():
+    from rrseg.rebalance import ClassCounts
+
+    counts = ClassCounts.load("ade20k").image_counts
+    groups = frequency_groups(counts)
+    assert min(counts[groups["frequent"]]) >= max(counts[groups["common"]])
+    assert min(counts[groups["common"]]) >= max(counts[groups["rare"]])
+    assert int(np.argmax(counts)) == groups["frequent"][0]
+
+
+@pytest.mark.parametrize(("num_classes", "sizes"), [(19, (3, 7, 9)), (171, (23, 63, 85)), (150, (20, 55, 75))])
+def test_same_fractions_for_other_class_counts(num_classes, sizes):
+    assert sizes[:2] == (round(num_classes * 20 / 150), round(num_classes * 55 / 150))
+    counts = tied_counts(num_classes, seed=num_classes)
+    groups = frequency_groups(counts)
+    assert tuple(len(groups[g]) for g in GROUP_NAMES) == sizes
+    ranking = naive_ranking(counts)
+    assert np.concatenate([groups[g] for g in GROUP_NAMES]).tolist() == ranking
+
+
+def test_sizes_override():
+    counts = [5, 9, 9, 1, 0, 7]
+    groups = frequency_groups(counts, sizes=(2, 1))
+    assert groups["frequent"].tolist() == [1, 2]
+    assert groups["common"].tolist() == [5]
+    assert groups["rare"].tolist() == [0, 3, 4]
+    assert frequency_groups(counts, sizes=(0, 0))["rare"].tolist() == [1, 2, 5, 0, 3, 4]
+    with pytest.raises(ValueError, match="do not fit"):
+        frequency_groups(counts, sizes=(4, 3))
+    with pytest.raises(ValueError):
+        frequency_groups(counts, sizes=(-1, 2))
+
+
+def test_thresholds_override():
+    counts = tied_counts(40, seed=7)
+    t_freq, t_common = 8, 3
+    groups = frequency_groups(counts, thresholds=(t_freq, t_common))
+    ranking = naive_ranking(counts)
+    assert groups["frequent"].tolist() == [c for c in ranking if counts[c] >= t_freq]
+    assert groups["common"].tolist() == [c for c in ranking if t_common <= counts[c] < t_freq]
+    assert groups["rare"].tolist() == [c for c in ranking if counts[c] < t_common]
+    with pytest.raises(ValueError, match="thresholds"):
+        frequency_groups(counts, thresholds=(2, 5))
+    with pytest.raises(ValueError, match="not both"):
+        frequency_groups(counts, sizes=(1, 1), thresholds=(5, 2))
+
+
+def test_group_summary_means_by_hand():
+    rng = np.random.default_rng(11)
+    num_classes = 12
+    mat = rng.integers(0, 40, (num_classes, num_classes))
+    mat[3, :] = 0  # class 3: never a label -> accuracy NaN
+    mat[7, :] = 0
+    mat[:, 7] = 0  # class 7: absent -> IoU NaN
+    metrics = SegMetrics(mat)
+    counts = rng.integers(0, 100, num_classes)
+    groups = frequency_groups(counts, sizes=(3, 4))
+    summary = group_summary(metrics, groups)
+    assert set(summary) == {"all", *GROUP_NAMES}
+
+    total = int(mat.sum())
+
+    def iou(c):
+        union = mat[c, :].sum() + mat[:, c].sum() - mat[c, c]
+        return mat[c, c] / union if union else math.nan
+
+    def acc(c):
+        return mat[c, c] / mat[c, :].sum() if mat[c, :].sum() else math.nan
+
+    def fpr(c):
+        return (mat[:, c].sum() - mat[c, c]) / (total - mat[c, :].sum())
+
+    def mean(values):
+        kept = [v for v in values if not math.isnan(v)]
+        return sum(kept) / len(kept) if kept else math.nan
+
+    for name, classes in [("all", range(num_classes)), *groups.items()]:
+        classes = list(classes)
+        assert summary[name]["mIoU"] == pytest.approx(mean([iou(c) for c in classes])), name
+        assert summary[name]["mAcc"] == pytest.approx(mean([acc(c) for c in classes])), name
+        assert summary[name]["mFPR"] == pytest.approx(mean([fpr(c) for c in classes])), name
+    assert 3 in np.concatenate(list(groups.values())) and 7 in np.concatenate(list(groups.values()))
+
+
+def test_group_of_only_absent_classes_is_nan():
+    mat = np.zeros((3, 3), np.int64)
+    mat[0, 0] = 10
+    summary = group_summary(SegMetrics(mat), frequency_groups([5, 0, 0], sizes=(1, 1)))
+    assert summary["frequent"]["mIoU"] == 1.0
+    assert math.isnan(summary["common"]["mIoU"]) and math.isnan(summary["rare"]["mIoU"])

@@ -1,0 +1,293 @@
+"""Pixel loss terms (CE, weighted/aux CE, focal, balanced softmax, BLV) against naive per-pixel formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rrseg.rebalance import (
+    BalancedSoftmaxLoss,
+    BLVLoss,
+    ClassCounts,
+    Criterion,
+    CrossEntropyLoss,
+    FocalLoss,
+    class_weights,
+)
+from rrseg.types import SegOutput
+
+C = 4
+IGNORE = 255
+PIXEL_COUNTS = np.array([5000, 0, 120, 30])  # class 1 has no pixels: taken as 1
+IMAGE_COUNTS = np.array([40, 0, 9, 3])
+COUNTS = ClassCounts(IMAGE_COUNTS, PIXEL_COUNTS)
+
+
+def make(seed=0, logit_hw=(5, 7), label_hw=(5, 7), batch=2, ignore_frac=0.2):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(batch, C, *logit_hw, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    labels = torch.randint(0, C, (batch, *label_hw), generator=g)
+    labels[torch.rand(labels.shape, generator=g) < ignore_frac] = IGNORE
+    return logits, labels
+
+
+def naive_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bilinear resize with half-pixel centres (align_corners=False), one output pixel at a time."""
+    b, c, h, w = x.shape
+    out = np.zeros((b, c, out_h, out_w))
+
+    def source(i, n_in, n_out):
+        s = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = min(math.floor(s), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        return i0, i1, s - i0
+
+    for i in range(out_h):
+        y0, y1, fy = source(i, h, out_h)
+        for j in range(out_w):
+            x0, x1, fx = source(j, w, out_w)
+            out[:, :, i, j] = ((1 - fy) * (1 - fx) * x[:, :, y0, x0] + (1 - fy) * fx * x[:, :, y0, x1]
+                               + fy * (1 - fx) * x[:, :, y1, x0] + fy * fx * x[:, :, y1, x1])
+    return out
+
+
+def pixels(logits: np.ndarray, labels: np.ndarray):
+    """(logit vector, label) of every labelled pixel."""
+    b, _, h, w = logits.shape
+    for n in range(b):
+        for i in range(h):
+            for j in range(w):
+                y = int(labels[n, i, j])
+                if y != IGNORE:
+                    yield [float(v) for v in logits[n, :, i, j]], y
+
+
+def log_softmax(z: list[float], y: int) -> float:
+    m = max(z)
+    return z[y] - m - math.log(sum(math.exp(v - m) for v in z))
+
+
+def naive_ce(logits, labels, weight=None, offset=None) -> float:
+    num = den = 0.0
+    for z, y in pixels(np.asarray(logits), np.asarray(labels)):
+        if offset is not None:
+            z = [v + float(o) for v, o in zip(z, offset)]
+        w = 1.0 if weight is None else float(weight[y])
+        num += -w * log_softmax(z, y)
+        den += w
+    return num / den
+
+
+def np_(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def test_ce_matches_naive():
+    logits, labels = make()
+    loss = CrossEntropyLoss()(SegOutput(logits), labels)
+    assert loss.item() == pytest.approx(naive_ce(np_(logits), labels.numpy()), rel=1e-6)
+    assert CrossEntropyLoss(loss_weight=0.4)(SegOutput(logits), labels).item() == pytest.approx(0.4 * loss.item())
+
+
+@pytest.mark.parametrize(("logit_hw", "label_hw"), [((3, 4), (7, 9)), ((6, 10), (4, 5)), ((4, 4), (8, 8))])
+def test_ce_resizes_logits_to_label_size(logit_hw, label_hw):
+    logits, labels = make(seed=1, logit_hw=logit_hw, label_hw=label_hw)
+    loss = CrossEntropyLoss()(SegOutput(logits), labels)
+    resized = naive_resize(np_(logits), *label_hw)
+    assert loss.item() == pytest.approx(naive_ce(resized, labels.numpy()), rel=1e-6)
+    loss.backward()
+    assert logits.grad.shape == logits.shape and torch.isfinite(logits.grad).all()
+
+
+def test_weighted_ce_matches_naive():
+    logits, labels = make(seed=2)
+    weight = class_weights(COUNTS, "log")
+    loss = CrossEntropyLoss(weight=weight)(SegOutput(logits), labels)
+    assert loss.item() == pytest.approx(naive_ce(np_(logits), labels.numpy(), weight=weight.tolist()), rel=1e-6)
+    assert loss.item() != pytest.approx(naive_ce(np_(logits), labels.numpy()), rel=1e-3)
+
+
+def test_aux_source():
+    logits, labels = make(seed=3)
+    aux, _ = make(seed=4, logit_hw=(3, 4))
+    term = CrossEntropyLoss("loss_aux", loss_weight=0.4, source="aux_logits")
+    loss = term(SegOutput(logits, aux_logits=aux), labels)
+    expected = 0.4 * naive_ce(naive_resize(np_(aux), 5, 7), labels.numpy())
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="aux_logits"):
+        term(SegOutput(logits), labels)
+    with pytest.raises(ValueError, match="source"):
+        CrossEntropyLoss(source="features")
+
+
+def naive_focal(logits, labels, gamma) -> float:
+    losses = []
+    for z, y in pixels(np.asarray(logits), np.asarray(labels)):
+        logp = log_softmax(z, y)
+        losses.append(-((1 - math.exp(logp)) ** gamma) * logp)
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.5])
+def test_focal_matches_naive(gamma):
+    logits, labels = make(seed=5)
+    loss = FocalLoss(gamma=gamma, loss_weight=0.7)(SegOutput(logits), labels)
+    assert loss.item() == pytest.approx(0.7 * naive_focal(np_(logits), labels.numpy(), gamma), rel=1e-6)
+    if gamma == 0.0:
+        assert loss.item() == pytest.approx(0.7 * CrossEntropyLoss()(SegOutput(logits), labels).item(), rel=1e-6)
+
+
+def test_focal_gradient_matches_autograd_of_naive_formula():
+    logits, labels = make(seed=6, batch=1, logit_hw=(2, 3), label_hw=(3, 5))
+    FocalLoss(gamma=2.0)(SegOutput(logits), labels).backward()
+    ref_logits = logits.detach().clone().requires_grad_()
+    z = torch.nn.functional.interpolate(ref_logits, size=(3, 5), mode="bilinear", align_corners=False)
+    terms = []
+    for i in range(3):
+        for j in range(5):
+            y = int(labels[0, i, j])
+            if y != IGNORE:
+                logp = torch.log_softmax(z[0, :, i, j], 0)[y]
+                terms.append(-((1 - logp.exp()) ** 2) * logp)
+    torch.stack(terms).mean().backward()
+    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("prior", "tau"), [("pixel", 1.0), ("region", 0.5)])
+def test_balanced_softmax_matches_naive(prior, tau):
+    logits, labels = make(seed=7)
+    loss = BalancedSoftmaxLoss(COUNTS, C, prior=prior, tau=tau)(SegOutput(logits), labels)
+    n = [max(int(v), 1) for v in (PIXEL_COUNTS if prior == "pixel" else IMAGE_COUNTS)]
+    offset = [tau * math.log(v / sum(n)) for v in n]
+    assert loss.item() == pytest.approx(naive_ce(np_(logits), labels.numpy(), offset=offset), rel=1e-6)
+
+
+def test_balanced_softmax_checks_counts():
+    with pytest.raises(ValueError, match="num_classes is 5"):
+        BalancedSoftmaxLoss(COUNTS, 5)
+    with pytest.raises(ValueError, match="pixel counts"):
+        BalancedSoftmaxLoss([1, 2, 3, 4], C, prior="pixel")
+
+
+def test_class_weights_formulas():
+    f = [max(int(v), 1) for v in PIXEL_COUNTS]
+    w = class_weights(COUNTS, "log")
+    np.testing.assert_allclose(w.numpy(), [1 + math.log(max(f) / v) for v in f], rtol=1e-6)
+    assert w[0].item() == pytest.approx(1.0) and torch.isfinite(w).all()
+    w = class_weights(COUNTS, "inv_sqrt")
+    raw = [1 / math.sqrt(v) for v in f]
+    np.testing.assert_allclose(w.numpy(), [r / (sum(raw) / len(raw)) for r in raw], rtol=1e-6)
+    assert w.mean().item() == pytest.approx(1.0)
+    w = class_weights(COUNTS, "log", kind="region")
+    g = [max(int(v), 1) for v in IMAGE_COUNTS]
+    np.testing.assert_allclose(w.numpy(), [1 + math.log(max(g) / v) for v in g], rtol=1e-6)
+    with pytest.raises(ValueError, match="scheme"):
+        class_weights(COUNTS, "inverse")
+
+
+TERMS = {
+    "ce": lambda: CrossEntropyLoss(),
+    "weighted_ce": lambda: CrossEntropyLoss(weight=class_weights(COUNTS, "inv_sqrt")),
+    "focal": lambda: FocalLoss(),
+    "balanced_softmax": lambda: BalancedSoftmaxLoss(COUNTS, C),
+    "blv": lambda: BLVLoss(COUNTS, C),
+}
+
+
+@pytest.mark.parametrize("name", list(TERMS))
+def test_all_ignored_batch_gives_zero_with_graph(name):
+    logits, labels = make(seed=8, logit_hw=(3, 4), label_hw=(6, 8))
+    labels[:] = IGNORE
+    loss = TERMS[name]()(SegOutput(logits), labels)
+    assert loss.item() == 0.0 and loss.requires_grad and loss.dim() == 0
+    loss.backward()
+    assert logits.grad is not None and torch.count_nonzero(logits.grad) == 0
+
+
+@pytest.mark.parametrize("name", list(TERMS))
+def test_ignored_pixels_do_not_count(name):
+    # changing the logits under ignored pixels only changes nothing
+    logits, labels = make(seed=9, ignore_frac=0.3)
+    term = TERMS[name]()
+    if name == "blv":
+        term.sigma = 0.0
+    a = term(SegOutput(logits), labels)
+    changed = logits.detach().clone()
+    changed[(labels == IGNORE).unsqueeze(1).expand_as(changed)] = 50.0
+    b = term(SegOutput(changed), labels)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def blv_scale() -> list[float]:
+    f = [max(int(v), 1) for v in PIXEL_COUNTS]
+    gap = [math.log(sum(f)) - math.log(v) for v in f]
+    return [g / max(gap) for g in gap]
+
+
+def test_blv_perturbation_formula(monkeypatch):
+    logits, labels = make(seed=10)
+    term = BLVLoss(COUNTS, C, sigma=4.0)
+    np.testing.assert_allclose(term.scale.numpy(), blv_scale(), rtol=1e-6)
+    scale = blv_scale()
+    out = SegOutput(logits)
+
+    # noise N(0, 1) * sigma, clipped to [-1, 1], absolute value, times the class scale
+    draws = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1), dtype=logits.dtype) * 0.4
+    monkeypatch.setattr(torch, "randn_like", lambda x, **kw: draws.to(x.dtype))
+    delta = (draws * 4.0).clamp(-1, 1).abs().numpy() * np.asarray(scale).reshape(1, C, 1, 1)
+    clipped = np.abs(draws.numpy() * 4.0) > 1
+    assert clipped.any() and (~clipped).any()  # both branches of the clip are exercised
+    expected = naive_ce(np_(logits) + delta, labels.numpy())
+    assert term(out, labels).item() == pytest.approx(expected, rel=1e-6)
+
+    monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.zeros_like(x))
+    assert term(out, labels).item() == pytest.approx(naive_ce(np_(logits), labels.numpy()), rel=1e-6)
+    monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.full_like(x, -100.0))  # |clip| = 1
+    assert term(out, labels).item() == pytest.approx(naive_ce(np_(logits), labels.numpy(), offset=scale), rel=1e-6)
+
+
+def test_blv_random_loss_lies_within_the_perturbation_bounds():
+    # The perturbation d lies in [0, scale_c] per class. CE falls as d_y (the true class) grows and rises as
+    # any other d_c grows, so per pixel the loss lies between CE(z + scale_y e_y) and CE(z + scale - scale_y e_y).
+    # (CE(z) and CE(z + scale) are NOT bounds in general: d = scale_y e_y goes below both.)
+    logits, labels = make(seed=11, logit_hw=(8, 8), label_hw=(8, 8))
+    scale = np.asarray(blv_scale())
+    z = np_(logits)
+    lo = hi = 0.0
+    n = 0
+    for v, y in pixels(z, labels.numpy()):
+        only_true = [a + (scale[c] if c == y else 0.0) for c, a in enumerate(v)]
+        only_others = [a + (0.0 if c == y else scale[c]) for c, a in enumerate(v)]
+        lo -= log_softmax(only_true, y)
+        hi -= log_softmax(only_others, y)
+        n += 1
+    term = BLVLoss(COUNTS, C)
+    torch.manual_seed(0)
+    values = [term(SegOutput(logits), labels).item() for _ in range(5)]
+    for value in values:
+        assert lo / n <= value <= hi / n
+    assert len(set(values)) > 1  # the perturbation is random
+
+
+def test_blv_with_vanishing_sigma_is_plain_ce():
+    logits, labels = make(seed=12, logit_hw=(3, 4), label_hw=(5, 7))
+    ce = CrossEntropyLoss()(SegOutput(logits), labels).item()
+    assert BLVLoss(COUNTS, C, sigma=1e-9)(SegOutput(logits), labels).item() == pytest.approx(ce, rel=1e-6)
+    blv = BLVLoss(COUNTS, C, sigma=1e-9, kind="region", loss_weight=0.5)
+    assert blv(SegOutput(logits), labels).item() == pytest.approx(0.5 * ce, rel=1e-6)
+
+
+def test_criterion_names_and_sum():
+    logits, labels = make(seed=13)
+    aux, _ = make(seed=14, logit_hw=(3, 3))
+    crit = Criterion([CrossEntropyLoss(), CrossEntropyLoss("loss_aux", 0.4, source="aux_logits"), FocalLoss()])
+    losses = crit(SegOutput(logits, aux_logits=aux), labels)
+    assert list(losses) == ["loss_ce", "loss_aux", "loss_focal"]
+    assert losses["loss_ce"].item() == pytest.approx(naive_ce(np_(logits), labels.numpy()), rel=1e-6)
+    sum(losses.values()).backward()
+    assert logits.grad is not None and aux.grad is not None
+    with pytest.raises(ValueError, match="unique"):
+        Criterion([CrossEntropyLoss(), CrossEntropyLoss()])
