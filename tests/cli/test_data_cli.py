@@ -74,6 +74,21 @@ def test_convert_coco_stuff(capsys, tmp_path: Path) -> None:
     np.testing.assert_array_equal(got, [[0, 11], [255, 255]])
 
 
+def test_check_data_reads_a_training_config(capsys, tmp_path: Path) -> None:
+    from rrseg.data.synthetic import make_synthetic
+
+    make_synthetic(tmp_path / "syn", num_classes=4, num_train=6, num_val=3, size=24, workers=1, verbose=False)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"data:\n  train: {{type: folder, root: {tmp_path / 'syn'}, split: train}}\n"
+                   f"  val: {{type: folder, root: {tmp_path / 'syn'}, split: val}}\n")
+    rc, out, _ = in_process(capsys, "check-data", cfg)
+    assert rc == 0 and "split 'train': 6 images" in out and "split 'val': 3 images" in out
+    cfg.write_text(f"data:\n  train: {{type: folder, root: {tmp_path / 'syn'}, split: train}}\n"
+                   f"  val: {{type: folder, root: {tmp_path / 'syn'}, split: test}}\n")
+    rc, out, _ = in_process(capsys, "check-data", cfg)
+    assert rc == 1 and "image directory of split 'test' not found" in out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from rrseg.data import FolderDataset, check_dataset
-from rrseg.data.check import resolve_dataset
 from rrseg.errors import RRSegError
 
 from .conftest import save_label
@@ -82,15 +81,3 @@ def test_broken_yaml_and_unknown_split(folder_dataset, tmp_path: Path) -> None:
     assert not report.ok and report.counts() == {"config": 1}
     with pytest.raises(RRSegError, match="not a known dataset layout"):
         check_dataset(tmp_path / "folder" / "images")
-
-
-def test_config_yaml_pointing_at_a_dataset(folder_dataset, tmp_path: Path) -> None:
-    folder_dataset()
-    cfg = tmp_path / "exp" / "config.yaml"
-    cfg.parent.mkdir()
-    cfg.write_text("dataset:\n  name: folder\n  root: ../folder\nmodel: {name: x}\n")
-    assert resolve_dataset(cfg) == ("folder", cfg.parent / "../folder")
-    assert check_dataset(cfg).ok
-    cfg.write_text("model: {name: x}\n")
-    with pytest.raises(RRSegError, match="config with a 'dataset:' mapping"):
-        check_dataset(cfg)

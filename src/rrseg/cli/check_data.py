@@ -2,7 +2,8 @@
 
 DATASET is a folder dataset (a folder with dataset.yaml, or the YAML file itself), a benchmark folder
 (ADEChallengeData2016, COCO-Stuff-164k with images/train2017, Cityscapes with leftImg8bit; recognised by
-its layout or named with --dataset), or a YAML config with a `dataset:` mapping of `name` and `root`.
+its layout or named with --dataset), or a training config (`rrseg train` YAML): its data.train and
+data.val datasets are checked.
 Found: unreadable or corrupt images, images without labels (and labels without images, as warnings),
 label size different from the image, label values outside the class range, colour (RGB) labels where an
 index PNG is expected, missing or empty splits. Training raises the same messages for the same files.
@@ -10,6 +11,7 @@ index PNG is expected, missing or empty splits. Training raises the same message
 example:
   rrseg check-data data/synthetic
   rrseg check-data data/ADEChallengeData2016 --split val --json check.json
+  rrseg check-data configs/upernet_swin_t/ade20k_160k_rr.yaml
 """
 
 from __future__ import annotations
@@ -28,15 +30,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
 
 
+def _training_config(path: str) -> list[tuple[str, str, str, dict]] | None:
+    """(type, root, split, options) of the train and val data of a training config, or None if ``path`` is not
+    one (a folder, or a folder dataset's own dataset.yaml). Roots are taken as `rrseg train` takes them."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not (p.is_file() and p.suffix.lower() in (".yaml", ".yml")):
+        return None
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None  # reported by the folder-dataset reader, with the file named
+    if not isinstance(data, dict) or "classes" in data or not ({"data", "_base_"} & set(data)):
+        return None
+    from rrseg.engine.config import load_config
+
+    cfg = load_config(p)
+    return [(d.type, d.root, d.split, dict(d.options)) for d in (cfg.data.train, cfg.data.val)]
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from rrseg.data.check import check_dataset
     from rrseg.io import atomic_write_json
 
-    report = check_dataset(args.dataset, name=args.name, splits=args.splits, workers=args.workers,
-                           progress=sys.stderr.isatty())
-    print(report.format(max_per_kind=max(0, args.max_per_kind)))
+    progress = sys.stderr.isatty()
+    targets = _training_config(args.dataset)
+    if targets is None:
+        reports = [check_dataset(args.dataset, name=args.name, splits=args.splits, workers=args.workers,
+                                 progress=progress)]
+    else:  # a training config: its train and val splits (one report per dataset)
+        grouped: dict[tuple[str, str], tuple[list[str], dict]] = {}
+        for kind, root, split, options in targets:
+            grouped.setdefault((kind, root), ([], options))[0].append(split)
+        reports = [check_dataset(root, name=kind, splits=args.splits or splits, workers=args.workers,
+                                 progress=progress, options=options)
+                   for (kind, root), (splits, options) in grouped.items()]
+    for report in reports:
+        print(report.format(max_per_kind=max(0, args.max_per_kind)))
     if args.json:
-        atomic_write_json(args.json, report.to_json())
-    return 0 if report.ok else 1
+        atomic_write_json(args.json, reports[0].to_json() if len(reports) == 1 else [r.to_json() for r in reports])
+    return 0 if all(r.ok for r in reports) else 1

@@ -14,12 +14,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from rrseg.data.base import SegDataset
 from rrseg.data.builder import dataset_class, detect_layout
 from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
-from rrseg.errors import RRSegError
 
 __all__ = ["CheckReport", "Problem", "SplitReport", "check_dataset", "resolve_dataset"]
 
@@ -102,30 +99,12 @@ class CheckReport:
 
 
 def resolve_dataset(path: str | os.PathLike, name: str | None = None) -> tuple[str, Path]:
-    """(dataset name, root) from a dataset folder, a folder ``dataset.yaml``, or a YAML config whose
-    ``dataset:`` (or ``data:``) mapping names ``name``/``type`` and ``root`` (relative to the YAML file)."""
+    """(dataset name, root) from a dataset folder (layout recognised) or a folder ``dataset.yaml``;
+    ``name`` skips the recognition. (Training configs are resolved by ``rrseg check-data`` itself.)"""
     p = Path(path)
     if name:
         dataset_class(name)  # unknown name -> clear error
         return name, p
-    if p.is_file() and p.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(p.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise RRSegError(f"{p}: not valid YAML ({e.__class__.__name__})") from None
-        if isinstance(data, dict) and "classes" not in data:
-            section = data.get("dataset", data.get("data"))
-            if isinstance(section, dict) and isinstance(section.get("train"), dict):
-                section = {**section, **section["train"]}
-            if not isinstance(section, dict) or "root" not in section:
-                raise RRSegError(f"{p}: neither a folder dataset.yaml ('classes') nor a config with a "
-                                 "'dataset:' mapping holding 'name' and 'root'")
-            kind = str(section.get("name", section.get("type", "folder")))
-            root = Path(str(section["root"]))
-            if not root.is_absolute():
-                root = p.parent / root
-            dataset_class(kind)
-            return kind, root
     return detect_layout(p)
 
 
@@ -154,9 +133,14 @@ def check_dataset(
     splits: Sequence[str] | None = None,
     workers: int | None = None,
     progress: bool = False,
+    options: dict | None = None,
 ) -> CheckReport:
-    """Check every split of the dataset at ``path`` (or the given ``splits``); never raises for bad files."""
+    """Check every split of the dataset at ``path`` (or the given ``splits``); never raises for bad files.
+
+    ``options`` go to the dataset class, as ``build_dataset(name, root, split, **options)`` would pass them.
+    """
     kind, root = resolve_dataset(path, name)
+    options = dict(options or {})
     cls = dataset_class(kind)
     try:
         available = cls.available_splits(root)  # type: ignore[attr-defined]
@@ -168,13 +152,13 @@ def check_dataset(
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     report: CheckReport | None = None
     if not wanted:
-        probe = cls(root, split="__none__", strict=False)  # type: ignore[call-arg]
+        probe = cls(root, split="__none__", strict=False, **options)  # type: ignore[call-arg]
         report = CheckReport(kind, probe.root or Path(root), probe.num_classes)
         report.splits.append(SplitReport("-", problems=[Problem(
             "empty_split", f"{probe.scan.image_dir.parent}: no split folders with images found")]))
         return report
     for split in wanted:
-        ds = cls(root, split=split, strict=False)  # type: ignore[call-arg]
+        ds = cls(root, split=split, strict=False, **options)  # type: ignore[call-arg]
         if report is None:
             report = CheckReport(kind, ds.root or Path(root), ds.num_classes)
         sr = SplitReport(split, images=len(ds) + sum(p.kind == "missing_label" for p in ds.scan.problems))
