@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# sleeping (not spinning) OpenMP waits: see src/rrseg/cli/main.py
+export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.rrseg-installed
 
 .PHONY: test lint pytest demo clean
