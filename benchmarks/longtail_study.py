@@ -1,0 +1,141 @@
+"""The long-tail study: RR against the other rebalancing methods under one trainer, 3 seeds each.
+
+Every method is a config switch of the demo config (same synthetic dataset, model, schedule and data
+order); only the loss changes. Phase 1 runs all single methods; phase 2 composes RR with the pixel-level
+loss that reached the best mean overall mIoU in phase 1 (RR is an auxiliary term, so it adds to any pixel
+loss). Finished runs are skipped, so the study can be interrupted and restarted.
+
+  python benchmarks/longtail_study.py --out runs/study [--seeds 0 1 2] [--iters 600]
+  python benchmarks/longtail_study.py --out runs/study --report-only   # tables from finished runs
+
+Writes OUT/results.json and OUT/results.md (mean and standard deviation over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from rrseg.engine.config import load_config
+from rrseg.engine.demo import DEMO_CONFIG
+from rrseg.engine.experiment import summary_row
+from rrseg.engine.trainer import Trainer
+from rrseg.io import atomic_write_json, atomic_write_text
+
+PIXEL_METHODS = {
+    "ce": [],
+    "wce-log": ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=log"],
+    "wce-invsqrt": ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=inv_sqrt"],
+    "focal": ["loss.pixel.type=focal", "loss.pixel.gamma=2.0"],
+    "bsm-pixel": ["loss.pixel.type=balanced_softmax", "loss.pixel.prior=pixel"],
+    "bsm-region": ["loss.pixel.type=balanced_softmax", "loss.pixel.prior=region"],
+    "blv": ["loss.pixel.type=blv", "loss.pixel.sigma=4.0"],
+}
+REGION_METHODS = {
+    "rr": ["loss.region.type=rr"],
+    "rr-trainable": ["loss.region.type=rr", "loss.region.trainable=true"],
+    "rr-per-image": ["loss.region.type=rr", "loss.region.per_image=true"],
+    "ceco": ["loss.region.type=ceco", "loss.region.loss_weight=0.8"],
+}
+KEYS = ("overall_mIoU", "frequent_mIoU", "common_mIoU", "rare_mIoU", "rare_mPrecision", "rare_mFPR")
+
+
+def run_one(out: Path, method: str, overrides: list[str], seed: int, base: list[str]) -> dict:
+    work = out / method / f"seed{seed}"
+    done = work / "report.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = load_config(str(DEMO_CONFIG), [*base, *overrides, f"train.seed={seed}", f"work_dir={work}",
+                                         f"name={method}", "train.progress=false", "train.tensorboard=false"])
+    t = time.perf_counter()
+    report = Trainer(cfg).train()
+    print(f"{method} seed {seed}: mIoU {100 * report['overall']['mIoU']:.2f}, rare "
+          f"{100 * report['groups']['rare']['mIoU']:.2f} ({time.perf_counter() - t:.0f} s)", flush=True)
+    return report
+
+
+def aggregate(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    table = {}
+    for method, reports in results.items():
+        rows = [summary_row(r) for r in reports]
+        table[method] = {
+            k: (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0,
+                len(rows))
+            for k in KEYS
+        }
+    return table
+
+
+def markdown(table: dict, iters: int, seeds: list[int], best_pixel: str | None) -> str:
+    heads = ["mIoU", "frequent", "common", "rare", "rare precision", "rare FPR (x1e-3)"]
+    lines = ["| method | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for method, stats in table.items():
+        cells = []
+        for k in KEYS:
+            m, s, _ = stats[k]
+            scale = 1000 if k.endswith("FPR") else 100
+            cells.append(f"{scale * m:.2f} ± {scale * s:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    note = (f"\nMean ± standard deviation over seeds {seeds}; {iters} iterations per run; figures in %, FPR per "
+            f"mille. Composite: RR + {best_pixel} (the best pixel-level loss by mean overall mIoU).")
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--iters", type=int, help="iterations per run (default: the demo config's)")
+    p.add_argument("--data", help="synthetic dataset folder (default: OUT/synthetic, generated if missing)")
+    p.add_argument("--methods", nargs="*", help="only these methods")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(args.data) if args.data else out / "synthetic"
+    if not (root / "counts.json").is_file():
+        from rrseg.data.synthetic import make_synthetic
+
+        make_synthetic(root, seed=0)
+    base = [f"data.train.root={root}", f"data.val.root={root}", f"loss.counts={root / 'counts.json'}"]
+    if args.iters:
+        base.append(f"schedule.iters={args.iters}")
+    iters = load_config(str(DEMO_CONFIG), base).schedule.iters
+
+    def collect(methods: dict[str, list[str]]) -> dict[str, list[dict]]:
+        res = {}
+        for method, overrides in methods.items():
+            if args.methods and method not in args.methods:
+                continue
+            reports = []
+            for seed in args.seeds:
+                done = out / method / f"seed{seed}" / "report.json"
+                if args.report_only:
+                    if done.is_file():
+                        reports.append(json.loads(done.read_text()))
+                else:
+                    reports.append(run_one(out, method, overrides, seed, base))
+            if reports:
+                res[method] = reports
+        return res
+
+    results = collect({**PIXEL_METHODS, **REGION_METHODS})
+    pixel = {m: statistics.mean(r["overall"]["mIoU"] for r in results[m]) for m in PIXEL_METHODS if m in results}
+    best_pixel = max((m for m in pixel if m != "ce"), key=pixel.get, default=None)
+    if best_pixel:
+        composite = {f"rr + {best_pixel}": PIXEL_METHODS[best_pixel] + REGION_METHODS["rr"]}
+        results.update(collect({k.replace(" ", ""): v for k, v in composite.items()}))
+    table = aggregate(results)
+    serial = {m: {k: list(v) for k, v in s.items()} for m, s in table.items()}
+    atomic_write_json(out / "results.json",
+                      {"iterations": iters, "seeds": args.seeds, "best_pixel": best_pixel, "table": serial})
+    text = markdown(table, iters, args.seeds, best_pixel)
+    atomic_write_text(out / "results.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
