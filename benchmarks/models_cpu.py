@@ -68,23 +68,47 @@ def worker(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t)
         cpu_times.append(time.process_time() - c)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {
+    row = {
         "model": args.worker,
         "rr": use_rr,
         "params_m": count_params(model),
-        "step_s": statistics.median(times),
+        "step_s": statistics.median(times) if times else None,
         "times_s": times,
-        "cpu_s": statistics.median(cpu_times),  # process CPU time (all threads): less sensitive to other load
+        "cpu_s": statistics.median(cpu_times) if times else None,  # process CPU time (all threads)
         "cpu_times_s": cpu_times,
         "peak_rss_gib": peak / 2**30,
         "step_mem_gib": (peak - rss_before) / 2**30,
+    }
+    if use_rr and args.rr_reps:
+        row.update(rr_term_cost(model, images, labels, args.rr_reps))
+    return row
+
+
+def rr_term_cost(model, images: torch.Tensor, labels: torch.Tensor, reps: int) -> dict:
+    """The RR term alone, forward + backward to the decoder features it reads (fastest of ``reps``): the
+    work RR adds to a step, since its feature gradient joins the one backward pass the step makes anyway.
+    Short, repeated and on one tensor, it is far less exposed to other load than whole-step timings."""
+    out = model(images)
+    features = out.features.detach().requires_grad_(True)
+    wall, cpu = [], []
+    for _ in range(reps):
+        t, c = time.perf_counter(), time.process_time()
+        model.rebalance(features, labels).backward()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        features.grad = None
+    return {
+        "rr_term_s": min(wall),
+        "rr_term_cpu_s": min(cpu),
+        "rr_term_times_s": wall,
+        "features_shape": list(features.shape),
     }
 
 
 def run_one(name: str, rr: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--rr", rr, "--size", str(args.size)]
     cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    cmd += ["--threads", str(args.threads)]
+    cmd += ["--threads", str(args.threads), "--rr-reps", str(args.rr_reps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if proc.returncode != 0:
         raise SystemExit(f"{name} (RR {rr}) failed:\n{proc.stderr[-3000:]}")
@@ -100,6 +124,15 @@ def _ratio(a: dict, b: dict, key: str) -> str:
 
 
 def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
+    pairs = {}
+    for r in rows:
+        pairs.setdefault(r["model"], {})[r["rr"]] = r
+    if not any(False in d and True in d for d in pairs.values()):
+        lines = [
+            f"CPU, batch {args.batch} x {args.size}x{args.size}, fp32, {args.threads} threads; "
+            f"torch {torch.__version__}."
+        ]
+        return _rr_term_table(lines, rows, args)
     lines = [
         f"CPU train step, batch {args.batch} x {args.size}x{args.size}, fp32, {args.threads} threads, "
         f"median of {args.steps} timed steps after {args.warmup} warm-up; torch {torch.__version__}, "
@@ -109,10 +142,7 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
         "| CPU ratio | peak RSS off / on (GiB) | step memory off / on (GiB) | memory ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    by_model: dict[str, dict[bool, dict]] = {}
-    for r in rows:
-        by_model.setdefault(r["model"], {})[r["rr"]] = r
-    for name, d in by_model.items():
+    for name, d in pairs.items():
         off, on = d.get(False), d.get(True)
         if off is None or on is None:
             continue
@@ -123,6 +153,22 @@ def to_markdown(rows: list[dict], args: argparse.Namespace) -> str:
             f"| {off['step_mem_gib']:.2f} / {on['step_mem_gib']:.2f} "
             f"| {on['step_mem_gib'] / max(off['step_mem_gib'], 1e-9):.3f} |"
         )
+    return _rr_term_table(lines, rows, args)
+
+
+def _rr_term_table(lines: list[str], rows: list[dict], args: argparse.Namespace) -> str:
+    terms = [r for r in rows if "rr_term_s" in r]
+    if terms:
+        lines += [
+            "",
+            f"RR term alone (forward + backward to the features it reads, fastest of {args.rr_reps}):",
+            "",
+            "| model | features | RR term (s) | RR term CPU (s) |",
+            "|---|---|---:|---:|",
+        ]
+        for r in terms:
+            shape = "x".join(map(str, r["features_shape"]))
+            lines.append(f"| {r['model']} | {shape} | {r['rr_term_s']:.3f} | {r['rr_term_cpu_s']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -137,6 +183,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     p.add_argument("--json", type=Path, default=None, help="also write the raw rows here")
+    p.add_argument("--rr-reps", type=int, default=5, help="repetitions of the RR-term-alone timing")
+    p.add_argument("--rr-term-only", action="store_true", help="time only the RR term (no whole steps)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--rr", choices=["on", "off"], default="off", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -146,13 +194,17 @@ def main() -> None:
     default = list(TINY) if args.tiny else list(FAMILIES)[:5]  # the five families, base variants
     names = args.models or default
     rows = []
+    if args.rr_term_only:
+        args.steps = 0
     for name in names:
-        for rr in ("off", "on"):
+        for rr in ("on",) if args.rr_term_only else ("off", "on"):
             t = time.time()
             rows.append(run_one(name, rr, args))
             r = rows[-1]
-            print(f"{name} RR {rr}: {r['step_s']:.2f} s/step, peak RSS {r['peak_rss_gib']:.2f} GiB "
-                  f"({time.time() - t:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
+            step = f"{r['step_s']:.2f} s/step, " if r["step_s"] is not None else ""
+            term = f"RR term {r['rr_term_s']:.3f} s, " if "rr_term_s" in r else ""
+            mem = f"peak RSS {r['peak_rss_gib']:.2f} GiB"
+            print(f"{name} RR {rr}: {step}{term}{mem} ({time.time() - t:.0f} s)", file=sys.stderr, flush=True)
     md = to_markdown(rows, args)
     print(md)
     from rrseg.io import atomic_write_json, atomic_write_text

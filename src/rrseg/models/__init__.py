@@ -11,6 +11,7 @@ ConvNeXt (``upernet``), BEiT UPerNet (``beit``); ``list_models()`` gives every n
 from rrseg.models import beit, deeplabv3plus, ocrnet, upernet  # noqa: F401  (register the factories)
 from rrseg.models.registry import build_model, get_model_factory, list_models, model_options, register_model
 from rrseg.models.segmentor import Segmentor, build_rebalance
+from rrseg.models.weights import load_pretrained
 
 __all__ = [
     "Segmentor",
@@ -18,6 +19,7 @@ __all__ = [
     "build_rebalance",
     "get_model_factory",
     "list_models",
+    "load_pretrained",
     "model_options",
     "register_model",
 ]
