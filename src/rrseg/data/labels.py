@@ -16,8 +16,9 @@ __all__ = ["find_files", "read_label", "reduce_zero_label"]
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """The label map of an index PNG as a 2-D integer array (uint8 for 8-bit files).
+def read_label(path: str | os.PathLike, writable: bool = True) -> np.ndarray:
+    """The label map of an index PNG as a 2-D integer array (uint8 for 8-bit files); ``writable=False``
+    saves a copy when the array is only read.
 
     Raises :class:`~rrseg.data.problems.DataError` (an ``RRSegError``) naming the file for an unreadable,
     truncated or corrupt file and for a colour (RGB/RGBA) image where an index PNG is expected.
@@ -32,7 +33,7 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
                     f"{path}: label is a {mode} image; expected a single-channel index PNG "
                     f"(mode L or P) whose pixel values are class ids"
                 )
-            arr = np.array(im)  # a writable copy
+            arr = np.array(im) if writable else np.asarray(im)
     except DataError:
         raise
     except FileNotFoundError:
