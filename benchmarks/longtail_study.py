@@ -7,6 +7,9 @@ loss). Finished runs are skipped, so the study can be interrupted and restarted.
 
   python benchmarks/longtail_study.py --out runs/study [--seeds 0 1 2] [--iters 600]
   python benchmarks/longtail_study.py --out runs/study --report-only   # tables from finished runs
+  # two halves side by side on a 2-core machine (one thread each), then the tables:
+  OMP_NUM_THREADS=1 python benchmarks/longtail_study.py --out runs/study --methods ce wce-log ...
+
 
 Writes OUT/results.json and OUT/results.md (mean and standard deviation over seeds).
 """
@@ -40,6 +43,13 @@ REGION_METHODS = {
     "rr-per-image": ["loss.region.type=rr", "loss.region.per_image=true"],
     "ceco": ["loss.region.type=ceco", "loss.region.loss_weight=0.8"],
 }
+# Why RR does or does not help on the rare classes: longer schedule, RR loss weight (one table of its own).
+INVESTIGATION = {
+    "ce-3x": ["schedule.iters=1800"],
+    "rr-3x": ["schedule.iters=1800", "loss.region.type=rr"],
+    "rr-w0.5": ["loss.region.type=rr", "loss.region.loss_weight=0.5"],
+    "rr-w2": ["loss.region.type=rr", "loss.region.loss_weight=2.0"],
+}
 KEYS = ("overall_mIoU", "frequent_mIoU", "common_mIoU", "rare_mIoU", "rare_mPrecision", "rare_mFPR")
 
 
@@ -60,6 +70,8 @@ def run_one(out: Path, method: str, overrides: list[str], seed: int, base: list[
 def aggregate(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float, int]]]:
     table = {}
     for method, reports in results.items():
+        if not reports:
+            continue
         rows = [summary_row(r) for r in reports]
         table[method] = {
             k: (statistics.mean(r[k] for r in rows), statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0,
@@ -122,7 +134,8 @@ def main() -> None:
                 res[method] = reports
         return res
 
-    results = collect({**PIXEL_METHODS, **REGION_METHODS})
+    results = collect({**PIXEL_METHODS, **REGION_METHODS, **INVESTIGATION})
+    investigation = {m: results.pop(m) for m in INVESTIGATION if m in results}
     pixel = {m: statistics.mean(r["overall"]["mIoU"] for r in results[m]) for m in PIXEL_METHODS if m in results}
     best_pixel = max((m for m in pixel if m != "ce"), key=pixel.get, default=None)
     if best_pixel:
@@ -133,6 +146,11 @@ def main() -> None:
     atomic_write_json(out / "results.json",
                       {"iterations": iters, "seeds": args.seeds, "best_pixel": best_pixel, "table": serial})
     text = markdown(table, iters, args.seeds, best_pixel)
+    if investigation:
+        extra = aggregate({"ce": results.get("ce", []), **investigation, "rr": results.get("rr", [])})
+        extra = {m: s for m, s in extra.items() if s}
+        text += "\n### Investigation: schedule length (3x = 1800 iterations) and RR loss weight\n\n"
+        text += markdown(extra, iters, args.seeds, best_pixel).split("\nMean")[0] + "\n"
     atomic_write_text(out / "results.md", text)
     print(text)
 
