@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from rrseg.engine.inference import load_into
     from rrseg.engine.loader import ShardSampler, collate
     from rrseg.engine.trainer import build_datasets
-    from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+    from rrseg.io import atomic_write_json, atomic_write_text, check_writable
     from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
     from rrseg.models import build_model
     from rrseg.rebalance import ClassCounts
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     file = ckpt.find_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else file.parent / f"eval_{file.stem}"
-    ensure_writable_dir(out)
+    check_writable(out)  # fail now, but create nothing until the report is written
     info = setup(args.device)
     train_ds, val_ds, _, _ = build_datasets(cfg)
     num_classes = cfg.model.num_classes or val_ds.num_classes
