@@ -61,6 +61,9 @@ class DataConfig:
     photometric: bool = True
     mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    # decode and check every training and validation sample before training starts (and before anything is
+    # written), so that a corrupt file stops the run at once rather than hours in; false skips the check
+    check: bool = True
 
 
 @dataclass

@@ -13,6 +13,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from torch import nn
 
 from rrseg.engine import checkpoint as ckpt
 from rrseg.engine.config import Config, config_to_dict
-from rrseg.engine.distributed import DistInfo, barrier, cleanup, setup
+from rrseg.engine.distributed import barrier, cleanup, on_main, setup
 from rrseg.engine.evaluator import evaluate
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
@@ -65,22 +66,25 @@ def build_datasets(cfg: Config) -> tuple[Any, Any, Any, Any]:
     return train, val, train_tf, test_tf
 
 
-def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path, info: DistInfo) -> ClassCounts:
-    """Class counts from the config, or counted once over the training labels and cached in the work dir."""
+def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path) -> ClassCounts:
+    """Class counts from the config, from the work dir's ``counts.json`` (cached by an earlier start of the
+    run), or counted over the training labels on rank 0 (the trainer caches them once set-up succeeded)."""
     if cfg.loss.counts:
         return ClassCounts.load(cfg.loss.counts, num_classes)
     cache = work_dir / "counts.json"
-    if info.is_main and not cache.is_file():
+    if cache.is_file():
+        return ClassCounts.load(cache, num_classes)
+
+    def count() -> ClassCounts:
         from rrseg.data.stats import compute_stats
 
         counts, _ = compute_stats(
             train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
             getattr(train_ds, "ignore_index", 255), workers=None,
         )
-        ensure_writable_dir(work_dir)
-        atomic_write_json(cache, counts.to_json())
-    barrier()
-    return ClassCounts.load(cache, num_classes)
+        return counts
+
+    return on_main(count)
 
 
 def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_classes: int,
@@ -161,12 +165,14 @@ class Trainer:
         from rrseg.models import build_model
 
         self.train_ds, self.val_ds, train_tf, _ = build_datasets(cfg)
+        if cfg.data.check:
+            on_main(self._check_data)
         self.num_classes = cfg.model.num_classes or self.train_ds.num_classes
         if self.num_classes != self.train_ds.num_classes:
             raise RRSegError(f"model.num_classes is {self.num_classes} but the training data has "
                              f"{self.train_ds.num_classes} classes")
         self.ignore_index = getattr(self.train_ds, "ignore_index", 255)
-        self.counts = resolve_counts(cfg, self.train_ds, self.num_classes, self.work_dir, info)
+        self.counts = resolve_counts(cfg, self.train_ds, self.num_classes, self.work_dir)
         sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
         self.groups = frequency_groups(self.counts.image_counts, sizes)
 
@@ -191,9 +197,11 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.metadata = model_metadata(cfg, self.num_classes, self.train_ds)
-        if info.is_main:
+        if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
             atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            if not cfg.loss.counts and not (self.work_dir / "counts.json").is_file():
+                atomic_write_json(self.work_dir / "counts.json", self.counts.to_json())
         barrier()
 
         self.iteration = 0
@@ -221,6 +229,13 @@ class Trainer:
         )
         if rng_state is not None:
             ckpt.restore_rng(rng_state)
+
+    def _check_data(self) -> None:
+        from rrseg.data.check import verify_samples
+
+        show = self.cfg.train.progress and sys.stderr.isatty()
+        for dataset, what in ((self.train_ds, "training data"), (self.val_ds, "validation data")):
+            verify_samples(dataset, workers=self.cfg.data.workers, progress=show, what=what)
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
