@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -199,6 +201,7 @@ class Trainer:
         self.metadata = model_metadata(cfg, self.num_classes, self.train_ds)
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
+            self._clean_crash_leftovers()
             atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             if not cfg.loss.counts and not (self.work_dir / "counts.json").is_file():
                 atomic_write_json(self.work_dir / "counts.json", self.counts.to_json())
@@ -236,6 +239,22 @@ class Trainer:
         show = self.cfg.train.progress and sys.stderr.isatty()
         for dataset, what in ((self.train_ds, "training data"), (self.val_ds, "validation data")):
             verify_samples(dataset, workers=self.cfg.data.workers, progress=show, what=what)
+
+    def _clean_crash_leftovers(self) -> None:
+        """What a killed run can leave: temporary files of atomic writes, a half-written checkpoint folder,
+        a log line cut short (the next record would be glued to it)."""
+        for folder in (self.work_dir, self.work_dir / "eval", self.work_dir / ckpt.CKPT_DIR):
+            if folder.is_dir():
+                for stale in folder.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
+        for stale in (self.work_dir / ckpt.CKPT_DIR).glob(".iter_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        log = self.work_dir / "log.jsonl"
+        if log.is_file() and log.stat().st_size:
+            with open(log, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -326,8 +345,11 @@ class Trainer:
         if not self.info.is_main:
             return
         record = {"time": round(time.time(), 3), **record}
-        with open(self.work_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
+        try:
+            with open(self.work_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as e:
+            raise RRSegError(f"{self.work_dir / 'log.jsonl'}: cannot write ({e.strerror or e})") from None
 
     # -- signals -----------------------------------------------------------------------------------
     def _install_signals(self) -> dict:
