@@ -208,6 +208,7 @@ class Trainer:
         barrier()
 
         self.iteration = 0
+        self.skipped = 0  # steps skipped for a non-finite loss in this process (nan_policy=skip)
         self.best = {"mIoU": -1.0, "iteration": -1}
         self.history: list[dict] = []
         rng_state = None
@@ -405,17 +406,17 @@ class Trainer:
                     raise _Stop()
                 lr = set_lr(self.optimizer, self.iteration, cfg.optim.lr, cfg.schedule)
                 losses = self._step(data_iter)
-                if losses is None:  # skipped (non-finite, nan_policy=skip)
-                    self.iteration += 1
-                    continue
                 self.iteration += 1
-                for k, v in losses.items():
-                    running[k] = running.get(k, 0.0) + v
-                n_running += 1
-                if progress is not None:
-                    progress.update(task, completed=self.iteration,
-                                    status=f"loss {losses['loss']:.3f} lr {lr:.2e}")
-                if self.iteration % cfg.train.log_interval == 0 or self.iteration == total:
+                if losses is not None:  # None: skipped (non-finite, nan_policy=skip), but still evaluated/saved
+                    for k, v in losses.items():
+                        running[k] = running.get(k, 0.0) + v
+                    n_running += 1
+                    if progress is not None:
+                        progress.update(task, completed=self.iteration,
+                                        status=f"loss {losses['loss']:.3f} lr {lr:.2e}")
+                elif progress is not None:
+                    progress.update(task, completed=self.iteration, status=f"{self.skipped} steps skipped")
+                if n_running and (self.iteration % cfg.train.log_interval == 0 or self.iteration == total):
                     dt = time.perf_counter() - t_last
                     rec = {k: v / n_running for k, v in running.items()}
                     self._log({"event": "train", "iteration": self.iteration, "lr": lr,
@@ -432,7 +433,8 @@ class Trainer:
             final_report = self.evaluate()
             self._after_eval(final_report)
             self.save_checkpoint()
-            self._log({"event": "end", "iteration": self.iteration, "param_sha256": self._fingerprints()})
+            self._log({"event": "end", "iteration": self.iteration, "param_sha256": self._fingerprints(),
+                       "skipped_non_finite": self.skipped})
             if info.is_main:
                 ckpt.save_weights(self.work_dir / "inference.safetensors", self.model.inference_state_dict(),
                                   {**self.metadata, "iteration": self.iteration})
@@ -474,6 +476,8 @@ class Trainer:
         accumulate = cfg.optim.accumulate
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
+        # BatchNorm statistics change in the forward pass: kept, so that a skipped step leaves no trace
+        self._buffers = [b.detach().clone() for b in self.model.buffers()]
         for micro in range(accumulate):
             batch = next(data_iter)
             images = batch["image"].to(self.device, non_blocking=True)
@@ -500,14 +504,21 @@ class Trainer:
         return totals
 
     def _non_finite(self, terms: dict) -> None:
+        """The loss of iteration ``self.iteration + 1`` is NaN or infinite: undo the step (gradients and
+        BatchNorm statistics), then skip it (logged) or stop with a checkpoint of the last good state."""
         bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buf, saved in zip(self.model.buffers(), self._buffers):
+                buf.copy_(saved)
         if self.cfg.train.nan_policy == "skip":
-            self._log({"event": "skip_non_finite", "iteration": self.iteration, "terms": bad})
+            self.skipped += 1
+            self._log({"event": "skip_non_finite", "iteration": self.iteration + 1, "terms": bad})
             return None
         path = self.save_checkpoint()
-        raise RRSegError(f"non-finite loss at iteration {self.iteration} ({bad}); checkpoint of the last good "
-                         f"state saved to {path}; set train.nan_policy=skip to skip such steps")
+        raise RRSegError(f"non-finite loss in iteration {self.iteration + 1} ({bad}); the last good state "
+                         f"(iteration {self.iteration}) is saved in {path}; continue with --resume after a fix, "
+                         f"or set train.nan_policy=skip to skip such steps")
 
 
 def run_training(cfg: Config, resume: bool = False, device: str = "auto") -> dict | None:
