@@ -227,7 +227,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where} ({getattr(e, 'problem', e)})") from None
+        detail = " ".join(str(getattr(e, "problem", None) or e).split())  # a ReaderError spans lines
+        raise ConfigError(f"{path}: invalid YAML{where} ({detail})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
