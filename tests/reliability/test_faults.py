@@ -64,16 +64,25 @@ def last_iteration(run: list[dict]) -> int:
     return max((r["iteration"] for r in run if r.get("event") == "train"), default=run[0]["iteration"])
 
 
-def kill_when_logged(proc: subprocess.Popen, work: Path, run_index: int, target: int, timeout: float = 240) -> None:
-    """SIGKILL ``proc`` as soon as its log (run number ``run_index``) shows an iteration >= ``target``."""
+def kill_when_logged(proc: subprocess.Popen, work: Path, run_index: int, target: int, delay: float,
+                     timeout: float = 240) -> None:
+    """SIGKILL ``proc`` ``delay`` seconds after its log (run number ``run_index``) shows an iteration >=
+    ``target``; the delay puts the kill anywhere in an iteration (a step, an evaluation, a checkpoint write)."""
+
+    def ended() -> AssertionError:
+        return AssertionError(f"run {run_index} ended ({proc.returncode}) before its kill after iteration {target}: "
+                              f"{proc.stderr.read()[-2000:]}")
+
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"run {run_index} ended ({proc.returncode}) before iteration {target}: "
-                                 f"{proc.stderr.read()[-2000:]}")
+            raise ended()
         if (work / "log.jsonl").is_file():
             split = runs(read_log(work))
             if len(split) > run_index and last_iteration(split[run_index]) >= target:
+                time.sleep(delay)
+                if proc.poll() is not None:
+                    raise ended()
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return
@@ -102,14 +111,16 @@ def state_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def test_kill_9_five_times_then_resume_ends_bit_identical(tiny_config, env):
     seed = int(os.environ.get("RRSEG_FAULT_SEED") or random.SystemRandom().randrange(2**32))
-    targets = sorted(random.Random(seed).sample(range(1, TOTAL - 1), KILLS))
-    about = f"seed {seed}, kill targets {targets}"
+    rng = random.Random(seed)
+    targets = sorted(rng.sample(range(1, TOTAL - 3), KILLS))
+    delays = [round(rng.uniform(0.0, 0.15), 3) for _ in targets]  # about one iteration (0.05-0.15 s here)
+    about = f"seed {seed}, kill targets {targets}, delays {delays}"
     straight_cfg, cut_cfg = tiny_config("straight", **SECTIONS), tiny_config("cut", **SECTIONS)
     straight, cut = work_dir(straight_cfg), work_dir(cut_cfg)
     reference = start(straight_cfg, env)  # the uninterrupted run, on the other core meanwhile
 
-    for i, target in enumerate(targets):
-        kill_when_logged(start(cut_cfg, env, *(["--resume"] if i else [])), cut, i, target)
+    for i, (target, delay) in enumerate(zip(targets, delays)):
+        kill_when_logged(start(cut_cfg, env, *(["--resume"] if i else [])), cut, i, target, delay)
         latest = ckpt.latest_checkpoint(cut)  # whatever the moment of the kill, the latest checkpoint loads
         if latest is not None:
             ckpt.read_weights(latest / "model.safetensors")
@@ -124,8 +135,9 @@ def test_kill_9_five_times_then_resume_ends_bit_identical(tiny_config, env):
     killed_at = [last_iteration(run) for run in split[:-1]]
     resumed_at = [run[0]["iteration"] for run in split[1:]]
     lost = [k - r for k, r in zip(killed_at, resumed_at)]
-    summary = {"seed": seed, "targets": targets, "killed_after": killed_at, "resumed_from": resumed_at,
-               "iterations_lost": lost, "checkpoint_interval": INTERVAL, "iterations": TOTAL}
+    summary = {"seed": seed, "targets": targets, "delays_s": delays, "killed_after": killed_at,
+               "resumed_from": resumed_at, "iterations_lost": lost, "checkpoint_interval": INTERVAL,
+               "iterations": TOTAL}
     print(f"\nkill -9 runs: {json.dumps(summary)}")
     if os.environ.get("RRSEG_FAULT_REPORT"):
         with open(os.environ["RRSEG_FAULT_REPORT"], "a") as f:
