@@ -69,15 +69,16 @@ def build_datasets(cfg: Config) -> tuple[Any, Any, Any, Any]:
 
 
 def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path) -> ClassCounts:
-    """Class counts from the config, from the work dir's ``counts.json`` (cached by an earlier start of the
-    run), or counted over the training labels on rank 0 (the trainer caches them once set-up succeeded)."""
+    """Class counts from the config, else, on rank 0 and shared with every rank, from the work dir's
+    ``counts.json`` (cached by an earlier start of the run) or counted over the training labels (the trainer
+    caches them once set-up succeeded)."""
     if cfg.loss.counts:
         return ClassCounts.load(cfg.loss.counts, num_classes)
-    cache = work_dir / "counts.json"
-    if cache.is_file():
-        return ClassCounts.load(cache, num_classes)
 
-    def count() -> ClassCounts:
+    def cached_or_counted() -> ClassCounts:
+        cache = work_dir / "counts.json"
+        if cache.is_file():
+            return ClassCounts.load(cache, num_classes)
         from rrseg.data.stats import compute_stats
 
         counts, _ = compute_stats(
@@ -86,7 +87,7 @@ def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path)
         )
         return counts
 
-    return on_main(count)
+    return on_main(cached_or_counted)
 
 
 def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_classes: int,
@@ -491,6 +492,8 @@ class Trainer:
                     terms = self.criterion(out, labels)
                 loss = sum(terms.values())
                 if not torch.isfinite(loss.detach()):
+                    for _ in range(accumulate - 1 - micro):  # the rest of this iteration's data: a resumed
+                        next(data_iter)  # run, which starts at the iteration's first sample, stays in step
                     return self._non_finite(terms)
                 self.scaler.scale(loss / accumulate).backward()
             for k, v in terms.items():
