@@ -40,7 +40,8 @@ def work_dir(cfg: Path) -> Path:
 
 
 def start(cfg: Path, env: dict, *extra: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rrseg", "train", str(cfg), *extra], env=env,
+    # on the CPU also where a GPU is present: bit-identical resume is a CPU guarantee
+    return subprocess.Popen([sys.executable, "-m", "rrseg", "train", str(cfg), "--device", "cpu", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
