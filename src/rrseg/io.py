@@ -9,7 +9,7 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -55,27 +55,43 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
+def _create_temp(target: Path) -> tuple[int, str]:
+    """A new temporary sibling of ``target``, created with the usual permissions (0o666 less the umask;
+    ``tempfile.mkstemp`` would make it private, and the rename would carry that over to the output)."""
+    folder = target.parent or Path(".")
+    for _ in range(100):
+        tmp = str(folder / f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {target}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; on success fsync and rename it to ``path``."""
+    """Open a temporary sibling of ``path`` for writing; on success fsync and rename it to ``path``.
+
+    A write that fails (disk full, file size limit, I/O error: any ``OSError`` in the block) raises an
+    ``RRSegError`` naming ``path``; the temporary file is removed and ``path`` keeps its old content."""
     target = Path(path)
     if target.is_dir():
         raise RRSegError(f"{target}: is a directory; expected a file path to write")
     if target.parent and not target.parent.exists():
         ensure_writable_dir(target.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+        fd, tmp = _create_temp(target)
     except OSError as e:
         raise RRSegError(f"{target}: cannot write ({e.strerror})") from None
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
         try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, target)
-        except OSError as e:
-            raise RRSegError(f"{target}: cannot write ({e.strerror})") from None
+        except OSError as e:  # disk full, file size limit, I/O error: one line naming the file
+            raise RRSegError(f"{target}: cannot write ({e.strerror or e})") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

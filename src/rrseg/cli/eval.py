@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from rrseg.engine.inference import load_into
     from rrseg.engine.loader import ShardSampler, collate
     from rrseg.engine.trainer import build_datasets
-    from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+    from rrseg.errors import RRSegError
+    from rrseg.io import atomic_write_json, atomic_write_text, check_writable
     from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
     from rrseg.models import build_model
     from rrseg.rebalance import ClassCounts
@@ -51,13 +52,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     file = ckpt.find_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else file.parent / f"eval_{file.stem}"
-    ensure_writable_dir(out)
+    check_writable(out)  # fail now, but create nothing until the report is written
     info = setup(args.device)
     train_ds, val_ds, _, _ = build_datasets(cfg)
     num_classes = cfg.model.num_classes or val_ds.num_classes
     model = build_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
-    state, _ = ckpt.read_weights(file)
-    load_into(model, state, str(file))
+    state, meta = ckpt.read_weights(file)
+    try:
+        load_into(model, state, str(file))
+    except RRSegError as e:  # say which model the checkpoint holds, when its metadata tells
+        config = meta.get("config")
+        trained = config.get("model", {}).get("name") if isinstance(config, dict) else None
+        if not trained or trained == cfg.model.name:
+            raise
+        raise RRSegError(f"{e} (the checkpoint holds a {trained}, the config builds a {cfg.model.name})") from None
     model.to(info.device).eval()
     loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.eval.batch_size, collate_fn=collate,
                                          sampler=ShardSampler(len(val_ds), info.rank, info.world_size),

@@ -26,17 +26,27 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    from rrseg.data.base import read_image
     from rrseg.data.transforms import test_transforms
     from rrseg.engine.evaluator import predict_probs
     from rrseg.engine.inference import load_for_inference
     from rrseg.errors import RRSegError
-    from rrseg.io import atomic_open, ensure_writable_dir
+    from rrseg.io import atomic_open, check_writable, ensure_writable_dir
 
-    out = ensure_writable_dir(args.out)
+    out = Path(args.out)
+    check_writable(out)  # fail now; nothing is written until the model and every image have been read
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
     model, meta, cfg = load_for_inference(args.checkpoint, device)
+    paths = [Path(name) for name in args.images]
+    seen: dict[str, Path] = {}
+    for path in paths:
+        read_image(path)
+        if path.stem in seen:
+            raise RRSegError(f"{path}: same output name {path.stem}.png as {seen[path.stem]}")
+        seen[path.stem] = path
+    ensure_writable_dir(out)
     num_classes = int(meta["num_classes"])
     palette = meta.get("palette") or []
     if len(palette) < num_classes:  # a fixed pseudo-random palette for classes without colours
@@ -46,16 +56,8 @@ def run(args: argparse.Namespace) -> int:
     tf = test_transforms(scale=tuple(cfg.data.scale), mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
     from torchvision import tv_tensors
 
-    for name in args.images:
-        path = Path(name)
-        try:
-            with Image.open(path) as im:
-                rgb = im.convert("RGB")
-        except FileNotFoundError:
-            raise RRSegError(f"{path}: image not found") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise RRSegError(f"{path}: unreadable or corrupt image ({e.__class__.__name__})") from None
-        arr = np.asarray(rgb)
+    for path in paths:
+        arr = read_image(path)
         image = tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1).contiguous())
         mask = tv_tensors.Mask(torch.zeros(arr.shape[:2], dtype=torch.uint8))
         x, _ = tf(image, mask)
@@ -75,3 +77,4 @@ def run(args: argparse.Namespace) -> int:
             Image.fromarray(overlay).save(f, format="JPEG", quality=90)
         print(f"{path} -> {out / (path.stem + '.png')}")
     return 0
+

@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
 
     from rrseg.data.stats import compute_stats, stats_files
     from rrseg.errors import RRSegError
-    from rrseg.io import atomic_write_json, atomic_write_text
+    from rrseg.io import atomic_write_json, atomic_write_text, check_writable
 
     if args.num_classes < 1:
         raise RRSegError(f"--num-classes must be >= 1, got {args.num_classes}")
+    for target in [args.output] + ([args.txt + "_image_label_stats.txt"] if args.txt else []):
+        check_writable(Path(target).absolute().parent)  # before the counting, not after it
     files = stats_files(args.label_dir, args.suffix)
     counts, info = compute_stats(
         files, args.num_classes, args.reduce_zero_label, args.ignore_index, args.workers,

@@ -18,7 +18,7 @@ from rrseg.data.base import SegDataset
 from rrseg.data.builder import dataset_class, detect_layout
 from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
 
-__all__ = ["CheckReport", "Problem", "SplitReport", "check_dataset", "resolve_dataset"]
+__all__ = ["CheckReport", "Problem", "SplitReport", "check_dataset", "resolve_dataset", "verify_samples"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,17 @@ def check_dataset(
         report.splits.append(sr)
     assert report is not None
     return report
+
+
+def verify_samples(dataset: SegDataset, workers: int = 1, progress: bool = False, what: str = "") -> None:
+    """Decode and check every sample of ``dataset`` (as training would read it); raise the first problem
+    found, a :class:`DataError` naming the file, with how many more there are. Training calls this before
+    it writes anything, so bad data stops a run at the start, not hours into it."""
+    found = _check_samples(dataset, max(1, workers), progress, what or dataset.split)
+    if found:
+        _, kind, message = min(found)
+        more = f" (and {len(found) - 1} more problems; `rrseg check-data` lists them all)" if len(found) > 1 else ""
+        raise DataError(kind, message + more)
 
 
 def _check_samples(ds: SegDataset, workers: int, progress: bool, split: str) -> list[tuple[int, str, str]]:

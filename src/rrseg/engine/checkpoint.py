@@ -88,6 +88,9 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
+        if path.suffix.lower() != ".safetensors":  # e.g. a .pt/.pth/.bin pickle: say what is expected
+            raise RRSegError(f"{path}: not a safetensors checkpoint ({e}); checkpoints are read as safetensors "
+                             f"only, a PyTorch pickle (.pt/.pth/.bin) is never unpickled here") from None
         raise RRSegError(f"{path}: truncated or corrupt safetensors checkpoint ({e})") from None
     meta: dict[str, Any] = {}
     for k, v in raw.items():

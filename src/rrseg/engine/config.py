@@ -61,6 +61,9 @@ class DataConfig:
     photometric: bool = True
     mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
     std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    # decode and check every training and validation sample before training starts (and before anything is
+    # written), so that a corrupt file stops the run at once rather than hours in; false skips the check
+    check: bool = True
 
 
 @dataclass
@@ -224,7 +227,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: invalid YAML{where} ({getattr(e, 'problem', e)})") from None
+        detail = " ".join(str(getattr(e, "problem", None) or e).split())  # a ReaderError spans lines
+        raise ConfigError(f"{path}: invalid YAML{where} ({detail})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,13 +8,19 @@ used on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "barrier", "cleanup", "setup"]
+from rrseg.errors import RRSegError
+
+__all__ = ["DistInfo", "barrier", "cleanup", "on_main", "setup"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,3 +63,21 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and return its result on every rank. An RRSegError raised there is raised
+    on every rank, so that no rank is left waiting at the next collective while rank 0 stops."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return fn()
+    box: list = [(None, None)]
+    if dist.get_rank() == 0:
+        try:
+            box = [(fn(), None)]
+        except RRSegError as e:
+            box = [(None, e)]
+    dist.broadcast_object_list(box, src=0)
+    result, error = box[0]
+    if error is not None:
+        raise error
+    return result

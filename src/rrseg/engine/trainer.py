@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from torch import nn
 
 from rrseg.engine import checkpoint as ckpt
 from rrseg.engine.config import Config, config_to_dict
-from rrseg.engine.distributed import DistInfo, barrier, cleanup, setup
+from rrseg.engine.distributed import barrier, cleanup, on_main, setup
 from rrseg.engine.evaluator import evaluate
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
@@ -65,22 +68,26 @@ def build_datasets(cfg: Config) -> tuple[Any, Any, Any, Any]:
     return train, val, train_tf, test_tf
 
 
-def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path, info: DistInfo) -> ClassCounts:
-    """Class counts from the config, or counted once over the training labels and cached in the work dir."""
+def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path) -> ClassCounts:
+    """Class counts from the config, else, on rank 0 and shared with every rank, from the work dir's
+    ``counts.json`` (cached by an earlier start of the run) or counted over the training labels (the trainer
+    caches them once set-up succeeded)."""
     if cfg.loss.counts:
         return ClassCounts.load(cfg.loss.counts, num_classes)
-    cache = work_dir / "counts.json"
-    if info.is_main and not cache.is_file():
+
+    def cached_or_counted() -> ClassCounts:
+        cache = work_dir / "counts.json"
+        if cache.is_file():
+            return ClassCounts.load(cache, num_classes)
         from rrseg.data.stats import compute_stats
 
         counts, _ = compute_stats(
             train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
             getattr(train_ds, "ignore_index", 255), workers=None,
         )
-        ensure_writable_dir(work_dir)
-        atomic_write_json(cache, counts.to_json())
-    barrier()
-    return ClassCounts.load(cache, num_classes)
+        return counts
+
+    return on_main(cached_or_counted)
 
 
 def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_classes: int,
@@ -161,12 +168,14 @@ class Trainer:
         from rrseg.models import build_model
 
         self.train_ds, self.val_ds, train_tf, _ = build_datasets(cfg)
+        if cfg.data.check:
+            on_main(self._check_data)
         self.num_classes = cfg.model.num_classes or self.train_ds.num_classes
         if self.num_classes != self.train_ds.num_classes:
             raise RRSegError(f"model.num_classes is {self.num_classes} but the training data has "
                              f"{self.train_ds.num_classes} classes")
         self.ignore_index = getattr(self.train_ds, "ignore_index", 255)
-        self.counts = resolve_counts(cfg, self.train_ds, self.num_classes, self.work_dir, info)
+        self.counts = resolve_counts(cfg, self.train_ds, self.num_classes, self.work_dir)
         sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
         self.groups = frequency_groups(self.counts.image_counts, sizes)
 
@@ -191,12 +200,16 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.metadata = model_metadata(cfg, self.num_classes, self.train_ds)
-        if info.is_main:
+        if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
+            self._clean_crash_leftovers()
             atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            if not cfg.loss.counts and not (self.work_dir / "counts.json").is_file():
+                atomic_write_json(self.work_dir / "counts.json", self.counts.to_json())
         barrier()
 
         self.iteration = 0
+        self.skipped = 0  # steps skipped for a non-finite loss in this process (nan_policy=skip)
         self.best = {"mIoU": -1.0, "iteration": -1}
         self.history: list[dict] = []
         rng_state = None
@@ -221,6 +234,29 @@ class Trainer:
         )
         if rng_state is not None:
             ckpt.restore_rng(rng_state)
+
+    def _check_data(self) -> None:
+        from rrseg.data.check import verify_samples
+
+        show = self.cfg.train.progress and sys.stderr.isatty()
+        for dataset, what in ((self.train_ds, "training data"), (self.val_ds, "validation data")):
+            verify_samples(dataset, workers=self.cfg.data.workers, progress=show, what=what)
+
+    def _clean_crash_leftovers(self) -> None:
+        """What a killed run can leave: temporary files of atomic writes, a half-written checkpoint folder,
+        a log line cut short (the next record would be glued to it)."""
+        for folder in (self.work_dir, self.work_dir / "eval", self.work_dir / ckpt.CKPT_DIR):
+            if folder.is_dir():
+                for stale in folder.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
+        for stale in (self.work_dir / ckpt.CKPT_DIR).glob(".iter_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        log = self.work_dir / "log.jsonl"
+        if log.is_file() and log.stat().st_size:
+            with open(log, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
 
     def _seed_everything(self, seed: int) -> None:
         random.seed(seed)
@@ -311,8 +347,11 @@ class Trainer:
         if not self.info.is_main:
             return
         record = {"time": round(time.time(), 3), **record}
-        with open(self.work_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
+        try:
+            with open(self.work_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as e:
+            raise RRSegError(f"{self.work_dir / 'log.jsonl'}: cannot write ({e.strerror or e})") from None
 
     # -- signals -----------------------------------------------------------------------------------
     def _install_signals(self) -> dict:
@@ -368,17 +407,17 @@ class Trainer:
                     raise _Stop()
                 lr = set_lr(self.optimizer, self.iteration, cfg.optim.lr, cfg.schedule)
                 losses = self._step(data_iter)
-                if losses is None:  # skipped (non-finite, nan_policy=skip)
-                    self.iteration += 1
-                    continue
                 self.iteration += 1
-                for k, v in losses.items():
-                    running[k] = running.get(k, 0.0) + v
-                n_running += 1
-                if progress is not None:
-                    progress.update(task, completed=self.iteration,
-                                    status=f"loss {losses['loss']:.3f} lr {lr:.2e}")
-                if self.iteration % cfg.train.log_interval == 0 or self.iteration == total:
+                if losses is not None:  # None: skipped (non-finite, nan_policy=skip), but still evaluated/saved
+                    for k, v in losses.items():
+                        running[k] = running.get(k, 0.0) + v
+                    n_running += 1
+                    if progress is not None:
+                        progress.update(task, completed=self.iteration,
+                                        status=f"loss {losses['loss']:.3f} lr {lr:.2e}")
+                elif progress is not None:
+                    progress.update(task, completed=self.iteration, status=f"{self.skipped} steps skipped")
+                if n_running and (self.iteration % cfg.train.log_interval == 0 or self.iteration == total):
                     dt = time.perf_counter() - t_last
                     rec = {k: v / n_running for k, v in running.items()}
                     self._log({"event": "train", "iteration": self.iteration, "lr": lr,
@@ -395,7 +434,8 @@ class Trainer:
             final_report = self.evaluate()
             self._after_eval(final_report)
             self.save_checkpoint()
-            self._log({"event": "end", "iteration": self.iteration, "param_sha256": self._fingerprints()})
+            self._log({"event": "end", "iteration": self.iteration, "param_sha256": self._fingerprints(),
+                       "skipped_non_finite": self.skipped})
             if info.is_main:
                 ckpt.save_weights(self.work_dir / "inference.safetensors", self.model.inference_state_dict(),
                                   {**self.metadata, "iteration": self.iteration})
@@ -437,6 +477,8 @@ class Trainer:
         accumulate = cfg.optim.accumulate
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
+        # BatchNorm statistics change in the forward pass: kept, so that a skipped step leaves no trace
+        self._buffers = [b.detach().clone() for b in self.model.buffers()]
         for micro in range(accumulate):
             batch = next(data_iter)
             images = batch["image"].to(self.device, non_blocking=True)
@@ -450,6 +492,8 @@ class Trainer:
                     terms = self.criterion(out, labels)
                 loss = sum(terms.values())
                 if not torch.isfinite(loss.detach()):
+                    for _ in range(accumulate - 1 - micro):  # the rest of this iteration's data: a resumed
+                        next(data_iter)  # run, which starts at the iteration's first sample, stays in step
                     return self._non_finite(terms)
                 self.scaler.scale(loss / accumulate).backward()
             for k, v in terms.items():
@@ -463,14 +507,21 @@ class Trainer:
         return totals
 
     def _non_finite(self, terms: dict) -> None:
+        """The loss of iteration ``self.iteration + 1`` is NaN or infinite: undo the step (gradients and
+        BatchNorm statistics), then skip it (logged) or stop with a checkpoint of the last good state."""
         bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buf, saved in zip(self.model.buffers(), self._buffers):
+                buf.copy_(saved)
         if self.cfg.train.nan_policy == "skip":
-            self._log({"event": "skip_non_finite", "iteration": self.iteration, "terms": bad})
+            self.skipped += 1
+            self._log({"event": "skip_non_finite", "iteration": self.iteration + 1, "terms": bad})
             return None
         path = self.save_checkpoint()
-        raise RRSegError(f"non-finite loss at iteration {self.iteration} ({bad}); checkpoint of the last good "
-                         f"state saved to {path}; set train.nan_policy=skip to skip such steps")
+        raise RRSegError(f"non-finite loss in iteration {self.iteration + 1} ({bad}); the last good state "
+                         f"(iteration {self.iteration}) is saved in {path}; continue with --resume after a fix, "
+                         f"or set train.nan_policy=skip to skip such steps")
 
 
 def run_training(cfg: Config, resume: bool = False, device: str = "auto") -> dict | None:

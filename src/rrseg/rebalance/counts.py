@@ -86,16 +86,22 @@ class ClassCounts:
     @classmethod
     def load(cls, source: CountsLike | ClassCounts, num_classes: int | None = None) -> ClassCounts:
         """Counts from a sequence/tensor/array (image counts), a stats JSON or a released text file."""
+        where = ""
         if isinstance(source, ClassCounts):
             counts = source
         elif isinstance(source, str) and source in RELEASED:
             counts = cls._load_file(released_stats_path(source))
+            where = f"released {source} counts: "
         elif isinstance(source, (str, os.PathLike)):
             counts = cls._load_file(Path(source))
+            where = f"{source}: "
         else:
             counts = cls(_as_counts(source, "class counts"))
         if num_classes is not None:
-            counts.check(num_classes)
+            try:
+                counts.check(num_classes)
+            except CountsError as e:  # name the file the counts came from
+                raise CountsError(f"{where}{e}") from None
         return counts
 
     @classmethod
