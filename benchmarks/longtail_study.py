@@ -117,10 +117,10 @@ def main() -> None:
         base.append(f"schedule.iters={args.iters}")
     iters = load_config(str(DEMO_CONFIG), base).schedule.iters
 
-    def collect(methods: dict[str, list[str]]) -> dict[str, list[dict]]:
+    def collect(methods: dict[str, list[str]], filtered: bool = True) -> dict[str, list[dict]]:
         res = {}
         for method, overrides in methods.items():
-            if args.methods and method not in args.methods:
+            if filtered and args.methods and method not in args.methods:
                 continue
             reports = []
             for seed in args.seeds:
@@ -140,7 +140,7 @@ def main() -> None:
     best_pixel = max((m for m in pixel if m != "ce"), key=pixel.get, default=None)
     if best_pixel:
         composite = {f"rr + {best_pixel}": PIXEL_METHODS[best_pixel] + REGION_METHODS["rr"]}
-        results.update(collect({k.replace(" ", ""): v for k, v in composite.items()}))
+        results.update(collect({k.replace(" ", ""): v for k, v in composite.items()}, filtered=False))
     table = aggregate(results)
     serial = {m: {k: list(v) for k, v in s.items()} for m, s in table.items()}
     atomic_write_json(out / "results.json",
