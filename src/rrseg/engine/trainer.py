@@ -200,6 +200,8 @@ class Trainer:
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.metadata = model_metadata(cfg, self.num_classes, self.train_ds)
+        self._bn_buffers = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                            for b in m.buffers(recurse=False)]
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
             self._clean_crash_leftovers()
@@ -478,7 +480,7 @@ class Trainer:
         totals: dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
         # BatchNorm statistics change in the forward pass: kept, so that a skipped step leaves no trace
-        self._buffers = [b.detach().clone() for b in self.model.buffers()]
+        self._bn_state = [(b, b.detach().clone()) for b in self._bn_buffers]
         for micro in range(accumulate):
             batch = next(data_iter)
             images = batch["image"].to(self.device, non_blocking=True)
@@ -512,7 +514,7 @@ class Trainer:
         bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            for buf, saved in zip(self.model.buffers(), self._buffers):
+            for buf, saved in self._bn_state:
                 buf.copy_(saved)
         if self.cfg.train.nan_policy == "skip":
             self.skipped += 1
