@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -120,11 +121,18 @@ def memory_child(args) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     step = make_step(model, rr, captured, args._memory, opt, args.amp, args.device)
     x, y = batch(args.batch, args.size, args.device)
+    # ru_maxrss survives fork + exec (a child reports its parent's peak); /proc's VmHWM can be reset
+    reset = Path("/proc/self/clear_refs")
+    if args.device == "cpu" and reset.exists():
+        reset.write_text("5")
     for _ in range(2):
         step(x, y)
     sync(args.device)
     if args.device == "cuda":
         print(torch.cuda.max_memory_allocated() / 2**20)
+    elif reset.exists():
+        hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+        print(int(hwm.split()[1]) / 1024)
     else:
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -139,6 +147,7 @@ def main() -> None:
     p.add_argument("--branch-reps", type=int, default=5, help="repetitions of the branch-only timing")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--memory-only", action="store_true", help="peak memory only (no timing)")
     p.add_argument("--json", help="write results here")
     p.add_argument("--_memory", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -149,6 +158,14 @@ def main() -> None:
 
     torch.manual_seed(0)
     results = []
+    if args.memory_only:
+        for channels in args.decoder:
+            args._decoder = channels
+            mem = {v: peak_memory(args, v) for v in ("base", "released", "rrseg")}
+            print(f"decoder {channels}: peak MiB " + ", ".join(f"{v} {m:.0f}" for v, m in mem.items())
+                  + f"; released {100 * (mem['released'] / mem['base'] - 1):+.1f} %, "
+                  f"rrseg {100 * (mem['rrseg'] / mem['base'] - 1):+.1f} %", flush=True)
+        return
     for channels in args.decoder:
         model, rr, captured = build(channels, args.device)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
