@@ -100,6 +100,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/study")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--investigation-seeds", type=int, nargs="+", default=[0],
+                   help="seeds of the investigation runs (longer schedule, loss weight); default: 0 only")
     p.add_argument("--iters", type=int, help="iterations per run (default: the demo config's)")
     p.add_argument("--data", help="synthetic dataset folder (default: OUT/synthetic, generated if missing)")
     p.add_argument("--methods", nargs="*", help="only these methods")
@@ -117,13 +119,14 @@ def main() -> None:
         base.append(f"schedule.iters={args.iters}")
     iters = load_config(str(DEMO_CONFIG), base).schedule.iters
 
-    def collect(methods: dict[str, list[str]], filtered: bool = True) -> dict[str, list[dict]]:
+    def collect(methods: dict[str, list[str]], filtered: bool = True, seeds: list[int] | None = None
+                ) -> dict[str, list[dict]]:
         res = {}
         for method, overrides in methods.items():
             if filtered and args.methods and method not in args.methods:
                 continue
             reports = []
-            for seed in args.seeds:
+            for seed in seeds or args.seeds:
                 done = out / method / f"seed{seed}" / "report.json"
                 if args.report_only:
                     if done.is_file():
@@ -134,8 +137,8 @@ def main() -> None:
                 res[method] = reports
         return res
 
-    results = collect({**PIXEL_METHODS, **REGION_METHODS, **INVESTIGATION})
-    investigation = {m: results.pop(m) for m in INVESTIGATION if m in results}
+    results = collect({**PIXEL_METHODS, **REGION_METHODS})
+    investigation = collect(INVESTIGATION, seeds=args.investigation_seeds)
     pixel = {m: statistics.mean(r["overall"]["mIoU"] for r in results[m]) for m in PIXEL_METHODS if m in results}
     best_pixel = max((m for m in pixel if m != "ce"), key=pixel.get, default=None)
     if best_pixel:
@@ -147,10 +150,12 @@ def main() -> None:
                       {"iterations": iters, "seeds": args.seeds, "best_pixel": best_pixel, "table": serial})
     text = markdown(table, iters, args.seeds, best_pixel)
     if investigation:
-        extra = aggregate({"ce": results.get("ce", []), **investigation, "rr": results.get("rr", [])})
-        extra = {m: s for m, s in extra.items() if s}
+        same_seeds = [s for s in args.investigation_seeds if s in args.seeds]
+        pick = {m: [r for r, s in zip(results.get(m, []), args.seeds) if s in same_seeds] for m in ("ce", "rr")}
+        extra = aggregate({"ce": pick["ce"], **investigation, "rr": pick["rr"]})
         text += "\n### Investigation: schedule length (3x = 1800 iterations) and RR loss weight\n\n"
-        text += markdown(extra, iters, args.seeds, best_pixel).split("\nMean")[0] + "\n"
+        text += markdown(extra, iters, args.investigation_seeds, best_pixel).split("\nMean")[0] + "\n"
+        text += f"\nSeeds {args.investigation_seeds}; ce and rr rows: the same seeds from the main table.\n"
     atomic_write_text(out / "results.md", text)
     print(text)
 
