@@ -68,14 +68,12 @@ def read_log(work_dir: str | os.PathLike) -> list[dict]:
 def plot_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike,
                 terms: Sequence[str] = ("loss_ce", "loss_aux", "loss_rr")) -> None:
     """Training curves (each logged loss term) of several runs, one panel per term; PNG, atomic."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rrseg.io import atomic_write_bytes
+    from rrseg.metrics.report import save_figure
 
     logs = {name: [r for r in read_log(d) if r.get("event") == "train"] for name, d in runs.items()}
     present = [t for t in terms if any(t in r for recs in logs.values() for r in recs)]
@@ -91,8 +89,4 @@ def plot_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike,
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)

@@ -82,6 +82,14 @@ class RROutput:
     features: Tensor | None = None
     outputs: Any = None
 
+    @classmethod
+    def add_rr(cls, loss_seg: Tensor, rr: RegionRebalance, features: Tensor, labels: Tensor, training: bool,
+               logits: Tensor, outputs: Any) -> RROutput:
+        """The model's own loss plus RR on its captured features, as one step's output."""
+        loss_rr = rr_loss(rr, features, labels, training)
+        return cls(loss=loss_seg + loss_rr, logits=logits, losses={"loss_seg": loss_seg, "loss_rr": loss_rr},
+                   features=features, outputs=outputs)
+
 
 def build_region_rebalance(
     in_channels: int,

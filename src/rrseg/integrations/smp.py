@@ -32,7 +32,6 @@ from rrseg.integrations.common import (
     RROutput,
     build_region_rebalance,
     capture_input,
-    rr_loss,
 )
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.rebalance.pixel import CrossEntropyLoss
@@ -195,16 +194,8 @@ class RRWrapper(nn.Module):
         with capture_input(self.classifier) as captured:
             outputs = self.model(images)
         logits = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-        features = captured.tensor
-        loss_seg = self.loss(logits, labels)
-        loss_rr = rr_loss(self.rr, features, labels, self.training)
-        return RROutput(
-            loss=loss_seg + loss_rr,
-            logits=logits,
-            losses={"loss_seg": loss_seg, "loss_rr": loss_rr},
-            features=features,
-            outputs=outputs,
-        )
+        return RROutput.add_rr(self.loss(logits, labels), self.rr, captured.tensor, labels, self.training,
+                               logits, outputs)
 
     def predict(self, images: Tensor) -> Any:
         """The model's own ``predict`` (eval mode, inference mode)."""

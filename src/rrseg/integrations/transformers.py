@@ -35,7 +35,6 @@ from rrseg.integrations.common import (
     build_region_rebalance,
     capture_input,
     load_rr,
-    rr_loss,
     save_rr,
     trainable_parameters,
 )
@@ -133,15 +132,7 @@ def compute_loss(
     if loss_seg is None:
         raise RRSegError(f"{type(_unwrap(model)).__name__} returned no loss for the given labels")
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
-    features = captured.tensor
-    loss_rr = rr_loss(rr, features, labels, model.training)
-    return RROutput(
-        loss=loss_seg + loss_rr,
-        logits=logits,
-        losses={"loss_seg": loss_seg, "loss_rr": loss_rr},
-        features=features,
-        outputs=outputs,
-    )
+    return RROutput.add_rr(loss_seg, rr, captured.tensor, labels, model.training, logits, outputs)
 
 
 class RRTrainer(Trainer):

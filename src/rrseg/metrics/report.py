@@ -15,7 +15,7 @@ import numpy as np
 from rrseg.metrics.confusion import SegMetrics
 from rrseg.metrics.groups import frequency_groups, group_summary
 
-__all__ = ["build_report", "format_report", "markdown_report", "plot_iou_vs_count"]
+__all__ = ["build_report", "format_report", "markdown_report", "plot_iou_vs_count", "save_figure"]
 
 
 def build_report(
@@ -116,11 +116,7 @@ def plot_iou_vs_count(reports: Mapping[str, dict], path: str | os.PathLike, titl
     import matplotlib
 
     matplotlib.use("Agg")
-    import io as _io
-
     import matplotlib.pyplot as plt
-
-    from rrseg.io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     markers = "os^Dv<>"
@@ -138,8 +134,19 @@ def plot_iou_vs_count(reports: Mapping[str, dict], path: str | os.PathLike, titl
     ax.set_title(title or "per-class IoU against region count")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from rrseg.io import atomic_write_bytes
+
     fig.tight_layout()
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
