@@ -121,8 +121,9 @@ def _markdown(rows: dict, iters: int, seed: int, root: Path, reports: dict) -> s
         "",
         f"Dataset: `{root}` (synthetic, {reports['cross-entropy']['num_classes']} classes). "
         f"Same model, seed ({seed}), data order and schedule ({iters} iterations) for both runs.",
-        "Groups: classes ranked by region (image) count, split 20/55/75 % as the ADE20K split. "
-        "Figures in %; rare FPR = false-positive rate FP / (FP + TN) averaged over rare classes.",
+        "Groups: classes ranked by region (image) count and split in the proportions of ADE20K's "
+        "20 / 55 / 75 of 150 classes. Figures in %; rare prec = precision averaged over the rare classes "
+        "that were predicted at all; rare FPR = false-positive rate FP / (FP + TN) averaged over rare classes.",
         "",
         summary_table(rows, markdown=True),
         "",
