@@ -33,7 +33,7 @@ class Tiny(nn.Module):
         self.backbone.pos_embed = nn.Parameter(torch.zeros(1, 4))
         self.head = nn.Conv2d(4, 2, 1)
         self.frozen = nn.Linear(2, 2).requires_grad_(False)
-        self.num_layers = 2
+        self.num_layers = 4  # ids 0..3, 3 = the heads
 
     def layer_id(self, name):
         return 0 if name.startswith("backbone.0") else (1 if name.startswith("backbone") else 3)
@@ -55,10 +55,24 @@ def test_layer_decay_and_set_lr():
     model = Tiny()
     opt = build_optimizer(model, cfg)
     scales = sorted({g["lr_scale"] for g in opt.param_groups})
-    assert scales == [0.125, 0.25, 1.0]  # 0.5 ** (num_layers + 1 - layer_id) for ids 0, 1, 3
+    assert scales == [0.125, 0.25, 1.0]  # 0.5 ** (num_layers - 1 - layer_id) for ids 0, 1, 3
     lr = set_lr(opt, 10, 1e-3, ScheduleConfig(iters=100, warmup_iters=0))
     assert lr == pytest.approx(1e-3 * 0.9)
     for g in opt.param_groups:
         assert g["lr"] == pytest.approx(lr * g["lr_scale"])
     sgd = build_optimizer(model, OptimConfig(type="sgd", lr=0.01, momentum=0.9))
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+
+
+def test_layer_decay_on_beit_follows_mmseg():
+    """BEiT: heads at the full lr, block i at decay ** (depth + 1 - (i + 1)), embeddings lowest."""
+    from rrseg.models import build_model
+
+    model = build_model("upernet_beit_tiny", num_classes=3)
+    groups = param_groups(model, OptimConfig(type="adamw", lr=1.0, layer_decay=0.9))
+    scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    heads = [s for n, s in scale.items() if not n.startswith("backbone.")]
+    assert heads and all(s == pytest.approx(1.0) for s in heads)
+    embed = [s for n, s in scale.items() if "patch_embed" in n]
+    assert embed and all(s == pytest.approx(0.9 ** (model.num_layers - 1)) for s in embed)
+    assert min(scale.values()) == pytest.approx(0.9 ** (model.num_layers - 1))

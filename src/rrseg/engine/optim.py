@@ -47,7 +47,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
         no_decay = cfg.no_decay_norm_bias and _no_decay(name, p, extra)
         scale = 1.0
         if use_layers:
-            scale *= layer_decay ** (model.num_layers + 1 - model.layer_id(name))
+            # mmseg's LayerDecayOptimizerConstructor: the heads (the last id) keep the full lr
+            scale *= layer_decay ** (model.num_layers - 1 - model.layer_id(name))
         if backbone_names and name not in backbone_names:
             scale *= cfg.head_lr_mult
         key = (no_decay, scale)
