@@ -36,9 +36,12 @@ def _forward(model: nn.Module, images: Tensor) -> Tensor:
 def _slide(model: nn.Module, images: Tensor, crop: tuple[int, int], stride: tuple[int, int],
            num_classes: int) -> Tensor:
     """mmsegmentation's slide_inference: overlapping crops, logits averaged where they overlap."""
-    b, _, h, w = images.shape
+    b, _, h0, w0 = images.shape
     hc, wc = crop
     hs, ws = stride
+    if h0 < hc or w0 < wc:  # every window has the crop size (BEiT only accepts that size): pad, crop back after
+        images = F.pad(images, (0, max(wc - w0, 0), 0, max(hc - h0, 0)))
+    h, w = images.shape[-2:]
     rows = max(h - hc + hs - 1, 0) // hs + 1
     cols = max(w - wc + ws - 1, 0) // ws + 1
     out = images.new_zeros((b, num_classes, h, w))
@@ -49,7 +52,7 @@ def _slide(model: nn.Module, images: Tensor, crop: tuple[int, int], stride: tupl
             y1, x1 = max(y2 - hc, 0), max(x2 - wc, 0)
             out[:, :, y1:y2, x1:x2] += _forward(model, images[:, :, y1:y2, x1:x2]).float()
             count[:, :, y1:y2, x1:x2] += 1
-    return out / count
+    return (out / count)[..., :h0, :w0]
 
 
 @torch.no_grad()
