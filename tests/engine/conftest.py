@@ -56,6 +56,8 @@ def cli_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["CUDA_VISIBLE_DEVICES"] = ""  # bit-exactness and gloo DDP are CPU claims, also on a GPU machine
     return env
 
 

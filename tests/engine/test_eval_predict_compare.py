@@ -22,7 +22,7 @@ def trained(tmp_path_factory, tiny_dataset):
 
     from .conftest import SRC
 
-    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", CUDA_VISIBLE_DEVICES="")
     root = tmp_path_factory.mktemp("runs")
     cfgs = {}
     for name, region in (("ce", "none"), ("rr", "rr")):
