@@ -246,3 +246,73 @@ def test_non_finite_loss_weight_from_the_config(tiny_config, call_rrseg, weight)
     assert f"the last good state (iteration 0) is saved in {work / 'checkpoints' / 'iter_0000000'}" in lines[0]
     assert _train_records(work, "train") == []
     assert ckpt.load_state(work / "checkpoints" / "iter_0000000" / "state.pt")["iteration"] == 0
+
+
+# A training run under torchrun whose loss is NaN on rank 1 only, at the iterations in argv[2:]:
+# the fault a bad sample on one GPU gives.
+ONE_RANK_NAN = '''
+import os, sys
+from rrseg.cli.main import main
+from rrseg.engine import trainer
+
+bad, rank = {int(i) for i in sys.argv[2:]}, int(os.environ["RANK"])
+setup = trainer.Trainer._setup
+
+def poison(self):
+    setup(self)
+    forward = self.criterion.forward
+
+    def poisoned(out, labels):
+        terms = forward(out, labels)
+        if rank == 1 and self.iteration + 1 in bad:
+            terms = {k: v * float("nan") for k, v in terms.items()}
+        return terms
+
+    self.criterion.forward = poisoned
+
+trainer.Trainer._setup = poison
+sys.exit(main(["train", sys.argv[1], "--device", "cpu"]))
+'''
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_non_finite_loss_on_one_rank_of_two(tiny_config, env, tmp_path, policy):
+    """Two gloo processes, the loss NaN on rank 1 only: both ranks make the same decision (skip the step, or
+    stop with the last good state saved) instead of rank 0 waiting in the gradient all-reduce until the
+    process-group timeout (30 min; the test allows 4)."""
+    script = tmp_path / "one_rank_nan.py"
+    script.write_text(ONE_RANK_NAN)
+    cfg = tiny_config(policy, data={"batch_size": 2}, optim={"type": "sgd", "lr": 0.01},
+                      schedule={"iters": 4, "warmup_iters": 0}, eval={"interval": 0, "batch_size": 4},
+                      train={"nan_policy": policy, "checkpoint_interval": 100, "progress": False,
+                             "tensorboard": False})
+    port = 29571 if policy == "skip" else 29572
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                            f"--master_port={port}", str(script), str(cfg), "2", "3"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = run.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # torchrun and both ranks
+        run.communicate()
+        pytest.fail("the ranks hang: one skipped or stopped while the other waits in a collective")
+    proc = subprocess.CompletedProcess(run.args, run.returncode, out, err)
+    work = work_dir(cfg)
+    if policy == "skip":
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [r["iteration"] for r in _train_records(work, "skip_non_finite")] == [2, 3]
+        end = _train_records(work, "end")[0]
+        assert end["skipped_non_finite"] == 2
+        assert len(end["param_sha256"]) == 2 and end["param_sha256"][0] == end["param_sha256"][1]
+    else:
+        assert proc.returncode != 0, proc.stderr[-3000:]
+        assert "rrseg/" not in proc.stderr, proc.stderr[-3000:]  # no traceback of ours (torchrun prints its own)
+        errors = sorted(line for line in proc.stderr.splitlines() if "rrseg train: error: " in line)
+        saved = work / "checkpoints" / "iter_0000001"
+        assert len(errors) == 2, proc.stderr[-3000:]
+        assert errors[0].startswith("rrseg train: error: non-finite loss in iteration 2 (on another rank; rank 0: "
+                                    "loss_ce="), errors
+        assert f"the last good state (iteration 1) is saved in {saved}; continue" in errors[0], errors
+        assert errors[1].startswith("rrseg train: error: non-finite loss in iteration 2 (rank 1: loss_ce=nan, "
+                                    "loss_aux=nan); the last good state (iteration 1) is saved by rank 0;"), errors
+        assert ckpt.latest_checkpoint(work) == work / "checkpoints" / "iter_0000001"

@@ -493,7 +493,7 @@ class Trainer:
                     out = self.ddp(images)
                     terms = self.criterion(out, labels)
                 loss = sum(terms.values())
-                if not torch.isfinite(loss.detach()):
+                if not self._all_finite(loss):
                     for _ in range(accumulate - 1 - micro):  # the rest of this iteration's data: a resumed
                         next(data_iter)  # run, which starts at the iteration's first sample, stays in step
                     return self._non_finite(terms)
@@ -508,10 +508,22 @@ class Trainer:
         self.scaler.update()
         return totals
 
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite in every process. One decision for all ranks: if one rank skipped or
+        stopped alone, the others would wait in the gradient all-reduce until the process-group timeout."""
+        finite = torch.isfinite(loss.detach()).to(torch.int32)
+        if self.info.distributed:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite)
+
     def _non_finite(self, terms: dict) -> None:
-        """The loss of iteration ``self.iteration + 1`` is NaN or infinite: undo the step (gradients and
-        BatchNorm statistics), then skip it (logged) or stop with a checkpoint of the last good state."""
+        """The loss of iteration ``self.iteration + 1`` is NaN or infinite (in this process or another):
+        undo the step (gradients and BatchNorm statistics), then skip it (logged) or stop with a checkpoint of
+        the last good state."""
         bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        if self.info.distributed:
+            here = not all(torch.isfinite(v.detach()).all() for v in terms.values())
+            bad = f"rank {self.info.rank}: {bad}" if here else f"on another rank; rank {self.info.rank}: {bad}"
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             for buf, saved in self._bn_state:
@@ -521,8 +533,9 @@ class Trainer:
             self._log({"event": "skip_non_finite", "iteration": self.iteration + 1, "terms": bad})
             return None
         path = self.save_checkpoint()
+        saved = f"is saved in {path}" if path else "is saved by rank 0"
         raise RRSegError(f"non-finite loss in iteration {self.iteration + 1} ({bad}); the last good state "
-                         f"(iteration {self.iteration}) is saved in {path}; continue with --resume after a fix, "
+                         f"(iteration {self.iteration}) {saved}; continue with --resume after a fix, "
                          f"or set train.nan_policy=skip to skip such steps")
 
 
