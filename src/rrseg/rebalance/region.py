@@ -79,7 +79,8 @@ def region_pool(
     keep = flat != ignore_index
     pix = keep.nonzero().squeeze(1)  # indices of labelled pixels in [B*H*W]
     cls = flat[pix]
-    if cls.numel() and (int(cls.min()) < 0 or int(cls.max()) >= num_classes):
+    lo, hi = torch.stack(torch.aminmax(cls)).tolist() if cls.numel() else (0, 0)  # one host sync, not two
+    if lo < 0 or hi >= num_classes:
         bad = cls[(cls < 0) | (cls >= num_classes)][0].item()
         raise ValueError(f"label value {bad} is outside [0, {num_classes}) and is not ignore_index={ignore_index}")
 
