@@ -47,6 +47,8 @@ REGION_METHODS = {
 INVESTIGATION = {
     "ce-3x": ["schedule.iters=1800"],
     "rr-3x": ["schedule.iters=1800", "loss.region.type=rr"],
+    "wce-invsqrt-3x": ["schedule.iters=1800", *PIXEL_METHODS["wce-invsqrt"]],
+    "rr+wce-invsqrt-3x": ["schedule.iters=1800", *PIXEL_METHODS["wce-invsqrt"], "loss.region.type=rr"],
     "rr-w0.5": ["loss.region.type=rr", "loss.region.loss_weight=0.5"],
     "rr-w2": ["loss.region.type=rr", "loss.region.loss_weight=2.0"],
 }
@@ -82,14 +84,14 @@ def aggregate(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float
 
 
 def markdown(table: dict, iters: int, seeds: list[int], best_pixel: str | None) -> str:
-    heads = ["mIoU", "frequent", "common", "rare", "rare precision", "rare FPR (x1e-3)"]
+    heads = ["runs", "mIoU", "frequent", "common", "rare", "rare precision", "rare FPR (x1e-3)"]
     lines = ["| method | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for method, stats in table.items():
-        cells = []
+        cells = [str(stats[KEYS[0]][2])]
         for k in KEYS:
-            m, s, _ = stats[k]
+            m, s, n = stats[k]
             scale = 1000 if k.endswith("FPR") else 100
-            cells.append(f"{scale * m:.2f} ± {scale * s:.2f}")
+            cells.append(f"{scale * m:.2f} ± {scale * s:.2f}" if n > 1 else f"{scale * m:.2f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     note = (f"\nMean ± standard deviation over seeds {seeds}; {iters} iterations per run; figures in %, FPR per "
             f"mille. Composite: RR + {best_pixel} (the best pixel-level loss by mean overall mIoU).")
@@ -101,7 +103,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/study")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--investigation-seeds", type=int, nargs="+", default=[0],
-                   help="seeds of the investigation runs (longer schedule, loss weight); default: 0 only")
+                   help="seeds of the investigation runs (longer schedule, loss weight); default: 0 only "
+                        "(with --report-only: every finished run of these seeds)")
     p.add_argument("--iters", type=int, help="iterations per run (default: the demo config's)")
     p.add_argument("--data", help="synthetic dataset folder (default: OUT/synthetic, generated if missing)")
     p.add_argument("--methods", nargs="*", help="only these methods")
