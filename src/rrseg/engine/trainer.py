@@ -443,6 +443,7 @@ class Trainer:
                                   {**self.metadata, "iteration": self.iteration})
                 final_report["best"] = self.best
                 self.write_report(final_report)
+            barrier()  # the ranks leave together: gloo can abort a process that exits while a peer still works
         except _Stop:
             path = self.save_checkpoint()
             name = signal.Signals(self._signal).name
