@@ -184,6 +184,17 @@ def test_payload_is_live(tmp_path, fmt):
     assert marker.exists()
 
 
+def assert_refused(call_rrseg, root: Path, argv: list, message: str, marker: Path) -> None:
+    """``rrseg *argv`` exits 2 with ``message`` and no traceback, changes nothing under ``root``, and the
+    payload that would create ``marker`` never ran."""
+    before = snapshot(root)
+    proc = call_rrseg(*argv)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    assert changes(before, snapshot(root)) == []
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_resume_refuses_a_state_file_with_code(tmp_path, tiny_config, call_rrseg, fmt):
     from rrseg.engine import checkpoint as ckpt
@@ -206,16 +217,9 @@ def test_resume_refuses_a_state_file_with_code(tmp_path, tiny_config, call_rrseg
 def test_eval_and_predict_refuse_pickles(tmp_path, tiny_config, tiny_dataset, call_rrseg, fmt, suffix):
     marker = tmp_path / "ran"
     evil = write_evil(tmp_path / f"model{suffix}", marker, fmt)
-    before = snapshot(tmp_path)
     for argv in (["eval", tiny_config("run"), evil, "--out", tmp_path / "eval_out"],
                  ["predict", evil, tiny_dataset / "images" / "val" / "000000.jpg", "--out", tmp_path / "pred_out"]):
-        if argv[0] == "eval":
-            before = snapshot(tmp_path)
-        proc = call_rrseg(*argv)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        assert f"{evil}: not a safetensors checkpoint" in proc.stderr
-        assert changes(before, snapshot(tmp_path)) == []
-    assert not marker.exists()
+        assert_refused(call_rrseg, tmp_path, argv, f"{evil}: not a safetensors checkpoint", marker)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -238,12 +242,8 @@ def test_training_with_pickled_pretrained_weights(tmp_path, tiny_config, call_rr
     marker = tmp_path / "ran"
     evil = write_evil(tmp_path / "backbone.pth", marker, "torch_zip")
     cfg = tiny_config("run", model={"name": "deeplabv3plus_tiny", "pretrained": str(evil)})
-    before = snapshot(tmp_path)
-    proc = call_rrseg("train", cfg)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"{evil}: cannot read as a weights-only PyTorch checkpoint" in proc.stderr
-    assert changes(before, snapshot(tmp_path)) == []
-    assert not marker.exists()
+    assert_refused(call_rrseg, tmp_path, ["train", cfg], f"{evil}: cannot read as a weights-only PyTorch checkpoint",
+                   marker)
 
 
 def test_dataset_yaml_with_a_python_tag(tmp_path, tiny_dataset, tiny_config, call_rrseg):
@@ -253,9 +253,4 @@ def test_dataset_yaml_with_a_python_tag(tmp_path, tiny_dataset, tiny_config, cal
     spec = root / "dataset.yaml"
     spec.write_text(spec.read_text() + f'name: !!python/object/apply:os.system ["touch {marker}"]\n')
     cfg = tiny_config("run", data=data_sections(root))
-    before = snapshot(tmp_path)
-    proc = call_rrseg("train", cfg)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"{spec}: not valid YAML" in proc.stderr
-    assert changes(before, snapshot(tmp_path)) == []
-    assert not marker.exists()
+    assert_refused(call_rrseg, tmp_path, ["train", cfg], f"{spec}: not valid YAML", marker)
