@@ -521,9 +521,10 @@ class Trainer:
         """The loss of iteration ``self.iteration + 1`` is NaN or infinite (in this process or another):
         undo the step (gradients and BatchNorm statistics), then skip it (logged) or stop with a checkpoint of
         the last good state."""
-        bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        bad = ", ".join(f"{k}={x:.4g}" for k, x in values.items())
         if self.info.distributed:
-            here = not all(torch.isfinite(v.detach()).all() for v in terms.values())
+            here = not all(math.isfinite(x) for x in values.values())
             bad = f"rank {self.info.rank}: {bad}" if here else f"on another rank; rank {self.info.rank}: {bad}"
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
