@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rrseg.rebalance import ClassCounts, CountsError, RegionRebalance, simplex_etf
+from rrseg.rebalance import ClassCounts, CountsError, RegionRebalance, region_pool, simplex_etf
 from rrseg.types import SegOutput
 
 from .test_region_pool import naive_region_pool
@@ -193,8 +193,9 @@ def test_ceco_defaults():
     rr = RegionRebalance(16, C, COUNTS, etf=True)
     assert rr.smooth == 1.0 and rr.logit_scale == 5.0 and rr.classifier is None
     assert "etf_weight" in dict(rr.named_buffers())
-    # logits are bounded by the scale (unit features . unit rows) plus the prior
-    rr.train()
+    # logits are bounded by the scale (unit features . unit rows) plus the prior; dropout comes after the
+    # normalisation (as released) and rescales the features, so the bound holds without it
+    rr = RegionRebalance(16, C, COUNTS, etf=True, dropout=0.0).train()
     features, labels = batch()
     rr(features, labels)
     bound = 5.0 + rr.log_prior.abs().max() + 1e-4
@@ -207,3 +208,136 @@ def test_half_precision_features():
     features, labels = batch()
     loss = rr(features.bfloat16(), labels)
     assert torch.isfinite(loss)
+
+
+class ReleasedBranch(torch.nn.Module):
+    """``UPerHead_ceco``'s region branch as released, with its own layers: reduce (conv + BN) -> bilinear
+    upsample (align_corners=True) to the labels -> drop 255 -> one-hot mean over the classes present (sorted)
+    -> gain (Linear + ReLU) -> RR: Dropout -> Linear | CeCo: L2-normalise -> Dropout -> ETF -> x scale;
+    then + log prior and the soft-target cross-entropy averaged over regions."""
+
+    def __init__(self, rr: RegionRebalance):
+        super().__init__()
+        conv, bn = rr.reduce
+        self.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(bn.num_features)
+        self.gain = torch.nn.Linear(rr.gain[0].in_features, rr.gain[0].out_features)
+        self.conv.load_state_dict(conv.state_dict())
+        self.bn.load_state_dict(bn.state_dict())
+        self.gain.load_state_dict(rr.gain[0].state_dict())
+        if rr.etf:
+            self.cls = None
+            self.register_buffer("etf", rr.etf_weight.clone())
+        else:
+            self.cls = torch.nn.Linear(rr.classifier.in_features, rr.classifier.out_features)
+            self.cls.load_state_dict(rr.classifier.state_dict())
+        self.p, self.scale, self.smooth, self.num_classes = rr.dropout.p, rr.logit_scale, rr.smooth, rr.num_classes
+        self.weight = rr.loss_weight
+        self.normalise_after_dropout = False  # True: the order rrseg had before (to show the test can fail)
+
+    def forward(self, features, labels, dropout_mask, log_prior):
+        x = self.bn(self.conv(features))
+        x = F.interpolate(x, size=labels.shape[-2:], mode="bilinear", align_corners=True)
+        x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+        y = labels.reshape(-1)
+        x, y = x[y != 255], y[y != 255]
+        classes = torch.unique(y)  # sorted
+        onehot = (y.unsqueeze(1) == classes.unsqueeze(0)).to(x.dtype)
+        region = (onehot.T @ x) / onehot.sum(0).unsqueeze(1)
+        hidden = torch.relu(self.gain(region))
+        mask = dropout_mask[classes]  # this row's mask: the fixed table draws one row per class
+        if self.cls is None and self.normalise_after_dropout:
+            logits = self.scale * (F.normalize(hidden * mask, dim=1) @ self.etf.T)
+        elif self.cls is None:
+            logits = self.scale * ((F.normalize(hidden, dim=1) * mask) @ self.etf.T)
+        else:
+            logits = self.cls(hidden * mask)
+        logits = logits + log_prior
+        target = torch.full_like(logits, (1 - self.smooth) / (self.num_classes - 1))
+        target[torch.arange(len(classes)), classes] = self.smooth
+        return self.weight * -(target * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+@pytest.mark.parametrize("options", [{}, {"etf": True, "loss_weight": 0.8}], ids=["rr", "ceco"])
+def test_matches_released_forward_with_dropout(options):
+    """Dropout on (p=0.5, to make the order visible): the released order, normalise *before* dropout for
+    CeCo, is what rrseg computes. The mask is drawn under a shared seed over the fixed table's C rows."""
+    torch.manual_seed(0)
+    rr = RegionRebalance(16, C, COUNTS, dropout=0.5, hidden_channels=32, **options).double().train()
+    ref = ReleasedBranch(rr).double().train()
+    features, labels = batch()
+    features = features.double().requires_grad_(True)
+    torch.manual_seed(123)
+    loss = rr(features, labels)
+    (g_fast,) = torch.autograd.grad(loss, features)
+    torch.manual_seed(123)
+    mask = F.dropout(torch.ones(C, 32, dtype=torch.float64), p=0.5, training=True)
+    n = torch.tensor(COUNTS, dtype=torch.float64).clamp(min=1)
+    expected = ref(features, labels, mask, torch.log(n / n.sum()))
+    (g_ref,) = torch.autograd.grad(expected, features)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-6, atol=1e-9)
+    # running statistics of the two BatchNorms moved the same way
+    torch.testing.assert_close(rr.reduce[1].running_var, ref.bn.running_var)
+
+
+def test_ceco_with_dropout_before_normalising_would_be_caught():
+    """The check above can fail: the earlier order (dropout, then normalise) gives another loss."""
+    torch.manual_seed(0)
+    rr = RegionRebalance(16, C, COUNTS, dropout=0.5, hidden_channels=32, etf=True).double().train()
+    ref = ReleasedBranch(rr).double().train()
+    features, labels = batch()
+    torch.manual_seed(123)
+    loss = rr(features.double(), labels)
+    torch.manual_seed(123)
+    mask = F.dropout(torch.ones(C, 32, dtype=torch.float64), p=0.5, training=True)
+    n = torch.tensor(COUNTS, dtype=torch.float64).clamp(min=1)
+    released = ref(features.double(), labels, mask, torch.log(n / n.sum()))
+    ref.normalise_after_dropout = True  # the same reference with the earlier order
+    earlier = ref(features.double(), labels, mask, torch.log(n / n.sum()))
+    torch.testing.assert_close(loss, released, rtol=1e-6, atol=1e-9)
+    assert (earlier - released).detach().abs().item() > 1e-3
+
+
+def compact_loss(rr: RegionRebalance, features, labels):
+    """The previous training path (present regions only, via ``region_pool``), kept as the reference that the
+    fixed-table path must equal."""
+    b, _, h, w = features.shape
+    conv, bn = rr.reduce
+    reduced = bn(torch.matmul(conv.weight.flatten(1), features.flatten(2)).view(b, -1, h, w))
+    regions = region_pool(reduced, labels, rr.num_classes, rr.ignore_index, rr.per_image, rr.align_corners)
+    hidden = rr.gain(regions.features)
+    if rr.etf:
+        logits = rr.logit_scale * F.normalize(hidden, dim=1) @ rr.etf_weight.T
+    else:
+        logits = rr.classifier(hidden)
+    logits = logits + rr.log_prior
+    if regions.labels.numel() == 0:
+        return features.sum() * 0.0
+    target = torch.full_like(logits, (1.0 - rr.smooth) / (rr.num_classes - 1))
+    target.scatter_(1, regions.labels.unsqueeze(1), rr.smooth)
+    return rr.loss_weight * -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+@pytest.mark.parametrize("per_image", [False, True], ids=["batch", "per_image"])
+@pytest.mark.parametrize("etf", [False, True], ids=["rr", "ceco"])
+@pytest.mark.parametrize("case", ["absent_and_ignored", "one_class", "all_ignored_image"])
+def test_fixed_table_equals_present_regions_path(per_image, etf, case):
+    torch.manual_seed(0)
+    rr = RegionRebalance(16, C, COUNTS, dropout=0.0, per_image=per_image, etf=etf, trainable=True).train()
+    features, labels = batch(seed=3)
+    if case == "one_class":
+        labels = torch.where(labels == 255, 255, 2)
+    elif case == "all_ignored_image":
+        labels[0] = 255
+    labels[labels == 4] = 1  # class 4 and 5 absent
+    features.requires_grad_(True)
+    state = {k: v.clone() for k, v in rr.state_dict().items()}
+    loss = rr(features, labels)
+    grads = torch.autograd.grad(loss, [features, *rr.parameters()])
+    rr.load_state_dict(state)
+    ref = compact_loss(rr, features, labels)
+    grads_ref = torch.autograd.grad(ref, [features, *rr.parameters()], allow_unused=True)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-7)
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, torch.zeros_like(g) if r is None else r, rtol=1e-4, atol=1e-6)

@@ -15,6 +15,7 @@ with weights given by the adjoint of bilinear upsampling applied to the class ma
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import torch
@@ -24,7 +25,10 @@ from torch import Tensor, nn
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.types import SegOutput
 
-__all__ = ["RegionPool", "RegionRebalance", "region_pool", "simplex_etf"]
+__all__ = ["DEBUG_CHECKS", "RegionPool", "RegionRebalance", "region_pool", "region_table", "simplex_etf"]
+
+# Synchronous label checks with the named error on accelerators too (slower: one host sync per step).
+DEBUG_CHECKS = os.environ.get("RRSEG_DEBUG", "") not in ("", "0")
 
 
 class RegionPool(NamedTuple):
@@ -48,6 +52,78 @@ def _source_taps(out_size: int, in_size: int, align_corners: bool, device: torch
     return lo, hi, 1.0 - w_hi, w_hi
 
 
+def _check_labels(labels: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Labels are in [0, C) or ``ignore_index``. On the CPU (outside ``torch.compile``) or with ``debug=True`` a
+    synchronous check raises the named one-line error; on an accelerator an asynchronous device assert keeps
+    the step free of host synchronisation (the labels were already checked where they were made)."""
+    valid = ((labels >= 0) & (labels < num_classes)) | (labels == ignore_index)
+    if DEBUG_CHECKS or (labels.device.type == "cpu" and not torch.compiler.is_compiling()):
+        if not bool(valid.all()):
+            bad = labels[~valid][0].item()
+            raise ValueError(
+                f"label value {bad} is outside [0, {num_classes}) and is not ignore_index={ignore_index}"
+            )
+    else:
+        torch._assert_async(valid.all(), f"region_pool: a label is outside [0, {num_classes}) and not ignore_index")
+
+
+def region_table(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    ignore_index: int = 255,
+    per_image: bool = False,
+    align_corners: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Mean feature and labelled-pixel count of every *possible* region: a fixed table of K = C rows (one per
+    class, pooled over the batch) or K = B x C rows (row ``image * C + class``) with ``per_image=True``.
+
+    Absent regions get count 0 and a zero mean. Shapes depend only on the input shapes and no value is read
+    back to the host, so the training step needs no synchronisation and ``torch.compile`` traces one graph
+    whatever classes a batch holds. Means accumulate in float32 (float64 for float64 input) and are returned
+    in that dtype; counts are int64.
+    """
+    if features.dim() != 4 or labels.dim() != 3 or features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"region_pool expects features [B, D, h, w] and labels [B, H, W] with the same B, "
+            f"got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
+    b, d, h, w = features.shape
+    big_h, big_w = labels.shape[-2:]
+    device = features.device
+    labels = labels.to(device=device, dtype=torch.long)
+    acc_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    _check_labels(labels, num_classes, ignore_index)
+
+    keep = labels != ignore_index
+    cls = torch.where(keep, labels, 0)  # ignored pixels add weight 0 to class 0's row: no filtering
+    img = torch.arange(b, device=device).view(b, 1, 1)
+    num_rows = b * num_classes if per_image else num_classes
+    # Row offsets into the flat [K, B*h*w] weight table: per image a [C, h*w] block of its own cells.
+    base = (img * num_classes + cls) * (h * w) if per_image else cls * (b * h * w) + img * (h * w)
+    counts = torch.zeros(num_rows, dtype=torch.long, device=device)
+    counts.index_add_(0, (img * num_classes + cls if per_image else cls).reshape(-1), keep.reshape(-1).long())
+
+    # Adjoint of separable bilinear upsampling: every labelled pixel sends its 4 bilinear weights back to
+    # the feature cells it was interpolated from, into the row of its region.
+    y0, y1, wy0, wy1 = _source_taps(big_h, h, align_corners, device)
+    x0, x1, wx0, wx1 = _source_taps(big_w, w, align_corners, device)
+    keep_w = keep.to(acc_dtype)
+    weights = torch.zeros(num_classes * b * h * w, dtype=acc_dtype, device=device)  # [K, B*h*w] or [B, C, h*w]
+    for yy, wy in ((y0, wy0), (y1, wy1)):
+        for xx, wx in ((x0, wx0), (x1, wx1)):
+            cell = (yy.view(-1, 1) * w + xx.view(1, -1)).unsqueeze(0)  # [1, H, W]
+            tap = (wy.view(-1, 1) * wx.view(1, -1)).to(acc_dtype).unsqueeze(0)
+            weights.index_add_(0, (base + cell).reshape(-1), (keep_w * tap).reshape(-1))
+
+    feats = features.to(acc_dtype).permute(0, 2, 3, 1).reshape(b, h * w, d)
+    if per_image:
+        sums = torch.bmm(weights.view(b, num_classes, h * w), feats).reshape(num_rows, d)
+    else:
+        sums = weights.view(num_classes, b * h * w) @ feats.reshape(b * h * w, d)
+    return sums / counts.clamp(min=1).to(acc_dtype).unsqueeze(1), counts
+
+
 def region_pool(
     features: Tensor,
     labels: Tensor,
@@ -63,60 +139,13 @@ def region_pool(
     to ``ignore_index`` are dropped. Equals ``F.interpolate(features, (H, W), mode="bilinear",
     align_corners=align_corners)`` followed by a one-hot mean, without materialising either.
     Accumulates in float32 (float64 for float64 input); the result has the dtype of ``features``.
+    Keeping only the present regions reads their number back to the host; training uses ``region_table``.
     """
-    if features.dim() != 4 or labels.dim() != 3 or features.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"region_pool expects features [B, D, h, w] and labels [B, H, W] with the same B, "
-            f"got {tuple(features.shape)} and {tuple(labels.shape)}"
-        )
-    b, d, h, w = features.shape
-    big_h, big_w = labels.shape[-2:]
-    device = features.device
-    labels = labels.to(device=device, dtype=torch.long)
-    acc_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
-
-    flat = labels.reshape(-1)
-    keep = flat != ignore_index
-    pix = keep.nonzero().squeeze(1)  # indices of labelled pixels in [B*H*W]
-    cls = flat[pix]
-    lo, hi = torch.stack(torch.aminmax(cls)).tolist() if cls.numel() else (0, 0)  # one host sync, not two
-    if lo < 0 or hi >= num_classes:
-        bad = cls[(cls < 0) | (cls >= num_classes)][0].item()
-        raise ValueError(f"label value {bad} is outside [0, {num_classes}) and is not ignore_index={ignore_index}")
-
-    img = pix // (big_h * big_w)
-    key = img * num_classes + cls if per_image else cls
-    # Compact the present keys with a bincount + cumsum table: O(pixels), no sort.
-    key_counts = torch.bincount(key, minlength=b * num_classes if per_image else num_classes)
-    present = key_counts > 0
-    region_keys = present.nonzero().squeeze(1)
-    counts = key_counts[region_keys]
-    region_of_pixel = (present.cumsum(0) - 1)[key]
-    k = region_keys.numel()
-    if k == 0:
-        empty = features.new_zeros((0, d))
-        idx = torch.zeros(0, dtype=torch.long, device=device)
-        return RegionPool(empty, idx, idx.clone(), idx.clone())
-
-    # Adjoint of separable bilinear upsampling: every labelled pixel sends its 4 bilinear weights back to
-    # the feature cells it was interpolated from, into the row of its region.
-    y = (pix // big_w) % big_h
-    x = pix % big_w
-    y0, y1, wy0, wy1 = (t[y] for t in _source_taps(big_h, h, align_corners, device))
-    x0, x1, wx0, wx1 = (t[x] for t in _source_taps(big_w, w, align_corners, device))
-    weights = torch.zeros(k, b * h * w, dtype=acc_dtype, device=device)
-    row = region_of_pixel * (b * h * w) + img * (h * w)
-    flat_w = weights.view(-1)
-    for yy, wy in ((y0, wy0), (y1, wy1)):
-        for xx, wx in ((x0, wx0), (x1, wx1)):
-            flat_w.index_add_(0, row + yy * w + xx, (wy * wx).to(acc_dtype))
-
-    feats = features.to(acc_dtype).permute(0, 2, 3, 1).reshape(b * h * w, d)
-    sums = weights @ feats  # [K, D]
-    means = (sums / counts.to(acc_dtype).unsqueeze(1)).to(features.dtype)
-    if per_image:
-        return RegionPool(means, region_keys % num_classes, region_keys // num_classes, counts)
-    return RegionPool(means, region_keys, torch.full_like(region_keys, -1), counts)
+    means, counts = region_table(features, labels, num_classes, ignore_index, per_image, align_corners)
+    keys = (counts > 0).nonzero().squeeze(1)
+    region_labels = keys % num_classes if per_image else keys
+    image_index = keys // num_classes if per_image else torch.full_like(keys, -1)
+    return RegionPool(means[keys].to(features.dtype), region_labels, image_index, counts[keys])
 
 
 def simplex_etf(dim: int, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
@@ -144,7 +173,12 @@ class RegionRebalance(nn.Module):
     than per batch), ``prior`` ("region", "pixel" or "none"), ``etf`` (CeCo: fixed simplex ETF classifier,
     L2-normalised region features, logits scaled by ``logit_scale``, default smoothing 1.0).
     In eval mode it returns 0 without computing anything. The last region logits and labels are kept in
-    ``last_logits`` / ``last_labels`` (detached) for inspection.
+    ``last_logits`` / ``last_labels`` (detached, present regions only) for inspection.
+
+    Training uses a fixed region table (``region_table``): every class (or image x class) has a row, absent
+    ones are masked out of the mean, ignored pixels weigh 0 and labels are checked asynchronously on an
+    accelerator, so the step has no host synchronisation and no data-dependent shape (``torch.compile``
+    traces it in one graph). Dropout therefore draws its mask over all K rows.
     """
 
     def __init__(
@@ -207,26 +241,42 @@ class RegionRebalance(nn.Module):
             cc.check(num_classes)
             log_prior = cc.log_prior("pixel" if prior == "pixel" else "region")
         self.register_buffer("log_prior", log_prior)
-        self.last_logits: Tensor | None = None
-        self.last_labels: Tensor | None = None
+        self._last: tuple[Tensor, Tensor, Tensor] | None = None  # table logits, classes, presence
 
-    def region_logits(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Rebalanced logits [K, C] and classes [K] of the regions in this batch."""
+    def table_logits(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rebalanced logits [K, C], classes [K] and presence [K] of the fixed region table (K = C, or B x C
+        per image). Absent rows are computed too and left out of the loss: static shapes, no host sync."""
         # The 1x1 conv as a batched matmul: same numbers, and on CPU its backward is ~3x faster.
         b, _, h, w = features.shape
         conv, bn = self.reduce
         if not torch.is_autocast_enabled(features.device.type):  # e.g. bf16 features, float32 branch
             features = features.to(conv.weight.dtype)
         reduced = bn(torch.matmul(conv.weight.flatten(1), features.flatten(2)).view(b, -1, h, w))
-        regions = region_pool(
+        means, counts = region_table(
             reduced, labels, self.num_classes, self.ignore_index, self.per_image, self.align_corners
         )
-        hidden = self.dropout(self.gain(regions.features))
-        if self.etf:
-            logits = self.logit_scale * F.normalize(hidden, dim=1) @ self.etf_weight.to(hidden.dtype).T
+        hidden = self.gain(means.to(reduced.dtype))
+        if self.etf:  # CeCo, as released: gain -> L2-normalise -> dropout -> ETF linear -> x scale
+            hidden = self.dropout(F.normalize(hidden, dim=1))
+            logits = self.logit_scale * (hidden @ self.etf_weight.to(hidden.dtype).T)
         else:
-            logits = self.classifier(hidden)
-        return logits + self.log_prior.to(logits.dtype), regions.labels
+            logits = self.classifier(self.dropout(hidden))
+        classes = torch.arange(counts.numel(), device=counts.device) % self.num_classes
+        return logits + self.log_prior.to(logits.dtype), classes, counts > 0
+
+    def region_logits(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Rebalanced logits [K, C] and classes [K] of the regions present in this batch (reads K back)."""
+        logits, classes, present = self.table_logits(features, labels)
+        return logits[present], classes[present]
+
+    @property
+    def last_logits(self) -> Tensor | None:
+        """Logits of the present regions of the last training call (detached; computed on access)."""
+        return None if self._last is None else self._last[0][self._last[2]]
+
+    @property
+    def last_labels(self) -> Tensor | None:
+        return None if self._last is None else self._last[1][self._last[2]]
 
     def forward(self, features: Tensor | SegOutput, labels: Tensor) -> Tensor:
         if isinstance(features, SegOutput):  # as a term of a Criterion
@@ -235,14 +285,14 @@ class RegionRebalance(nn.Module):
             features = features.features
         if not self.training:
             return features.new_zeros(())
-        logits, region_labels = self.region_logits(features, labels)
-        self.last_logits, self.last_labels = logits.detach(), region_labels.detach()
-        if region_labels.numel() == 0:  # all pixels ignored: no region, but keep the graph connected
-            return features.sum() * 0.0
+        logits, classes, present = self.table_logits(features, labels)
+        self._last = (logits.detach(), classes, present)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32 for the softmax
         target = torch.full_like(logits, (1.0 - self.smooth) / (self.num_classes - 1))
-        target.scatter_(1, region_labels.unsqueeze(1), self.smooth)
-        loss = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+        target.scatter_(1, classes.unsqueeze(1), self.smooth)
+        per_region = -(target * F.log_softmax(logits, dim=1)).sum(1)
+        # Mean over present regions; with none (all pixels ignored) the loss is 0 and the graph stays connected.
+        loss = torch.where(present, per_region, 0.0).sum() / present.sum().clamp(min=1)
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:
