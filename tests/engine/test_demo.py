@@ -61,9 +61,9 @@ def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, capsys):
     for name in REPORT_FILES:
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     summary = json.loads((report / "summary.json").read_text())
-    assert SUMMARY_KEYS <= summary.keys()
+    assert summary.keys() >= SUMMARY_KEYS
     assert set(summary["rows"]) == {"cross-entropy", "+ RR"}
-    assert all(ROW_KEYS <= row.keys() for row in summary["rows"].values())
+    assert all(row.keys() >= ROW_KEYS for row in summary["rows"].values())
     assert summary["iterations"] == 3 and summary["config_iterations"] == 50 and summary["parallel"] is False
     assert set(summary["wall_seconds"]) == {"cross-entropy", "+ RR"}
     assert all(s > 0 for s in summary["wall_seconds"].values())
@@ -102,9 +102,9 @@ def test_demo_refuses_a_dataset_made_with_other_settings(tmp_path):
     make_synthetic(tmp_path / "synthetic", num_classes=6, num_train=24, num_val=8, size=(48, 32), seed=3,
                    workers=1, verbose=False)
     with pytest.raises(RRSegError, match=r"not the demo's dataset: seed 3 \(expected 0\)"):
-        prepare_dataset(tmp_path, TINY_DATA)
+        prepare_dataset(tmp_path / "synthetic", TINY_DATA)
     with pytest.raises(RRSegError, match=r"num_classes 6 \(expected 30\)"):
-        prepare_dataset(tmp_path)
+        prepare_dataset(tmp_path / "synthetic")
 
 
 def test_demo_cli_refuses_minutes_and_passes_its_options(call_rrseg, monkeypatch, tmp_path):

@@ -42,16 +42,16 @@ NUM_PREDICTIONS = 6  # rows of predictions.png
 PROGRESS_SECONDS = 30.0  # how often the side-by-side runs report their iteration
 
 
-def prepare_dataset(out: str | os.PathLike, options: dict[str, Any] | None = None) -> Path:
-    """``out/synthetic``: reused when it holds the synthetic dataset of ``options`` (make_synthetic's
-    num_classes, num_train, num_val, size; default: its defaults) and seed :data:`DATA_SEED`, generated when
-    absent; anything else there is refused rather than silently trained on."""
+def prepare_dataset(root: str | os.PathLike, options: dict[str, Any] | None = None) -> Path:
+    """The demo's dataset in ``root``: reused when it is the synthetic dataset of ``options``
+    (make_synthetic's num_classes, num_train, num_val, size; default: its defaults) and seed
+    :data:`DATA_SEED`, generated when absent; anything else there is refused rather than trained on."""
     from rrseg.data.synthetic import DEFAULTS, make_synthetic
 
     opts = {**DEFAULTS, **(options or {})}
     size = opts["size"]
     opts["size"] = [size, size] if isinstance(size, int) else [int(v) for v in size]
-    root = Path(out) / "synthetic"
+    root = Path(root)
     if (root / "dataset.yaml").is_file() and (root / "counts.json").is_file():
         import yaml
 
@@ -137,7 +137,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: str | os.PathLike | N
     (num_classes, num_train, num_val, size), for tiny runs; ``device`` as ``rrseg train --device``."""
     t0 = time.perf_counter()
     out = ensure_writable_dir(out)
-    root = prepare_dataset(out, dataset)
+    root = prepare_dataset(out / "synthetic", dataset)
     dataset_seconds = time.perf_counter() - t0
     config = Path(config) if config else Path(str(DEMO_CONFIG))
     base = [f"data.train.root={root}", f"data.val.root={root}", f"loss.counts={root / 'counts.json'}",
