@@ -29,9 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from rrseg.data.base import read_image
-    from rrseg.data.transforms import test_transforms
-    from rrseg.engine.evaluator import predict_probs
-    from rrseg.engine.inference import load_for_inference
+    from rrseg.engine.inference import class_palette, load_for_inference, predict_label
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_open, check_writable, ensure_writable_dir
 
@@ -48,22 +46,12 @@ def run(args: argparse.Namespace) -> int:
         seen[path.stem] = path
     ensure_writable_dir(out)
     num_classes = int(meta["num_classes"])
-    palette = meta.get("palette") or []
-    if len(palette) < num_classes:  # a fixed pseudo-random palette for classes without colours
-        rng = np.random.default_rng(0)
-        palette = list(palette) + rng.integers(0, 256, (num_classes - len(palette), 3)).tolist()
+    palette = class_palette(meta.get("palette"), num_classes)
     flat_palette = [int(v) for c in palette[:256] for v in c]
-    tf = test_transforms(scale=tuple(cfg.data.scale), mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
-    from torchvision import tv_tensors
 
     for path in paths:
         arr = read_image(path)
-        image = tv_tensors.Image(torch.from_numpy(arr).permute(2, 0, 1).contiguous())
-        mask = tv_tensors.Mask(torch.zeros(arr.shape[:2], dtype=torch.uint8))
-        x, _ = tf(image, mask)
-        probs = predict_probs(model, torch.as_tensor(x).float()[None].to(device), cfg.eval, num_classes,
-                              out_size=arr.shape[:2])
-        pred = probs.argmax(1)[0].cpu().numpy()
+        pred = predict_label(model, arr, cfg, num_classes, device)
         if num_classes <= 256:  # mode P: the values are class ids, the palette shows them in colour
             index = Image.frombytes("P", (pred.shape[1], pred.shape[0]), pred.astype(np.uint8).tobytes())
             index.putpalette(flat_palette + [0] * (768 - len(flat_palette)))

@@ -1,126 +1,221 @@
 """The demo: cross-entropy against Region Rebalance on the synthetic long tail, on a CPU, in minutes.
 
-Same model, seed, data order and schedule for both runs; the only difference is the RR term. The schedule
-is the config's unless the time budget is too short for it, in which case both runs get the same shorter
-one (measured step time, stated in the output).
+Same model, seed, data order and schedule for both runs; the only difference is the RR term. The schedule is
+the config's, always (``iters`` overrides it explicitly, for tiny runs): a slower machine takes longer, it
+never trains less, so a seed gives the same table everywhere.
+
+The two runs go one after the other in this process (torch's default thread count), or, with
+``parallel=True``, side by side as two ``python -m rrseg train`` processes with one thread each. Both ways
+run the same code on the same data order: with one thread in this process too, they are bit-identical (the
+demo's test checks it). With more threads, intra-op sums are split differently, so figures differ in the
+last digits, and training can carry such differences on to visible ones in the end figures.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from rrseg.engine.config import Config, load_config
-from rrseg.engine.experiment import plot_curves, summary_row, summary_table
+import rrseg
+from rrseg.engine.config import load_config
+from rrseg.engine.experiment import last_run, plot_curves, plot_predictions, read_log, summary_row, summary_table
 from rrseg.engine.trainer import Trainer
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from rrseg.metrics.report import plot_iou_vs_count
 
-__all__ = ["DEMO_CONFIG", "run_demo"]
+__all__ = ["DATA_SEED", "DEMO_CONFIG", "PARALLEL_DEFAULT", "RUNS", "prepare_dataset", "run_demo"]
 
 DEMO_CONFIG = resources.files("rrseg") / "configs" / "demo.yaml"
 RUNS = (("cross-entropy", "ce", []), ("+ RR", "rr", ["loss.region.type=rr"]))
+DATA_SEED = 0  # the dataset is fixed; --seed varies the training runs only, as the study's seeds do
+PARALLEL_DEFAULT = False  # serial or side by side: to be decided from measurements on the 2-core machine
+NUM_PREDICTIONS = 6  # rows of predictions.png
+PROGRESS_SECONDS = 30.0  # how often the side-by-side runs report their iteration
 
 
-def _dataset(out: Path, seed: int) -> Path:
-    from rrseg.data.synthetic import make_synthetic
+def prepare_dataset(root: str | os.PathLike, options: dict[str, Any] | None = None) -> Path:
+    """The demo's dataset in ``root``: reused when it is the synthetic dataset of ``options``
+    (make_synthetic's num_classes, num_train, num_val, size; default: its defaults) and seed
+    :data:`DATA_SEED`, generated when absent; anything else there is refused rather than trained on."""
+    from rrseg.data.synthetic import DEFAULTS, make_synthetic
 
-    root = out / "synthetic"
+    opts = {**DEFAULTS, **(options or {})}
+    size = opts["size"]
+    opts["size"] = [size, size] if isinstance(size, int) else [int(v) for v in size]
+    root = Path(root)
     if (root / "dataset.yaml").is_file() and (root / "counts.json").is_file():
+        import yaml
+
+        try:
+            spec = yaml.safe_load((root / "dataset.yaml").read_text()) or {}
+            stats = json.loads((root / "synthetic.json").read_text())
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise RRSegError(f"{root}: unreadable synthetic dataset ({e}); delete it to regenerate") from None
+        found = {"seed": spec.get("info", {}).get("seed"), "num_classes": len(spec.get("classes", [])),
+                 "num_train": stats.get("train_images"), "num_val": stats.get("val_images"),
+                 "size": spec.get("info", {}).get("size")}
+        expected = {"seed": DATA_SEED, **{k: opts[k] for k in ("num_classes", "num_train", "num_val", "size")}}
+        if found != expected:
+            diff = ", ".join(f"{k} {found[k]} (expected {expected[k]})" for k in expected if found[k] != expected[k])
+            raise RRSegError(f"{root}: not the demo's dataset: {diff}; delete it (or use another --out)")
         print(f"using the synthetic dataset in {root}")
         return root
     print(f"generating the synthetic long-tailed dataset in {root} ...")
-    return make_synthetic(root, seed=seed)
+    return make_synthetic(root, seed=DATA_SEED, **opts)
 
 
-def _step_seconds(cfg: Config, num_classes: int, counts_path: str, steps: int = 4) -> float:
-    """Seconds per training iteration of the RR run (the slower one), on random data of the batch shape."""
-    from rrseg.engine.trainer import build_criterion, rebalance_spec
-    from rrseg.models import build_model
-    from rrseg.rebalance import ClassCounts
-
-    counts = ClassCounts.load(counts_path, num_classes)
-    cfg.loss.region.type = "rr"  # time the slower of the two runs
-    model = build_model(cfg.model.name, num_classes=num_classes, rebalance=rebalance_spec(cfg, counts),
-                        **cfg.model.options).train()
-    criterion = build_criterion(cfg, model, counts, num_classes)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    h, w = cfg.data.crop_size
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(cfg.data.batch_size, 3, h, w, generator=gen)
-    y = torch.randint(0, num_classes, (cfg.data.batch_size, h, w), generator=gen)
-    times = []
-    with torch.random.fork_rng(devices=[]):
-        for _ in range(steps + 1):
-            t = time.perf_counter()
-            loss = sum(criterion(model(x), y).values())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t)
-    return sorted(times[1:])[len(times[1:]) // 2]
+def _child_env() -> dict[str, str]:
+    """One thread per process (two runs share the cores), and this very rrseg package first on the path."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    package_parent = str(Path(rrseg.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
-def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, config: str | Path | None = None,
-             seed: int = 0, iters: int | None = None) -> dict:
-    """Generate (or reuse) the dataset, train CE and RR, write ``out/report``; returns the summary rows."""
+def _iteration(work_dir: Path) -> int:
+    try:
+        records = last_run(read_log(work_dir))
+    except RRSegError:
+        return 0
+    return max((r.get("iteration", 0) for r in records if r.get("event") == "train"), default=0)
+
+
+def _train_side_by_side(config: Path, runs: list[tuple[str, Path, list[str]]], iters: int,
+                        device: str) -> dict[str, float]:
+    """Each run as ``python -m rrseg train`` in its own one-thread process, at once; output to
+    ``<work dir>.log``. Returns each run's wall time (process start to exit) in seconds."""
+    procs: dict[str, tuple[subprocess.Popen, float, Path, Path]] = {}
+    walls: dict[str, float] = {}
+    env = _child_env()
+    try:
+        for label, work_dir, overrides in runs:
+            log = work_dir.with_name(work_dir.name + ".log")
+            with open(log, "wb") as f:  # the child keeps its own handle
+                command = [sys.executable, "-m", "rrseg", "train", str(config), "--device", device,
+                           "--set", *overrides, "train.progress=false"]
+                proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+            procs[label] = (proc, time.perf_counter(), log, work_dir)
+        last_report = time.perf_counter()
+        while len(walls) < len(procs):
+            time.sleep(0.2)
+            for label, (proc, t0, log, _) in procs.items():
+                if label in walls or proc.poll() is None:
+                    continue
+                walls[label] = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                    raise RRSegError(f"the {label} run failed (exit status {proc.returncode}); its output is in "
+                                     f"{log}: {' / '.join(tail)}")
+                print(f"{label}: finished in {walls[label] / 60:.1f} min (output: {log})", flush=True)
+            if time.perf_counter() - last_report > PROGRESS_SECONDS and len(walls) < len(procs):
+                last_report = time.perf_counter()
+                print("  " + ", ".join(f"{label} {_iteration(w)}/{iters}" for label, (_, _, _, w) in procs.items()
+                                       if label not in walls), flush=True)
+    finally:
+        for proc, *_ in procs.values():  # an error or Ctrl-C here: the other run must not go on alone
+            if proc.poll() is None:
+                proc.terminate()  # SIGTERM: the trainer saves a checkpoint and exits
+        for proc, *_ in procs.values():
+            proc.wait()
+    return walls
+
+
+def run_demo(out: str | os.PathLike = "runs/demo", config: str | os.PathLike | None = None, seed: int = 0,
+             iters: int | None = None, parallel: bool = PARALLEL_DEFAULT,
+             dataset: dict[str, Any] | None = None, device: str = "auto") -> dict:
+    """Generate (or reuse) the dataset, train CE and RR on the config's schedule (``iters`` overrides it),
+    write ``out/report``; returns the summary (as in ``summary.json``). ``dataset``: make_synthetic options
+    (num_classes, num_train, num_val, size), for tiny runs; ``device`` as ``rrseg train --device``."""
     t0 = time.perf_counter()
     out = ensure_writable_dir(out)
-    root = _dataset(out, seed)
+    root = prepare_dataset(out / "synthetic", dataset)
+    dataset_seconds = time.perf_counter() - t0
     config = Path(config) if config else Path(str(DEMO_CONFIG))
     base = [f"data.train.root={root}", f"data.val.root={root}", f"loss.counts={root / 'counts.json'}",
-            f"train.seed={seed}"] + ([f"schedule.iters={iters}"] if iters else [])
-    cfg = load_config(config, base)
-    num_classes = len(json.loads((root / "counts.json").read_text())["image_counts"])
-
+            f"train.seed={seed}"]
+    config_iters = load_config(config, base).schedule.iters
+    base += [f"schedule.iters={iters}"] if iters else []
+    cfg = load_config(config, base)  # checks the config (and the overrides) before anything trains
     planned = cfg.schedule.iters
-    if iters is None:
-        step = _step_seconds(load_config(config, base), num_classes, str(root / "counts.json"))
-        eval_s = 20.0  # evaluation, start-up and reports per run, measured on the 2-core machine
-        budget = minutes * 60 - (time.perf_counter() - t0) - 2 * eval_s
-        fit = int(budget / (2 * step * 1.15))
-        if fit < planned:
-            if fit < 50:
-                raise RRSegError(f"--minutes {minutes}: too short for this machine (one step takes {step:.2f} s)")
-            planned = fit
-            base.append(f"schedule.iters={planned}")
-        print(f"step time {step:.2f} s: {planned} iterations per run "
-              f"(config: {cfg.schedule.iters}), about {2 * planned * step / 60:.1f} min of training")
+    runs = [(label, out / key, [*base, *extra, f"work_dir={out / key}", f"name={label}"]) for label, key, extra in RUNS]
 
-    reports, work_dirs = {}, {}
-    for i, (label, key, extra) in enumerate(RUNS, 1):
-        run_cfg = load_config(config, [*base, *extra, f"work_dir={out / key}", f"name={label}"])
-        print(f"[{i}/{len(RUNS)}] training {label} ({run_cfg.model.name}, {run_cfg.schedule.iters} iterations)")
-        reports[label] = Trainer(run_cfg, resume=False).train()
-        work_dirs[label] = out / key
+    if parallel:
+        print(f"training {' and '.join(r[0] for r in runs)} side by side, one thread each "
+              f"({cfg.model.name}, {planned} iterations per run)", flush=True)
+        walls = _train_side_by_side(config, runs, planned, device)
+        threads = 1
+    else:
+        walls = {}
+        threads = torch.get_num_threads()
+        for i, (label, _, overrides) in enumerate(runs, 1):
+            print(f"[{i}/{len(runs)}] training {label} ({cfg.model.name}, {planned} iterations)", flush=True)
+            t = time.perf_counter()
+            Trainer(load_config(config, overrides), resume=False, device=device).train()
+            walls[label] = time.perf_counter() - t
+    reports = {label: json.loads((work_dir / "report.json").read_text()) for label, work_dir, _ in runs}
 
     rows = {name: summary_row(rep) for name, rep in reports.items()}
     report_dir = ensure_writable_dir(out / "report")
     plot_iou_vs_count(reports, report_dir / "iou_vs_count.png",
                       title="per-class IoU against region count: cross-entropy vs RR")
-    plot_curves(work_dirs, report_dir / "curves.png")
-    table = summary_table(rows)
-    atomic_write_json(report_dir / "summary.json", {"rows": rows, "iterations": planned, "seed": seed,
-                                                    "dataset": str(root)})
-    atomic_write_text(report_dir / "README.md", _markdown(rows, planned, seed, root, reports))
-    minutes_taken = (time.perf_counter() - t0) / 60
-    print("\n" + table)
-    print(f"\nreport: {report_dir}/README.md (plots: iou_vs_count.png, curves.png); {minutes_taken:.1f} min in all")
-    return rows
+    plot_curves({label: work_dir for label, work_dir, _ in runs}, report_dir / "curves.png")
+    # rare = the rare frequency group of the training region counts, as the reports' groups
+    rare = reports[RUNS[0][0]].get("group_classes", {}).get("rare", [])
+    shown = plot_predictions({label: work_dir / "inference.safetensors" for label, work_dir, _ in runs},
+                             _val_dataset(cfg), rare, report_dir / "predictions.png", n=NUM_PREDICTIONS)
+    summary = {
+        "rows": rows,
+        "iterations": planned,
+        "config_iterations": config_iters,
+        "seed": seed,
+        "dataset": str(root),
+        "dataset_seed": DATA_SEED,
+        "config": str(config),
+        "parallel": parallel,
+        "threads_per_run": threads,
+        "wall_seconds": {label: round(s, 1) for label, s in walls.items()},
+        "dataset_seconds": round(dataset_seconds, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "rare_classes": [reports[RUNS[0][0]]["per_class"][k]["name"] for k in rare],
+        "prediction_images": shown,
+    }
+    atomic_write_json(report_dir / "summary.json", summary)
+    atomic_write_text(report_dir / "README.md", _markdown(summary, reports))
+    print("\n" + summary_table(rows))
+    print(f"\nreport: {report_dir}/README.md (plots: iou_vs_count.png, curves.png, predictions.png); "
+          f"{summary['total_seconds'] / 60:.1f} min in all")
+    return summary
 
 
-def _markdown(rows: dict, iters: int, seed: int, root: Path, reports: dict) -> str:
+def _val_dataset(cfg: Any) -> Any:
+    """The validation split as the trainer reads it, untransformed (the images and labels as they are)."""
+    from rrseg.data import build_dataset
+
+    v = cfg.data.val
+    return build_dataset(v.type, v.root, v.split, transforms=None, **v.options)
+
+
+def _markdown(summary: dict, reports: dict) -> str:
+    rows = summary["rows"]
     rr, ce = rows.get("+ RR", {}), rows.get("cross-entropy", {})
+    walls = ", ".join(f"{name} {s / 60:.1f} min" for name, s in summary["wall_seconds"].items())
+    how = ("side by side, one thread each" if summary["parallel"]
+           else f"one after the other, {summary['threads_per_run']} threads")
     lines = [
         "# rrseg demo: cross-entropy vs Region Rebalance on a synthetic long tail",
         "",
-        f"Dataset: `{root}` (synthetic, {reports['cross-entropy']['num_classes']} classes). "
-        f"Same model, seed ({seed}), data order and schedule ({iters} iterations) for both runs.",
+        f"Dataset: `{summary['dataset']}` (synthetic, {reports['cross-entropy']['num_classes']} classes, "
+        f"seed {summary['dataset_seed']}). Same model, seed ({summary['seed']}), data order and schedule "
+        f"({summary['iterations']} iterations) for both runs. Trained {how}: {walls}.",
         "Groups: classes ranked by region (image) count and split in the proportions of ADE20K's "
         "20 / 55 / 75 of 150 classes. Figures in %; rare prec = precision averaged over the rare classes "
         "that were predicted at all; rare FPR = false-positive rate FP / (FP + TN) averaged over rare classes.",
@@ -132,5 +227,12 @@ def _markdown(rows: dict, iters: int, seed: int, root: Path, reports: dict) -> s
         d = {k: 100 * (rr[k] - ce[k]) for k in ("overall_mIoU", "rare_mIoU", "frequent_mIoU")}
         lines.append(f"RR - CE: mIoU {d['overall_mIoU']:+.2f}, rare mIoU {d['rare_mIoU']:+.2f}, "
                      f"frequent mIoU {d['frequent_mIoU']:+.2f} points.")
-    lines += ["", "![per-class IoU against region count](iou_vs_count.png)", "", "![training curves](curves.png)", ""]
+    lines += [
+        "", "![per-class IoU against region count](iou_vs_count.png)", "",
+        f"Predictions of the final models on the first {len(summary['prediction_images'])} validation images, "
+        "by file name, that contain a rare class (a fixed rule: never chosen by result); each row names the rare "
+        "classes in the image (black: unlabelled). Rare classes: " + ", ".join(summary["rare_classes"]) + ".",
+        "", "![image, ground truth, cross-entropy, RR](predictions.png)", "",
+        "![training curves](curves.png)", "",
+    ]
     return "\n".join(lines)

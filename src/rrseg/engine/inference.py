@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,7 +14,7 @@ from rrseg.engine import checkpoint as ckpt
 from rrseg.engine.config import Config, parse_config
 from rrseg.errors import RRSegError
 
-__all__ = ["load_for_inference", "load_into"]
+__all__ = ["class_palette", "load_for_inference", "load_into", "predict_label"]
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -41,3 +43,30 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
 def metadata_value(meta: dict[str, Any], key: str, default: Any) -> Any:
     value = meta.get(key)
     return default if value in (None, "", []) else value
+
+
+def class_palette(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[list[int]]:
+    """One RGB colour per class: the given palette, completed by fixed pseudo-random colours for classes
+    without one (so a prediction can always be drawn)."""
+    colours = [[int(v) for v in c] for c in (palette or [])][:num_classes]
+    if len(colours) < num_classes:
+        rng = np.random.default_rng(0)
+        colours += rng.integers(0, 256, (num_classes - len(colours), 3)).tolist()
+    return colours
+
+
+def predict_label(model: nn.Module, image: np.ndarray, cfg: Config, num_classes: int,
+                  device: str | torch.device = "cpu") -> np.ndarray:
+    """The predicted class map [H, W] (int64) of one RGB uint8 image [H, W, 3], at the image's size, with the
+    config's test resize, normalisation and test-time augmentation (as evaluation does)."""
+    from torchvision import tv_tensors
+
+    from rrseg.data.transforms import test_transforms
+    from rrseg.engine.evaluator import predict_probs
+
+    tf = test_transforms(scale=tuple(cfg.data.scale), mean=tuple(cfg.data.mean), std=tuple(cfg.data.std))
+    x, _ = tf(tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()),
+              tv_tensors.Mask(torch.zeros(image.shape[:2], dtype=torch.uint8)))
+    probs = predict_probs(model, torch.as_tensor(x).float()[None].to(device), cfg.eval, num_classes,
+                          out_size=image.shape[:2])
+    return probs.argmax(1)[0].cpu().numpy()
