@@ -48,6 +48,10 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("optim: {lr: 1}\noptim: {lr: 2}\n", [], r"duplicate key 'optim'"),
         ("- a\n- b\n", [], r"a config must be a mapping"),
         ("optim: {lr: [1\n", [], r"invalid YAML"),
+        ("loss: {pixel: {avg_non_ignore: maybe}}\n", [], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
+        ("", ["loss.pixel.avg_non_ignore=maybe"], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
+        ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
+         r"'loss.pixel.divide_by_weight_sum': true .* needs loss.pixel.avg_non_ignore: true"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, overrides, match):
@@ -88,3 +92,17 @@ def test_shipped_configs_are_valid(path):
     assert cfg.model.name
     if "_rr" in Path(path).stem:
         assert cfg.loss.region.type == "rr"
+
+
+PRESETS = sorted(p for p in glob.glob(str(REPO / "configs/**/*.yaml"), recursive=True)
+                 if "_base_" not in p and not p.endswith("demo.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_paper_presets_average_pixel_losses_as_mmseg_017(path):
+    assert load_config(path).loss.pixel.avg_non_ignore is False
+
+
+def test_demo_and_user_configs_average_over_labelled_pixels(tmp_path):
+    assert load_config(REPO / "configs/demo.yaml").loss.pixel.avg_non_ignore is True
+    assert load_config(write(tmp_path, "mine.yaml", "model: {name: deeplabv3plus_small}\n")).loss.pixel.avg_non_ignore

@@ -1,4 +1,5 @@
-"""What the trainer builds before the first step, in-process: SyncBN conversion and the RR branch's ignore index."""
+"""What the trainer builds before the first step, in-process: SyncBN conversion, the RR branch's ignore index,
+the loss terms' averaging."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from rrseg.engine.config import load_config
-from rrseg.engine.trainer import Trainer, convert_sync_bn
+from rrseg.engine.config import load_config, parse_config
+from rrseg.engine.trainer import Trainer, build_criterion, convert_sync_bn
 from rrseg.models import build_model
+from rrseg.rebalance import ClassCounts
 
 
 @pytest.mark.parametrize("name", ["deeplabv3plus_tiny", "upernet_swin_tiny"])
@@ -66,3 +68,20 @@ def test_rr_branch_takes_the_ignore_index_of_the_training_data(tmp_path, region)
     assert trainer.model.rebalance.ignore_index == 200
     pixel = trainer.criterion.terms[0]
     assert pixel.ignore_index == 200
+
+
+@pytest.mark.parametrize("avg_non_ignore", [True, False])
+@pytest.mark.parametrize("kind", ["ce", "weighted_ce", "focal", "balanced_softmax", "blv"])
+def test_every_pixel_term_and_the_aux_ce_follow_avg_non_ignore(kind, avg_non_ignore):
+    cfg = parse_config({"loss": {"pixel": {"type": kind, "avg_non_ignore": avg_non_ignore}}})
+    model = build_model("ocrnet_tiny", num_classes=4)
+    criterion = build_criterion(cfg, model, ClassCounts(np.array([9, 5, 2, 1]), np.array([900, 500, 20, 10])), 4)
+    assert [t.name for t in criterion.terms][1:] == ["loss_aux"]
+    assert [t.avg_non_ignore for t in criterion.terms] == [avg_non_ignore, avg_non_ignore]
+
+
+def test_weight_sum_rule_reaches_weighted_ce():
+    cfg = parse_config({"loss": {"pixel": {"type": "weighted_ce", "divide_by_weight_sum": True}}})
+    criterion = build_criterion(cfg, build_model("ocrnet_tiny", num_classes=4), ClassCounts(np.array([9, 5, 2, 1]),
+                                np.array([900, 500, 20, 10])), 4)
+    assert criterion.terms[0].divide_by_weight_sum and not criterion.terms[1].divide_by_weight_sum

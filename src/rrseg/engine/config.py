@@ -84,6 +84,12 @@ class PixelLossConfig:
     prior: str = "pixel"  # balanced_softmax: pixel | region counts
     tau: float = 1.0  # balanced_softmax
     sigma: float = 4.0  # blv
+    # every pixel loss and the auxiliary CE: the sum of per-pixel losses (class-weighted for weighted_ce) over
+    # the labelled pixels (true, mmseg >= 0.23) or over all pixels, ignored ones included (false, mmseg 0.17:
+    # what the released configs ran; it sets the pixel losses' weight against RR)
+    avg_non_ignore: bool = True
+    # weighted_ce: divide by the sum of the labelled pixels' class weights (PyTorch's rule); needs avg_non_ignore
+    divide_by_weight_sum: bool = False
 
 
 @dataclass
@@ -399,9 +405,18 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _check_combinations(cfg: Config) -> Config:
+    """Keys that are valid alone but not together."""
+    p = cfg.loss.pixel
+    if p.divide_by_weight_sum and not p.avg_non_ignore:
+        raise ConfigError("config key 'loss.pixel.divide_by_weight_sum': true divides by the labelled pixels' "
+                          "weights and needs loss.pixel.avg_non_ignore: true")
+    return cfg
+
+
 def parse_config(data: dict) -> Config:
     """A validated :class:`Config` from a plain mapping."""
-    return _build(Config, data)
+    return _check_combinations(_build(Config, data))
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:

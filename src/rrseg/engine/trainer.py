@@ -95,22 +95,23 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
     """The pixel term, the auxiliary CE (when the model has an auxiliary head) and the model's region
     term (RR / CeCo), as one named sum."""
     p = cfg.loss.pixel
+    common = {"ignore_index": ignore_index, "avg_non_ignore": p.avg_non_ignore}
     if p.type == "ce":
-        pixel = CrossEntropyLoss("loss_ce", p.loss_weight, ignore_index=ignore_index)
+        pixel = CrossEntropyLoss("loss_ce", p.loss_weight, **common)
     elif p.type == "weighted_ce":
         pixel = CrossEntropyLoss("loss_wce", p.loss_weight, weight=class_weights(counts, p.weight_scheme),
-                                 ignore_index=ignore_index)
+                                 divide_by_weight_sum=p.divide_by_weight_sum, **common)
     elif p.type == "focal":
-        pixel = FocalLoss("loss_focal", p.loss_weight, gamma=p.gamma, ignore_index=ignore_index)
+        pixel = FocalLoss("loss_focal", p.loss_weight, gamma=p.gamma, **common)
     elif p.type == "balanced_softmax":
         pixel = BalancedSoftmaxLoss(counts, num_classes, "loss_bsm", p.loss_weight, prior=p.prior, tau=p.tau,
-                                    ignore_index=ignore_index)
+                                    **common)
     else:
-        pixel = BLVLoss(counts, num_classes, "loss_blv", p.loss_weight, sigma=p.sigma, ignore_index=ignore_index)
+        pixel = BLVLoss(counts, num_classes, "loss_blv", p.loss_weight, sigma=p.sigma, **common)
     terms: list[nn.Module] = [pixel]
     aux_weight = cfg.loss.aux_weight if cfg.loss.aux_weight is not None else getattr(model, "aux_loss_weight", 0.0)
     if getattr(model, "auxiliary_head", None) is not None and aux_weight:
-        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", ignore_index=ignore_index))
+        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", **common))
     if getattr(model, "rebalance", None) is not None:
         terms.append(model.rebalance)
     return Criterion(terms)
