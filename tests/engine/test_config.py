@@ -106,3 +106,20 @@ def test_paper_presets_average_pixel_losses_as_mmseg_017(path):
 def test_demo_and_user_configs_average_over_labelled_pixels(tmp_path):
     assert load_config(REPO / "configs/demo.yaml").loss.pixel.avg_non_ignore is True
     assert load_config(write(tmp_path, "mine.yaml", "model: {name: deeplabv3plus_small}\n")).loss.pixel.avg_non_ignore
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_presets_use_their_recipes_weight_decay_groups(path):
+    cfg = load_config(path)
+    family = Path(path).parent.name
+    expected = {"upernet_swin_t": "swin_release", "upernet_swin_b": "swin_release", "upernet_convnext_t": "norm_bias",
+                "upernet_beit_b": "norm_bias", "upernet_beit_l": "norm_bias"}.get(family, "none")
+    assert cfg.optim.no_decay == expected
+
+
+def test_no_decay_rule_is_checked(tmp_path):
+    p = write(tmp_path, "bad.yaml", "optim: {no_decay: swin}\n")
+    with pytest.raises(ConfigError, match=r"'optim.no_decay': 'swin' is not one of norm_bias, swin_release, none; "
+                                          r"did you mean 'swin_release'\?") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)

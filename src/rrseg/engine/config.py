@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -25,6 +25,7 @@ from rrseg.errors import RRSegError
 __all__ = [
     "Config",
     "ConfigError",
+    "NoDecayRule",
     "apply_overrides",
     "config_to_dict",
     "load_config",
@@ -116,6 +117,14 @@ class LossConfig:
     counts: str | None = None
 
 
+# Which parameters get no weight decay: "norm_bias" = 1-D parameters (norms), biases, position embeddings and
+# relative position tables (mmseg's BEiT / ConvNeXt layer-decay constructors, timm's habit); "swin_release" =
+# the released Swin configs' mmcv custom_keys: backbone names containing norm, absolute_pos_embed or
+# relative_position_bias_table (biases and the heads' BatchNorms are decayed); "none" = every parameter decays
+# (mmseg's default optimizer, the SGD recipes).
+NoDecayRule = Literal["norm_bias", "swin_release", "none"]
+
+
 @dataclass
 class OptimConfig:
     type: str = "adamw"  # sgd | adamw
@@ -123,7 +132,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     weight_decay: float = 0.01
-    no_decay_norm_bias: bool = True  # no weight decay on norm layers, biases, position embeddings
+    no_decay: NoDecayRule = "norm_bias"  # parameters without weight decay (see NoDecayRule)
     layer_decay: float | None = None  # layer-wise lr decay (BEiT), e.g. 0.9
     head_lr_mult: float = 1.0  # lr multiplier of decode/aux heads
     clip_grad: float | None = None  # max gradient norm
@@ -366,6 +375,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return copy.deepcopy(value)
     if tp is Any:
         return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, str) and value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r}: expected a section (mapping), got {value!r}")
