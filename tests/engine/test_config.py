@@ -123,3 +123,14 @@ def test_no_decay_rule_is_checked(tmp_path):
                                           r"did you mean 'swin_release'\?") as e:
         load_config(p)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("path", [p for p in PRESETS if Path(p).stem.endswith(("_rr", "_ceco"))])
+def test_rr_presets_pool_over_the_released_per_process_batch(path):
+    """RR pools over the per-process batch: each RR / CeCo preset and its baseline use the same one, 4 as the
+    released configs (samples_per_gpu=4)."""
+    cfg = load_config(path)
+    stem = Path(path).stem
+    baseline = load_config(Path(path).with_name(stem.rsplit("_", 1)[0] + ".yaml"))
+    assert cfg.data.batch_size == baseline.data.batch_size == 4
+    assert cfg.optim.accumulate == baseline.optim.accumulate == 1
