@@ -134,3 +134,13 @@ def test_rr_presets_pool_over_the_released_per_process_batch(path):
     baseline = load_config(Path(path).with_name(stem.rsplit("_", 1)[0] + ".yaml"))
     assert cfg.data.batch_size == baseline.data.batch_size == 4
     assert cfg.optim.accumulate == baseline.optim.accumulate == 1
+
+
+@pytest.mark.parametrize(("old", "new"), [(True, "norm_bias"), (False, "none")])
+def test_older_no_decay_key_still_loads(old, new):
+    # checkpoints written before optim.no_decay carry the older key in their metadata
+    data = {"optim": {"type": "sgd", "no_decay_norm_bias": old}}
+    assert parse_config(data).optim.no_decay == new
+    assert data == {"optim": {"type": "sgd", "no_decay_norm_bias": old}}  # the caller's mapping is untouched
+    with pytest.raises(ConfigError, match="both set"):
+        parse_config({"optim": {"no_decay_norm_bias": old, "no_decay": "none"}})

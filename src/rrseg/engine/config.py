@@ -430,9 +430,26 @@ def _check_combinations(cfg: Config) -> Config:
     return cfg
 
 
+def _upgrade(data: dict) -> dict:
+    """Keys of earlier versions, translated exactly, so that older configs and checkpoint metadata still load:
+    ``optim.no_decay_norm_bias: true | false`` is ``optim.no_decay: norm_bias | none``."""
+    optim = data.get("optim")
+    if not isinstance(optim, dict) or "no_decay_norm_bias" not in optim:
+        return data
+    if "no_decay" in optim:
+        raise ConfigError("config keys 'optim.no_decay_norm_bias' and 'optim.no_decay' are both set; "
+                          "keep optim.no_decay (no_decay_norm_bias is its older form)")
+    old = optim["no_decay_norm_bias"]
+    if not isinstance(old, bool):
+        raise ConfigError(f"config key 'optim.no_decay_norm_bias': expected bool, got {old!r}")
+    optim = {k: v for k, v in optim.items() if k != "no_decay_norm_bias"}
+    optim["no_decay"] = "norm_bias" if old else "none"
+    return {**data, "optim": optim}
+
+
 def parse_config(data: dict) -> Config:
     """A validated :class:`Config` from a plain mapping."""
-    return _check_combinations(_build(Config, data))
+    return _check_combinations(_build(Config, _upgrade(data)))
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
