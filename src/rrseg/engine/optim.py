@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rrseg.engine.config import OptimConfig, ScheduleConfig
+from rrseg.engine.config import NoDecayRule, OptimConfig, ScheduleConfig
 
 __all__ = ["SWIN_RELEASE_KEYS", "build_optimizer", "lr_at", "no_weight_decay", "param_groups", "set_lr"]
 
@@ -36,7 +36,7 @@ def _no_decay(name: str, param: nn.Parameter, extra: set[str]) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_KEYWORDS) or name in extra
 
 
-def no_weight_decay(model: nn.Module, rule: str) -> set[str]:
+def no_weight_decay(model: nn.Module, rule: NoDecayRule) -> set[str]:
     """Names of the trainable parameters that get no weight decay under ``rule`` (see ``optim.no_decay``).
 
     ``swin_release`` tests the keys on the backbone's names only: timm's Swin names its LayerNorms ``norm1``,
