@@ -48,8 +48,10 @@ from rrseg.io import atomic_write_json, atomic_write_text
 
 PIXEL_METHODS = {
     "ce": [],
-    "wce-log": ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=log"],
-    "wce-invsqrt": ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=inv_sqrt"],
+    # divided by the labelled pixels' weight sum, the rule the study's results were run with
+    "wce-log": ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=log", "loss.pixel.divide_by_weight_sum=true"],
+    "wce-invsqrt": ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=inv_sqrt",
+                    "loss.pixel.divide_by_weight_sum=true"],
     "focal": ["loss.pixel.type=focal", "loss.pixel.gamma=2.0"],
     "bsm-pixel": ["loss.pixel.type=balanced_softmax", "loss.pixel.prior=pixel"],
     "bsm-region": ["loss.pixel.type=balanced_softmax", "loss.pixel.prior=region"],

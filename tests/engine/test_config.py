@@ -48,6 +48,10 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("optim: {lr: 1}\noptim: {lr: 2}\n", [], r"duplicate key 'optim'"),
         ("- a\n- b\n", [], r"a config must be a mapping"),
         ("optim: {lr: [1\n", [], r"invalid YAML"),
+        ("loss: {pixel: {avg_non_ignore: maybe}}\n", [], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
+        ("", ["loss.pixel.avg_non_ignore=maybe"], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
+        ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
+         r"'loss.pixel.divide_by_weight_sum': true .* needs loss.pixel.avg_non_ignore: true"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, overrides, match):
@@ -88,3 +92,55 @@ def test_shipped_configs_are_valid(path):
     assert cfg.model.name
     if "_rr" in Path(path).stem:
         assert cfg.loss.region.type == "rr"
+
+
+PRESETS = sorted(p for p in glob.glob(str(REPO / "configs/**/*.yaml"), recursive=True)
+                 if "_base_" not in p and not p.endswith("demo.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_paper_presets_average_pixel_losses_as_mmseg_017(path):
+    assert load_config(path).loss.pixel.avg_non_ignore is False
+
+
+def test_demo_and_user_configs_average_over_labelled_pixels(tmp_path):
+    assert load_config(REPO / "configs/demo.yaml").loss.pixel.avg_non_ignore is True
+    assert load_config(write(tmp_path, "mine.yaml", "model: {name: deeplabv3plus_small}\n")).loss.pixel.avg_non_ignore
+
+
+@pytest.mark.parametrize("path", PRESETS)
+def test_presets_use_their_recipes_weight_decay_groups(path):
+    cfg = load_config(path)
+    family = Path(path).parent.name
+    expected = {"upernet_swin_t": "swin_release", "upernet_swin_b": "swin_release", "upernet_convnext_t": "norm_bias",
+                "upernet_beit_b": "norm_bias", "upernet_beit_l": "norm_bias"}.get(family, "none")
+    assert cfg.optim.no_decay == expected
+
+
+def test_no_decay_rule_is_checked(tmp_path):
+    p = write(tmp_path, "bad.yaml", "optim: {no_decay: swin}\n")
+    with pytest.raises(ConfigError, match=r"'optim.no_decay': 'swin' is not one of norm_bias, swin_release, none; "
+                                          r"did you mean 'swin_release'\?") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("path", [p for p in PRESETS if Path(p).stem.endswith(("_rr", "_ceco"))])
+def test_rr_presets_pool_over_the_released_per_process_batch(path):
+    """RR pools over the per-process batch: each RR / CeCo preset and its baseline use the same one, 4 as the
+    released configs (samples_per_gpu=4)."""
+    cfg = load_config(path)
+    stem = Path(path).stem
+    baseline = load_config(Path(path).with_name(stem.rsplit("_", 1)[0] + ".yaml"))
+    assert cfg.data.batch_size == baseline.data.batch_size == 4
+    assert cfg.optim.accumulate == baseline.optim.accumulate == 1
+
+
+@pytest.mark.parametrize(("old", "new"), [(True, "norm_bias"), (False, "none")])
+def test_older_no_decay_key_still_loads(old, new):
+    # checkpoints written before optim.no_decay carry the older key in their metadata
+    data = {"optim": {"type": "sgd", "no_decay_norm_bias": old}}
+    assert parse_config(data).optim.no_decay == new
+    assert data == {"optim": {"type": "sgd", "no_decay_norm_bias": old}}  # the caller's mapping is untouched
+    with pytest.raises(ConfigError, match="both set"):
+        parse_config({"optim": {"no_decay_norm_bias": old, "no_decay": "none"}})

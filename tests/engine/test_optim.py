@@ -76,3 +76,41 @@ def test_layer_decay_on_beit_follows_mmseg():
     embed = [s for n, s in scale.items() if "patch_embed" in n]
     assert embed and all(s == pytest.approx(0.9 ** (model.num_layers - 1)) for s in embed)
     assert min(scale.values()) == pytest.approx(0.9 ** (model.num_layers - 1))
+
+
+def decay_of(model, rule):
+    return {n: g["weight_decay"] for g in param_groups(model, OptimConfig(weight_decay=0.01, no_decay=rule))
+            for n in g["names"]}
+
+
+def test_swin_release_rule_exempts_what_the_released_config_exempts():
+    """Released: mmcv custom_keys norm / absolute_pos_embed / relative_position_bias_table (decay_mult 0). On mmseg's
+    names that is the backbone's LayerNorms and relative tables; biases and the heads' BatchNorms (`bn`) decay.
+    Expected set built from module types here, not from names."""
+    from rrseg.models import build_model
+
+    model = build_model("upernet_swin_tiny", num_classes=3)
+    expected = set()
+    for mod_name, module in model.backbone.named_modules():
+        if isinstance(module, nn.LayerNorm):
+            expected |= {f"backbone.{mod_name}.{n}" for n, _ in module.named_parameters(recurse=False)}
+    expected |= {n for n, _ in model.named_parameters() if n.endswith("relative_position_bias_table")}
+    decay = decay_of(model, "swin_release")
+    assert {n for n, wd in decay.items() if wd == 0.0} == expected
+    assert any(".norms." in n for n in expected) and any("downsample.norm" in n for n in expected)
+    head_bn = [f"{m}.{n}" for m, mod in model.named_modules() if isinstance(mod, nn.BatchNorm2d)
+               and m.startswith(("decode_head.", "auxiliary_head.")) for n, _ in mod.named_parameters(recurse=False)]
+    assert head_bn and all(decay[n] == 0.01 for n in head_bn)
+    # smp's decoder has "conv_norm_relu" blocks: a plain substring test would exempt them, mmseg's names would not
+    assert any("norm" in n for n in head_bn) and all(decay[n] == 0.01 for n in decay if "conv_norm_relu" in n)
+    assert decay["backbone.model.layers.0.blocks.0.attn.qkv.bias"] == 0.01
+    # the default rule, for comparison: every 1-D parameter and bias is exempt
+    norm_bias = decay_of(model, "norm_bias")
+    assert norm_bias["backbone.model.layers.0.blocks.0.attn.qkv.bias"] == 0.0
+    assert all(norm_bias[n] == 0.0 for n in head_bn)
+
+
+def test_no_decay_none_and_plain_substring_without_a_backbone():
+    assert set(decay_of(Tiny(), "none").values()) == {0.01}
+    flat = nn.ModuleDict({"norm": nn.LayerNorm(4), "fc": nn.Linear(4, 4)})
+    assert decay_of(flat, "swin_release") == {"norm.weight": 0.0, "norm.bias": 0.0, "fc.weight": 0.01, "fc.bias": 0.01}

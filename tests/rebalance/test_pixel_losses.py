@@ -1,4 +1,10 @@
-"""Pixel loss terms (CE, weighted/aux CE, focal, balanced softmax, BLV) against naive per-pixel formulas."""
+"""Pixel loss terms (CE, weighted/aux CE, focal, balanced softmax, BLV) against naive per-pixel formulas.
+
+The references are written here, pixel by pixel, for every averaging the terms offer: the sum of per-pixel
+losses (times the class weight) divided by the labelled pixels (``avg_non_ignore=True``, mmseg >= 0.23), by all
+pixels, ignored ones included (``False``, mmseg 0.17) or by the labelled pixels' class weights
+(``divide_by_weight_sum``, PyTorch's rule).
+"""
 
 from __future__ import annotations
 
@@ -70,15 +76,35 @@ def log_softmax(z: list[float], y: int) -> float:
     return z[y] - m - math.log(sum(math.exp(v - m) for v in z))
 
 
-def naive_ce(logits, labels, weight=None, offset=None) -> float:
-    num = den = 0.0
+def denominator(labels, divide_by: str, weight=None) -> float:
+    """labelled: labelled pixels; all: every pixel of the label map; weights: the labelled pixels' weights."""
+    labels = np.asarray(labels)
+    if divide_by == "all":
+        return float(labels.size)
+    valid = [int(y) for y in labels.reshape(-1) if int(y) != IGNORE]
+    if divide_by == "weights":
+        return sum(1.0 if weight is None else float(weight[y]) for y in valid)
+    assert divide_by == "labelled"
+    return float(len(valid))
+
+
+def naive_ce(logits, labels, weight=None, offset=None, divide_by="labelled") -> float:
+    num = 0.0
     for z, y in pixels(np.asarray(logits), np.asarray(labels)):
         if offset is not None:
             z = [v + float(o) for v, o in zip(z, offset)]
         w = 1.0 if weight is None else float(weight[y])
         num += -w * log_softmax(z, y)
-        den += w
-    return num / den
+    return num / denominator(labels, divide_by, weight)
+
+
+def mmseg017_ce(logits, labels, weight=None) -> float:
+    """mmseg 0.17's ``cross_entropy`` order: per-pixel F.cross_entropy (reduction none, class weights), then the
+    plain mean of the [B, H, W] map (``weight_reduce_loss`` -> ``reduce_loss``), ignored pixels included as 0."""
+    per_pixel = torch.nn.functional.cross_entropy(
+        torch.as_tensor(logits), torch.as_tensor(labels).long(), weight=weight, reduction="none",
+        ignore_index=IGNORE)
+    return per_pixel.mean().item()
 
 
 def np_(t: torch.Tensor) -> np.ndarray:
@@ -92,6 +118,17 @@ def test_ce_matches_naive():
     assert CrossEntropyLoss(loss_weight=0.4)(SegOutput(logits), labels).item() == pytest.approx(0.4 * loss.item())
 
 
+def test_ce_over_all_pixels_as_mmseg_017():
+    logits, labels = make(seed=20, ignore_frac=0.4)
+    n_labelled = int((labels != IGNORE).sum())
+    assert 0 < n_labelled < labels.numel()  # the two averages differ on this batch
+    loss = CrossEntropyLoss(avg_non_ignore=False, loss_weight=0.7)(SegOutput(logits), labels).item()
+    assert loss == pytest.approx(0.7 * naive_ce(np_(logits), labels.numpy(), divide_by="all"), rel=1e-6)
+    assert loss == pytest.approx(0.7 * mmseg017_ce(logits.detach(), labels), rel=1e-6)
+    labelled = CrossEntropyLoss(avg_non_ignore=True, loss_weight=0.7)(SegOutput(logits), labels).item()
+    assert loss == pytest.approx(labelled * n_labelled / labels.numel(), rel=1e-6)
+
+
 @pytest.mark.parametrize(("logit_hw", "label_hw"), [((3, 4), (7, 9)), ((6, 10), (4, 5)), ((4, 4), (8, 8))])
 def test_ce_resizes_logits_to_label_size(logit_hw, label_hw):
     logits, labels = make(seed=1, logit_hw=logit_hw, label_hw=label_hw)
@@ -102,20 +139,36 @@ def test_ce_resizes_logits_to_label_size(logit_hw, label_hw):
     assert logits.grad.shape == logits.shape and torch.isfinite(logits.grad).all()
 
 
-def test_weighted_ce_matches_naive():
+@pytest.mark.parametrize(
+    ("options", "divide_by"),
+    [({}, "labelled"), ({"avg_non_ignore": False}, "all"), ({"divide_by_weight_sum": True}, "weights")],
+)
+def test_weighted_ce_matches_naive(options, divide_by):
     logits, labels = make(seed=2)
     weight = class_weights(COUNTS, "log")
-    loss = CrossEntropyLoss(weight=weight)(SegOutput(logits), labels)
-    assert loss.item() == pytest.approx(naive_ce(np_(logits), labels.numpy(), weight=weight.tolist()), rel=1e-6)
-    assert loss.item() != pytest.approx(naive_ce(np_(logits), labels.numpy()), rel=1e-3)
+    loss = CrossEntropyLoss(weight=weight, **options)(SegOutput(logits), labels).item()
+    z, y = np_(logits), labels.numpy()
+    assert loss == pytest.approx(naive_ce(z, y, weight=weight.tolist(), divide_by=divide_by), rel=1e-6)
+    assert loss != pytest.approx(naive_ce(z, y, divide_by=divide_by), rel=1e-3)  # the weights matter
+    others = {"labelled", "all", "weights"} - {divide_by}
+    for other in others:  # and so does the denominator
+        assert loss != pytest.approx(naive_ce(z, y, weight=weight.tolist(), divide_by=other), rel=1e-3)
+    if divide_by == "all":  # mmseg 0.17 with class weights: weighted per-pixel losses over every pixel
+        assert loss == pytest.approx(mmseg017_ce(logits.detach(), labels, weight.double()), rel=1e-6)
 
 
-def test_aux_source():
+def test_divide_by_weight_sum_needs_avg_non_ignore():
+    with pytest.raises(ValueError, match="avg_non_ignore"):
+        CrossEntropyLoss(weight=torch.ones(C), avg_non_ignore=False, divide_by_weight_sum=True)
+
+
+@pytest.mark.parametrize(("avg_non_ignore", "divide_by"), [(True, "labelled"), (False, "all")])
+def test_aux_source(avg_non_ignore, divide_by):
     logits, labels = make(seed=3)
     aux, _ = make(seed=4, logit_hw=(3, 4))
-    term = CrossEntropyLoss("loss_aux", loss_weight=0.4, source="aux_logits")
+    term = CrossEntropyLoss("loss_aux", loss_weight=0.4, source="aux_logits", avg_non_ignore=avg_non_ignore)
     loss = term(SegOutput(logits, aux_logits=aux), labels)
-    expected = 0.4 * naive_ce(naive_resize(np_(aux), 5, 7), labels.numpy())
+    expected = 0.4 * naive_ce(naive_resize(np_(aux), 5, 7), labels.numpy(), divide_by=divide_by)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="aux_logits"):
         term(SegOutput(logits), labels)
@@ -123,21 +176,25 @@ def test_aux_source():
         CrossEntropyLoss(source="features")
 
 
-def naive_focal(logits, labels, gamma) -> float:
+def naive_focal(logits, labels, gamma, divide_by="labelled") -> float:
     losses = []
     for z, y in pixels(np.asarray(logits), np.asarray(labels)):
         logp = log_softmax(z, y)
         losses.append(-((1 - math.exp(logp)) ** gamma) * logp)
-    return sum(losses) / len(losses)
+    return sum(losses) / denominator(labels, divide_by)
 
 
+@pytest.mark.parametrize("avg_non_ignore", [True, False])
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 3.5])
-def test_focal_matches_naive(gamma):
+def test_focal_matches_naive(gamma, avg_non_ignore):
     logits, labels = make(seed=5)
-    loss = FocalLoss(gamma=gamma, loss_weight=0.7)(SegOutput(logits), labels)
-    assert loss.item() == pytest.approx(0.7 * naive_focal(np_(logits), labels.numpy(), gamma), rel=1e-6)
+    divide_by = "labelled" if avg_non_ignore else "all"
+    loss = FocalLoss(gamma=gamma, loss_weight=0.7, avg_non_ignore=avg_non_ignore)(SegOutput(logits), labels)
+    expected = naive_focal(np_(logits), labels.numpy(), gamma, divide_by)
+    assert loss.item() == pytest.approx(0.7 * expected, rel=1e-6)
     if gamma == 0.0:
-        assert loss.item() == pytest.approx(0.7 * CrossEntropyLoss()(SegOutput(logits), labels).item(), rel=1e-6)
+        ce = CrossEntropyLoss(avg_non_ignore=avg_non_ignore)(SegOutput(logits), labels).item()
+        assert loss.item() == pytest.approx(0.7 * ce, rel=1e-6)
 
 
 def test_focal_gradient_matches_autograd_of_naive_formula():
@@ -156,13 +213,16 @@ def test_focal_gradient_matches_autograd_of_naive_formula():
     torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize(("avg_non_ignore", "divide_by"), [(True, "labelled"), (False, "all")])
 @pytest.mark.parametrize(("prior", "tau"), [("pixel", 1.0), ("region", 0.5)])
-def test_balanced_softmax_matches_naive(prior, tau):
+def test_balanced_softmax_matches_naive(prior, tau, avg_non_ignore, divide_by):
     logits, labels = make(seed=7)
-    loss = BalancedSoftmaxLoss(COUNTS, C, prior=prior, tau=tau)(SegOutput(logits), labels)
+    term = BalancedSoftmaxLoss(COUNTS, C, prior=prior, tau=tau, avg_non_ignore=avg_non_ignore)
+    loss = term(SegOutput(logits), labels)
     n = [max(int(v), 1) for v in (PIXEL_COUNTS if prior == "pixel" else IMAGE_COUNTS)]
     offset = [tau * math.log(v / sum(n)) for v in n]
-    assert loss.item() == pytest.approx(naive_ce(np_(logits), labels.numpy(), offset=offset), rel=1e-6)
+    expected = naive_ce(np_(logits), labels.numpy(), offset=offset, divide_by=divide_by)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_balanced_softmax_checks_counts():
@@ -189,29 +249,33 @@ def test_class_weights_formulas():
 
 
 TERMS = {
-    "ce": lambda: CrossEntropyLoss(),
-    "weighted_ce": lambda: CrossEntropyLoss(weight=class_weights(COUNTS, "inv_sqrt")),
-    "focal": lambda: FocalLoss(),
-    "balanced_softmax": lambda: BalancedSoftmaxLoss(COUNTS, C),
-    "blv": lambda: BLVLoss(COUNTS, C),
+    "ce": lambda avg: CrossEntropyLoss(avg_non_ignore=avg),
+    "weighted_ce": lambda avg: CrossEntropyLoss(weight=class_weights(COUNTS, "inv_sqrt"), avg_non_ignore=avg),
+    "weighted_ce_weight_sum": lambda avg: CrossEntropyLoss(weight=class_weights(COUNTS, "inv_sqrt"),
+                                                           divide_by_weight_sum=avg, avg_non_ignore=avg),
+    "focal": lambda avg: FocalLoss(avg_non_ignore=avg),
+    "balanced_softmax": lambda avg: BalancedSoftmaxLoss(COUNTS, C, avg_non_ignore=avg),
+    "blv": lambda avg: BLVLoss(COUNTS, C, avg_non_ignore=avg),
 }
 
 
+@pytest.mark.parametrize("avg_non_ignore", [True, False])
 @pytest.mark.parametrize("name", list(TERMS))
-def test_all_ignored_batch_gives_zero_with_graph(name):
+def test_all_ignored_batch_gives_zero_with_graph(name, avg_non_ignore):
     logits, labels = make(seed=8, logit_hw=(3, 4), label_hw=(6, 8))
     labels[:] = IGNORE
-    loss = TERMS[name]()(SegOutput(logits), labels)
+    loss = TERMS[name](avg_non_ignore)(SegOutput(logits), labels)
     assert loss.item() == 0.0 and loss.requires_grad and loss.dim() == 0
     loss.backward()
     assert logits.grad is not None and torch.count_nonzero(logits.grad) == 0
 
 
+@pytest.mark.parametrize("avg_non_ignore", [True, False])
 @pytest.mark.parametrize("name", list(TERMS))
-def test_ignored_pixels_do_not_count(name):
+def test_ignored_pixels_do_not_count(name, avg_non_ignore):
     # changing the logits under ignored pixels only changes nothing
     logits, labels = make(seed=9, ignore_frac=0.3)
-    term = TERMS[name]()
+    term = TERMS[name](avg_non_ignore)
     if name == "blv":
         term.sigma = 0.0
     a = term(SegOutput(logits), labels)
@@ -247,6 +311,9 @@ def test_blv_perturbation_formula(monkeypatch):
     assert term(out, labels).item() == pytest.approx(naive_ce(np_(logits), labels.numpy()), rel=1e-6)
     monkeypatch.setattr(torch, "randn_like", lambda x, **kw: torch.full_like(x, -100.0))  # |clip| = 1
     assert term(out, labels).item() == pytest.approx(naive_ce(np_(logits), labels.numpy(), offset=scale), rel=1e-6)
+    over_all = BLVLoss(COUNTS, C, sigma=4.0, avg_non_ignore=False, loss_weight=0.5)
+    expected = naive_ce(np_(logits), labels.numpy(), offset=scale, divide_by="all")
+    assert over_all(out, labels).item() == pytest.approx(0.5 * expected, rel=1e-6)
 
 
 def test_blv_random_loss_lies_within_the_perturbation_bounds():
@@ -291,3 +358,13 @@ def test_criterion_names_and_sum():
     assert logits.grad is not None and aux.grad is not None
     with pytest.raises(ValueError, match="unique"):
         Criterion([CrossEntropyLoss(), CrossEntropyLoss()])
+
+
+def test_default_averaging_is_pytorchs_mean_bit_for_bit():
+    # user configs and the demo keep avg_non_ignore=True: the same numbers as before the switch existed
+    logits, labels = make(seed=21)
+    logits = logits.detach().float()
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE)
+    assert torch.equal(CrossEntropyLoss()(SegOutput(logits), labels), expected)
+    assert torch.equal(CrossEntropyLoss("loss_aux", 1.0, source="aux_logits")(SegOutput(logits, aux_logits=logits),
+                                                                                 labels), expected)

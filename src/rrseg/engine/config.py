@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -25,6 +25,7 @@ from rrseg.errors import RRSegError
 __all__ = [
     "Config",
     "ConfigError",
+    "NoDecayRule",
     "apply_overrides",
     "config_to_dict",
     "load_config",
@@ -84,6 +85,12 @@ class PixelLossConfig:
     prior: str = "pixel"  # balanced_softmax: pixel | region counts
     tau: float = 1.0  # balanced_softmax
     sigma: float = 4.0  # blv
+    # every pixel loss and the auxiliary CE: the sum of per-pixel losses (class-weighted for weighted_ce) over
+    # the labelled pixels (true, mmseg >= 0.23) or over all pixels, ignored ones included (false, mmseg 0.17:
+    # what the released configs ran; it sets the pixel losses' weight against RR)
+    avg_non_ignore: bool = True
+    # weighted_ce: divide by the sum of the labelled pixels' class weights (PyTorch's rule); needs avg_non_ignore
+    divide_by_weight_sum: bool = False
 
 
 @dataclass
@@ -110,6 +117,14 @@ class LossConfig:
     counts: str | None = None
 
 
+# Which parameters get no weight decay: "norm_bias" = 1-D parameters (norms), biases, position embeddings and
+# relative position tables (mmseg's BEiT / ConvNeXt layer-decay constructors, timm's habit); "swin_release" =
+# the released Swin configs' mmcv custom_keys: backbone names containing norm, absolute_pos_embed or
+# relative_position_bias_table (biases and the heads' BatchNorms are decayed); "none" = every parameter decays
+# (mmseg's default optimizer, the SGD recipes).
+NoDecayRule = Literal["norm_bias", "swin_release", "none"]
+
+
 @dataclass
 class OptimConfig:
     type: str = "adamw"  # sgd | adamw
@@ -117,7 +132,7 @@ class OptimConfig:
     momentum: float = 0.9  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     weight_decay: float = 0.01
-    no_decay_norm_bias: bool = True  # no weight decay on norm layers, biases, position embeddings
+    no_decay: NoDecayRule = "norm_bias"  # parameters without weight decay (see NoDecayRule)
     layer_decay: float | None = None  # layer-wise lr decay (BEiT), e.g. 0.9
     head_lr_mult: float = 1.0  # lr multiplier of decode/aux heads
     clip_grad: float | None = None  # max gradient norm
@@ -360,6 +375,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return copy.deepcopy(value)
     if tp is Any:
         return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, str) and value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r}: expected a section (mapping), got {value!r}")
@@ -399,9 +421,35 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _check_combinations(cfg: Config) -> Config:
+    """Keys that are valid alone but not together."""
+    p = cfg.loss.pixel
+    if p.divide_by_weight_sum and not p.avg_non_ignore:
+        raise ConfigError("config key 'loss.pixel.divide_by_weight_sum': true divides by the labelled pixels' "
+                          "weights and needs loss.pixel.avg_non_ignore: true")
+    return cfg
+
+
+def _upgrade(data: dict) -> dict:
+    """Keys of earlier versions, translated exactly, so that older configs and checkpoint metadata still load:
+    ``optim.no_decay_norm_bias: true | false`` is ``optim.no_decay: norm_bias | none``."""
+    optim = data.get("optim")
+    if not isinstance(optim, dict) or "no_decay_norm_bias" not in optim:
+        return data
+    if "no_decay" in optim:
+        raise ConfigError("config keys 'optim.no_decay_norm_bias' and 'optim.no_decay' are both set; "
+                          "keep optim.no_decay (no_decay_norm_bias is its older form)")
+    old = optim["no_decay_norm_bias"]
+    if not isinstance(old, bool):
+        raise ConfigError(f"config key 'optim.no_decay_norm_bias': expected bool, got {old!r}")
+    optim = {k: v for k, v in optim.items() if k != "no_decay_norm_bias"}
+    optim["no_decay"] = "norm_bias" if old else "none"
+    return {**data, "optim": optim}
+
+
 def parse_config(data: dict) -> Config:
     """A validated :class:`Config` from a plain mapping."""
-    return _build(Config, data)
+    return _check_combinations(_build(Config, _upgrade(data)))
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:

@@ -1,8 +1,9 @@
 """Optimizers with parameter groups, and the iteration-based learning-rate schedule.
 
-Groups follow mmsegmentation's habits: no weight decay on norm layers, biases, position embeddings and
-relative position tables; optional layer-wise lr decay (BEiT) through the model's ``layer_id(name)`` and
-``num_layers``; an lr multiplier for everything outside the backbone (the heads).
+Weight-decay groups follow ``optim.no_decay`` (:data:`rrseg.engine.config.NoDecayRule`): mmseg's BEiT / ConvNeXt
+rule (no decay on 1-D parameters, biases, position embeddings, relative position tables), the released Swin
+configs' name keys, or decay on everything. Optional layer-wise lr decay (BEiT, ConvNeXt) through the model's
+``layer_id(name)`` and ``num_layers``; an lr multiplier for everything outside the backbone (the heads).
 The schedule is a pure function of the iteration (linear warm-up, then poly decay), so resuming needs no
 scheduler state beyond the iteration.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rrseg.engine.config import OptimConfig, ScheduleConfig
+from rrseg.engine.config import NoDecayRule, OptimConfig, ScheduleConfig
 
-__all__ = ["build_optimizer", "lr_at", "param_groups", "set_lr"]
+__all__ = ["SWIN_RELEASE_KEYS", "build_optimizer", "lr_at", "no_weight_decay", "param_groups", "set_lr"]
 
 NO_DECAY_KEYWORDS = (
     "absolute_pos_embed",
@@ -26,15 +27,41 @@ NO_DECAY_KEYWORDS = (
 )
 
 
+# The released Swin configs' paramwise_cfg.custom_keys with decay_mult 0 (mmcv matches them as substrings of the
+# parameter name).
+SWIN_RELEASE_KEYS = ("norm", "absolute_pos_embed", "relative_position_bias_table")
+
+
 def _no_decay(name: str, param: nn.Parameter, extra: set[str]) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_KEYWORDS) or name in extra
 
 
+def no_weight_decay(model: nn.Module, rule: NoDecayRule) -> set[str]:
+    """Names of the trainable parameters that get no weight decay under ``rule`` (see ``optim.no_decay``).
+
+    ``swin_release`` tests the keys on the backbone's names only: timm's Swin names its LayerNorms ``norm1``,
+    ``norm2``, ``patch_embed.norm``, ``downsample.norm`` as mmseg's does (and rrseg's output norms are
+    ``backbone.norms.i``, mmseg's ``norm{i}``). In the heads mmseg's BatchNorms are ConvModule ``bn`` and match
+    no key, while smp's UPerNet decoder has ``conv_norm_relu`` blocks that the plain substring test would exempt,
+    convolution weights included; so nothing outside the backbone is exempt. A model without a ``backbone``
+    gets the plain substring test on every name.
+    """
+    if rule not in ("norm_bias", "swin_release", "none"):
+        raise ValueError(f"no_decay rule must be 'norm_bias', 'swin_release' or 'none', got {rule!r}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if rule == "none":
+        return set()
+    if rule == "norm_bias":
+        extra = {str(n) for n in model.no_weight_decay()} if hasattr(model, "no_weight_decay") else set()
+        return {n for n, p in named if _no_decay(n, p, extra)}
+    backbone = getattr(model, "backbone", None)
+    within = {f"backbone.{n}" for n, _ in backbone.named_parameters()} if isinstance(backbone, nn.Module) else None
+    return {n for n, _ in named if (within is None or n in within) and any(k in n for k in SWIN_RELEASE_KEYS)}
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     """Trainable parameters split by (weight decay, lr scale); each group carries ``lr_scale``."""
-    extra: set[str] = set()
-    if hasattr(model, "no_weight_decay"):
-        extra = {str(n) for n in model.no_weight_decay()}
+    exempt = no_weight_decay(model, cfg.no_decay)
     backbone_names: set[str] = set()
     if hasattr(model, "backbone") and isinstance(model.backbone, nn.Module):
         backbone_names = {f"backbone.{n}" for n, _ in model.backbone.named_parameters()}
@@ -44,7 +71,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = cfg.no_decay_norm_bias and _no_decay(name, p, extra)
+        no_decay = name in exempt
         scale = 1.0
         if use_layers:
             # mmseg's LayerDecayOptimizerConstructor: the heads (the last id) keep the full lr

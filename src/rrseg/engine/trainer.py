@@ -45,7 +45,7 @@ from rrseg.rebalance import (
     class_weights,
 )
 
-__all__ = ["Trainer", "build_criterion", "build_datasets", "resolve_counts"]
+__all__ = ["Trainer", "build_criterion", "build_datasets", "convert_sync_bn", "resolve_counts"]
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -95,28 +95,31 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
     """The pixel term, the auxiliary CE (when the model has an auxiliary head) and the model's region
     term (RR / CeCo), as one named sum."""
     p = cfg.loss.pixel
+    common = {"ignore_index": ignore_index, "avg_non_ignore": p.avg_non_ignore}
     if p.type == "ce":
-        pixel = CrossEntropyLoss("loss_ce", p.loss_weight, ignore_index=ignore_index)
+        pixel = CrossEntropyLoss("loss_ce", p.loss_weight, **common)
     elif p.type == "weighted_ce":
         pixel = CrossEntropyLoss("loss_wce", p.loss_weight, weight=class_weights(counts, p.weight_scheme),
-                                 ignore_index=ignore_index)
+                                 divide_by_weight_sum=p.divide_by_weight_sum, **common)
     elif p.type == "focal":
-        pixel = FocalLoss("loss_focal", p.loss_weight, gamma=p.gamma, ignore_index=ignore_index)
+        pixel = FocalLoss("loss_focal", p.loss_weight, gamma=p.gamma, **common)
     elif p.type == "balanced_softmax":
         pixel = BalancedSoftmaxLoss(counts, num_classes, "loss_bsm", p.loss_weight, prior=p.prior, tau=p.tau,
-                                    ignore_index=ignore_index)
+                                    **common)
     else:
-        pixel = BLVLoss(counts, num_classes, "loss_blv", p.loss_weight, sigma=p.sigma, ignore_index=ignore_index)
+        pixel = BLVLoss(counts, num_classes, "loss_blv", p.loss_weight, sigma=p.sigma, **common)
     terms: list[nn.Module] = [pixel]
     aux_weight = cfg.loss.aux_weight if cfg.loss.aux_weight is not None else getattr(model, "aux_loss_weight", 0.0)
     if getattr(model, "auxiliary_head", None) is not None and aux_weight:
-        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", ignore_index=ignore_index))
+        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", **common))
     if getattr(model, "rebalance", None) is not None:
         terms.append(model.rebalance)
     return Criterion(terms)
 
 
-def rebalance_spec(cfg: Config, counts: ClassCounts) -> dict | None:
+def rebalance_spec(cfg: Config, counts: ClassCounts, ignore_index: int = 255) -> dict | None:
+    """The model's ``rebalance`` setting from ``loss.region``; ``ignore_index`` is the training data's, so that
+    RR drops the pixels the pixel loss ignores (the release hard-codes 255)."""
     r = cfg.loss.region
     if r.type == "none":
         return None
@@ -124,10 +127,27 @@ def rebalance_spec(cfg: Config, counts: ClassCounts) -> dict | None:
         "type": r.type, "counts": counts, "loss_weight": r.loss_weight, "trainable": r.trainable,
         "per_image": r.per_image, "prior": r.prior, "reduce_channels": r.reduce_channels,
         "hidden_channels": r.hidden_channels, "dropout": r.dropout, "logit_scale": r.logit_scale,
+        "ignore_index": ignore_index,
     }
     if r.smooth is not None:
         spec["smooth"] = r.smooth
     return spec
+
+
+def convert_sync_bn(model: nn.Module) -> nn.Module:
+    """SyncBatchNorm for every BatchNorm of the model except the RR / CeCo branch (``model.rebalance``).
+
+    The released RR head builds its reduce BatchNorm as a plain ``nn.BatchNorm2d`` (the model's SyncBN comes
+    from ``norm_cfg`` and reaches only the ConvModules), so its statistics are those of the per-GPU batch that
+    RR pools over, like the regions themselves.
+    """
+    rebalance = getattr(model, "rebalance", None)
+    if not isinstance(rebalance, nn.Module):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in list(model.named_children()):
+        if child is not rebalance:
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return model
 
 
 def model_metadata(cfg: Config, num_classes: int, dataset: Any) -> dict:
@@ -179,11 +199,12 @@ class Trainer:
         sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
         self.groups = frequency_groups(self.counts.image_counts, sizes)
 
-        model = build_model(cfg.model.name, num_classes=self.num_classes, rebalance=rebalance_spec(cfg, self.counts),
+        model = build_model(cfg.model.name, num_classes=self.num_classes,
+                            rebalance=rebalance_spec(cfg, self.counts, self.ignore_index),
                             pretrained=cfg.model.pretrained, **cfg.model.options)
         model.to(self.device)
         if cfg.train.sync_bn and info.distributed and self.device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_bn(model)
         self.model = model
         self.criterion = build_criterion(cfg, model, self.counts, self.num_classes, self.ignore_index)
         self.ddp = model

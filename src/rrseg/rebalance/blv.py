@@ -3,14 +3,13 @@
 During training each pixel's logits get a positive random perturbation |N(0, sigma)| clipped to [0, 1],
 scaled per class by its log-frequency gap log(N) - log(n_c), normalised to a maximum of 1: rare classes get
 the largest variation, which widens their decision regions. As released, frequencies are pixel counts and
-sigma = 4. Inference is unchanged.
+sigma = 4. Inference is unchanged. Averaging (``avg_non_ignore``) as the other pixel losses.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rrseg.rebalance.counts import ClassCounts, CountsLike
@@ -31,8 +30,9 @@ class BLVLoss(_PixelTerm):
         kind: str = "pixel",
         source: str = "logits",
         ignore_index: int = 255,
+        avg_non_ignore: bool = True,
     ) -> None:
-        super().__init__(name, loss_weight, source, ignore_index)
+        super().__init__(name, loss_weight, source, ignore_index, avg_non_ignore)
         f = np.maximum(ClassCounts.load(counts, num_classes).frequencies(kind).astype(np.float64), 1.0)
         gap = np.log(f.sum()) - np.log(f)
         self.register_buffer("scale", torch.from_numpy(gap / gap.max()).float())
@@ -44,4 +44,4 @@ class BLVLoss(_PixelTerm):
             return logits.sum() * 0.0
         noise = (torch.randn_like(logits) * self.sigma).clamp_(-1.0, 1.0).abs_()
         perturbed = logits + noise * self.scale.view(1, -1, 1, 1)
-        return self.loss_weight * F.cross_entropy(perturbed, labels.long(), ignore_index=self.ignore_index)
+        return self.loss_weight * self._ce(perturbed, labels)

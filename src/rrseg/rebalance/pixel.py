@@ -1,7 +1,12 @@
 """Pixel-level loss terms: cross-entropy (plain, auxiliary, class-weighted), focal, balanced softmax.
 
-All read ``out.logits`` (or ``out.aux_logits`` with ``source="aux_logits"``), resize them bilinearly to the
-label size as mmsegmentation does, and average over labelled pixels.
+All read ``out.logits`` (or ``out.aux_logits`` with ``source="aux_logits"``) and resize them bilinearly to the
+label size as mmsegmentation does. Averaging (``avg_non_ignore``, mmsegmentation's name for the switch): the sum
+of the per-pixel losses (0 at ignored pixels; class-weighted where there are class weights) divided by the
+number of labelled pixels (``True``, mmseg >= 0.23, PyTorch's mean for unweighted losses) or by the number of
+all pixels, ignored ones included (``False``, mmseg 0.17, which the released RR configs ran). Class-weighted CE
+can instead divide by the sum of the labelled pixels' class weights (``divide_by_weight_sum``, PyTorch's rule
+for ``F.cross_entropy(weight=...)``).
 """
 
 from __future__ import annotations
@@ -36,12 +41,29 @@ def class_weights(counts: ClassCounts, scheme: str, kind: str = "pixel") -> Tens
 
 
 class _PixelTerm(LossTerm):
-    def __init__(self, name: str, loss_weight: float, source: str, ignore_index: int) -> None:
+    def __init__(self, name: str, loss_weight: float, source: str, ignore_index: int,
+                 avg_non_ignore: bool = True) -> None:
         super().__init__(name, loss_weight)
         if source not in ("logits", "aux_logits"):
             raise ValueError(f"source must be 'logits' or 'aux_logits', got {source!r}")
         self.source = source
         self.ignore_index = ignore_index
+        self.avg_non_ignore = bool(avg_non_ignore)
+
+    def _average(self, losses: Tensor, labels: Tensor) -> Tensor:
+        """Per-pixel losses (0 at ignored pixels) -> their sum over labelled pixels or, as mmseg 0.17's
+        ``weight_reduce_loss`` with reduction "mean", their mean over every pixel."""
+        if self.avg_non_ignore:
+            return losses.sum() / (labels != self.ignore_index).sum()
+        return losses.mean()
+
+    def _ce(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Unweighted pixel CE, averaged as above (PyTorch's fused mean where that is the same number)."""
+        labels = labels.long()
+        if self.avg_non_ignore:
+            return F.cross_entropy(logits, labels, ignore_index=self.ignore_index)
+        return self._average(F.cross_entropy(logits, labels, reduction="none", ignore_index=self.ignore_index),
+                             labels)
 
     def _logits(self, out: SegOutput, labels: Tensor) -> Tensor:
         logits = getattr(out, self.source)
@@ -51,7 +73,12 @@ class _PixelTerm(LossTerm):
 
 
 class CrossEntropyLoss(_PixelTerm):
-    """Pixel cross-entropy, optionally class-weighted (``weight`` [C])."""
+    """Pixel cross-entropy, optionally class-weighted (``weight`` [C]).
+
+    With ``weight``, each pixel's loss is multiplied by its class weight; the sum is divided by a pixel count
+    (``avg_non_ignore``, as mmseg) or, with ``divide_by_weight_sum=True``, by the sum of the labelled pixels'
+    weights (PyTorch's ``F.cross_entropy(weight=...)`` mean).
+    """
 
     def __init__(
         self,
@@ -60,21 +87,32 @@ class CrossEntropyLoss(_PixelTerm):
         source: str = "logits",
         weight: Tensor | None = None,
         ignore_index: int = 255,
+        avg_non_ignore: bool = True,
+        divide_by_weight_sum: bool = False,
     ) -> None:
-        super().__init__(name, loss_weight, source, ignore_index)
+        super().__init__(name, loss_weight, source, ignore_index, avg_non_ignore)
+        if divide_by_weight_sum and not avg_non_ignore:
+            raise ValueError("divide_by_weight_sum=True averages over the labelled pixels' weights; "
+                             "it needs avg_non_ignore=True")
+        self.divide_by_weight_sum = bool(divide_by_weight_sum)
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight).float())
 
     def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
         logits = self._logits(out, labels)
         if not bool((labels != self.ignore_index).any()):
             return logits.sum() * 0.0
-        return self.loss_weight * F.cross_entropy(
-            logits, labels.long(), weight=self.weight, ignore_index=self.ignore_index
-        )
+        labels = labels.long()
+        if self.divide_by_weight_sum or (self.weight is None and self.avg_non_ignore):
+            # PyTorch's own mean: over labelled pixels, or over their weights (the same without weights)
+            loss = F.cross_entropy(logits, labels, weight=self.weight, ignore_index=self.ignore_index)
+        else:
+            loss = self._average(F.cross_entropy(logits, labels, weight=self.weight, reduction="none",
+                                                 ignore_index=self.ignore_index), labels)
+        return self.loss_weight * loss
 
 
 class FocalLoss(_PixelTerm):
-    """Focal loss (Lin et al. 2017): CE scaled by (1 - p_t)^gamma, mean over labelled pixels."""
+    """Focal loss (Lin et al. 2017): CE scaled by (1 - p_t)^gamma, averaged as ``avg_non_ignore`` says."""
 
     def __init__(
         self,
@@ -83,8 +121,9 @@ class FocalLoss(_PixelTerm):
         gamma: float = 2.0,
         source: str = "logits",
         ignore_index: int = 255,
+        avg_non_ignore: bool = True,
     ) -> None:
-        super().__init__(name, loss_weight, source, ignore_index)
+        super().__init__(name, loss_weight, source, ignore_index, avg_non_ignore)
         self.gamma = float(gamma)
 
     def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
@@ -95,8 +134,8 @@ class FocalLoss(_PixelTerm):
             return logits.sum() * 0.0
         logp = F.log_softmax(logits, dim=1)
         logp_t = logp.gather(1, labels.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)[valid]
-        loss = -((1.0 - logp_t.exp()) ** self.gamma) * logp_t
-        return self.loss_weight * loss.mean()
+        loss = -((1.0 - logp_t.exp()) ** self.gamma) * logp_t  # labelled pixels only
+        return self.loss_weight * (loss.mean() if self.avg_non_ignore else loss.sum() / labels.numel())
 
 
 class BalancedSoftmaxLoss(_PixelTerm):
@@ -112,8 +151,9 @@ class BalancedSoftmaxLoss(_PixelTerm):
         tau: float = 1.0,
         source: str = "logits",
         ignore_index: int = 255,
+        avg_non_ignore: bool = True,
     ) -> None:
-        super().__init__(name, loss_weight, source, ignore_index)
+        super().__init__(name, loss_weight, source, ignore_index, avg_non_ignore)
         cc = ClassCounts.load(counts, num_classes)
         self.register_buffer("log_prior", tau * cc.log_prior(prior))
 
@@ -122,4 +162,4 @@ class BalancedSoftmaxLoss(_PixelTerm):
         if not bool((labels != self.ignore_index).any()):
             return logits.sum() * 0.0
         adjusted = logits + self.log_prior.view(1, -1, 1, 1)
-        return self.loss_weight * F.cross_entropy(adjusted, labels.long(), ignore_index=self.ignore_index)
+        return self.loss_weight * self._ce(adjusted, labels)
