@@ -12,7 +12,14 @@ import torch
 from PIL import Image
 
 from rrseg.data import build_dataset, check_dataset
-from rrseg.data.synthetic import DEFAULTS, design_classes, make_synthetic, spearman
+from rrseg.data.synthetic import (
+    DEFAULTS,
+    PRETRAIN_TEXTURES,
+    design_classes,
+    design_pretraining_classes,
+    make_synthetic,
+    spearman,
+)
 from rrseg.errors import RRSegError
 
 
@@ -160,3 +167,34 @@ def test_spearman_handles_ties() -> None:
     b = np.array([3, 1, 4, 1, 5, 9, 2, 6], float)
     ref = float(spearman_corrcoef(torch.tensor(a), torch.tensor(b)))
     assert spearman(a, b) == pytest.approx(ref)
+
+
+def _hue_gap(a: float, b: float) -> float:
+    return min(abs(a - b), 1.0 - abs(a - b))
+
+
+def test_pretraining_classes_share_no_design_with_the_demo() -> None:
+    """The demo's pretrained backbone comes from a set whose classes are not the demo's: no class has the
+    demo's texture family, and no class has a colour pair close to a demo class's (in either order)."""
+    demo = design_classes()
+    pre = design_pretraining_classes()
+    assert {d.texture for d in demo}.isdisjoint({p.texture for p in pre})
+    assert {d.texture for d in demo} | {p.texture for p in pre} >= {"rings", "stripes"}
+    for p in pre:
+        for d in demo:
+            same = _hue_gap(p.color1[0], d.color1[0]) < 0.1 and _hue_gap(p.color2[0], d.color2[0]) < 0.1
+            crossed = _hue_gap(p.color1[0], d.color2[0]) < 0.1 and _hue_gap(p.color2[0], d.color1[0]) < 0.1
+            assert not (same or crossed), (p.name, d.name)
+    assert {p.name for p in pre}.isdisjoint({d.name for d in demo})
+
+
+def test_pretraining_set_is_class_balanced_and_renders_every_texture(tmp_path: Path) -> None:
+    root = make_synthetic(tmp_path / "pre", num_classes=10, num_train=40, num_val=10, size=(64, 48), seed=0,
+                          workers=1, kind="pretrain", verbose=False)
+    counts = json.loads((root / "counts.json").read_text())["image_counts"]
+    assert min(counts[1:]) == max(counts[1:])  # class 0 may gain a few images (no image is left empty)
+    assert counts[0] >= counts[1]
+    assert {p.texture for p in design_pretraining_classes(10)} == set(PRETRAIN_TEXTURES)
+    assert check_dataset(root).ok
+    with pytest.raises(RRSegError, match="kind must be"):
+        make_synthetic(tmp_path / "x", kind="balanced")

@@ -375,3 +375,29 @@ def test_unreadable_and_unmatched_files(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(RRSegError, match=r"no model\.safetensors"):
         load_pretrained(model, tmp_path / "empty_dir")
+
+
+def test_packaged_demo_backbone_loads_by_name():
+    """The demo's pretrained backbone is package data: found by name wherever rrseg is installed, and it
+    fills every backbone tensor of the demo model (nothing of the decoder)."""
+    from safetensors import safe_open
+
+    from rrseg.models.weights import packaged_weights
+
+    path = packaged_weights()["demo_small_backbone"]
+    assert path.stat().st_size < 10e6
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        first = f.get_tensor("conv1.0.weight")
+    assert meta["recipe"] == "benchmarks/pretrain_demo_backbone.py" and json.loads(meta["dataset"])["kind"] == "pretrain"
+    model = build_model("deeplabv3plus_small", num_classes=30, pretrained="rrseg:demo_small_backbone")
+    torch.testing.assert_close(model.backbone.model.conv1[0].weight, first, rtol=0, atol=0)
+    scratch = build_model("deeplabv3plus_small", num_classes=30)
+    backbone_keys = set(scratch.backbone.model.state_dict())
+    with safe_open(str(path), "pt") as f:
+        assert set(f.keys()) == backbone_keys
+
+
+def test_unknown_packaged_weights_name_is_one_line():
+    with pytest.raises(RRSegError, match=r"rrseg:nope: no packaged weights of that name; packaged: .*demo_small"):
+        build_model("deeplabv3plus_small", num_classes=30, pretrained="rrseg:nope")

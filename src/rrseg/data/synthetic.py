@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -76,6 +77,8 @@ _THING_NAMES = (
 )
 _TEXTURES = ("stripes", "checks", "dots", "mottle", "grain", "gradient")
 _SHAPES = ("ellipse", "rectangle", "triangle", "blob", "diamond")
+# The pretraining set's textures: another family, so that no pretraining class shares a design with the demo's.
+PRETRAIN_TEXTURES = ("rings", "waves", "zigzag", "hatch", "bricks")
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,41 @@ def design_classes(
     return designs
 
 
+def design_pretraining_classes(
+    num_classes: int = 24, num_train: int = 2000, num_val: int = 200, classes_per_image: float = 5.0
+) -> list[ClassDesign]:
+    """A class-balanced table for pretraining, with no class design in common with ``design_classes``.
+
+    Every class appears in the same number of images. Textures come from another family
+    (``PRETRAIN_TEXTURES``: rings, waves, zigzag, hatch, bricks; the long-tailed set uses stripes, checks,
+    dots, mottle, grain, gradient) and the two colours of a class are near-complementary (second hue about
+    half a turn from the first; the long-tailed set's are within 0.08 of each other). Low-level primitives
+    (colours, edges, periodic patterns, region shapes) are shared, as ImageNet shares them with ADE20K.
+    """
+    if num_classes < 2:
+        raise RRSegError(f"a synthetic dataset needs at least 2 classes, got {num_classes}")
+    rng = np.random.default_rng(_DESIGN_SEED + 1)
+    per_class_train = max(1, min(num_train, round(num_train * classes_per_image / num_classes)))
+    per_class_val = max(1, min(num_val, round(num_val * classes_per_image / num_classes))) if num_val else 0
+    designs = []
+    for r in range(num_classes):
+        kind = "stuff" if r % 2 == 0 else "thing"
+        lo, hi = STUFF_AREA if kind == "stuff" else THING_AREA
+        hue = (r * 0.381966 + 0.3) % 1.0
+        sat, val = float(rng.choice([0.4, 0.6, 0.8])), float(rng.choice([0.5, 0.7, 0.9]))
+        designs.append(ClassDesign(
+            name=f"pattern{r:02d}", kind=kind, train_images=per_class_train, val_images=per_class_val,
+            area=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
+            color1=(hue, sat, val),
+            color2=((hue + 0.5 + rng.uniform(-0.06, 0.06)) % 1.0, float(rng.uniform(0.3, 0.9)),
+                    float(rng.uniform(0.3, 0.9))),
+            texture=PRETRAIN_TEXTURES[r % len(PRETRAIN_TEXTURES)], period=float(rng.uniform(4.0, 12.0)),
+            angle=float(rng.uniform(0.0, 180.0)), shape=_SHAPES[(r // 2) % len(_SHAPES)],
+            vpos=float(rng.uniform(-1.0, 1.0)),
+        ))
+    return designs
+
+
 def _twin_texture(texture: str, period: float, angle: float) -> tuple[str, float, float]:
     """One texture property changed: the cue that tells a look-alike from its frequent original."""
     if texture in ("stripes", "gradient"):
@@ -256,6 +294,24 @@ def _texture(d: ClassDesign, rng: np.random.Generator, yy: np.ndarray, xx: np.nd
         return _smooth(rng, h, w, max(3, round(max(h, w) / (1.5 * period))))
     if d.texture == "grain":
         return rng.random((h, w)).astype(np.float32)
+    v = -xx * math.sin(theta) + yy * math.cos(theta)
+    if d.texture == "rings":  # concentric circles around a point anywhere in (or near) the image
+        cy, cx = rng.uniform(-0.2 * h, 1.2 * h), rng.uniform(-0.2 * w, 1.2 * w)
+        return 0.5 + 0.5 * np.sin(2 * math.pi * np.hypot(yy - cy, xx - cx) / period + phase)
+    if d.texture == "waves":  # stripes bent by a slow sine
+        return 0.5 + 0.5 * np.sin(2 * math.pi * (u + 0.6 * period * np.sin(2 * math.pi * v / (3 * period))) / period
+                                  + phase)
+    if d.texture == "zigzag":  # sharp triangle-wave stripes
+        z = (u + np.abs(((v / period) % 2.0) - 1.0) * period) / period + phase
+        return np.abs((z % 2.0) - 1.0).astype(np.float32)
+    if d.texture == "hatch":  # two crossed sets of thin lines
+        lines = (np.sin(2 * math.pi * u / period + phase) > 0.75) | (np.sin(2 * math.pi * v / period) > 0.75)
+        return lines.astype(np.float32)
+    if d.texture == "bricks":  # rows of bricks, every other row shifted by half a brick, with mortar lines
+        row = np.floor(v / period)
+        along = u / (2 * period) + 0.5 * (row % 2) + phase
+        mortar = ((v / period) % 1.0 < 0.18) | (along % 1.0 < 0.09)
+        return (~mortar).astype(np.float32)
     # gradient: a slow ramp across the region with a little grain
     ramp = (u - u.min()) / max(1e-6, float(u.max() - u.min()))
     return np.clip(ramp + 0.15 * rng.standard_normal((h, w)).astype(np.float32), 0, 1)
@@ -519,8 +575,12 @@ def make_synthetic(
     overwrite: bool = False,
     verbose: bool = True,
     progress: bool = False,
+    kind: Literal["longtail", "pretrain"] = "longtail",
 ) -> Path:
     """Write the synthetic dataset to ``out_dir`` (folder layout + ``counts.json`` + ``synthetic.json``).
+
+    ``kind="pretrain"`` writes the class-balanced pretraining set of ``design_pretraining_classes`` instead
+    of the long tail (the demo's pretrained backbone is trained on it).
 
     ``size`` is (width, height) or one number for square images. The folder appears complete or not at all
     (written to a temporary sibling, then renamed). Returns ``out_dir``; the statistics are printed when
@@ -531,7 +591,10 @@ def make_synthetic(
     w, h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if min(w, h) < 16 or max(w, h) > 4096:
         raise RRSegError(f"image size must be 16..4096 pixels per side, got {w}x{h}")
-    designs = design_classes(num_classes, num_train, num_val)
+    if kind not in ("longtail", "pretrain"):
+        raise RRSegError(f"synthetic dataset kind must be 'longtail' or 'pretrain', got {kind!r}")
+    designs = (design_classes(num_classes, num_train, num_val) if kind == "longtail"
+               else design_pretraining_classes(num_classes, num_train, num_val))
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise RRSegError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, int(workers))
@@ -556,7 +619,7 @@ def make_synthetic(
         total = num_train + num_val
         _run_jobs(jobs, workers, total, progress)
         spec = {
-            "name": "synthetic-longtail",
+            "name": f"synthetic-{kind}",
             "classes": [d.name for d in designs],
             "palette": [list(palette[3 * i: 3 * i + 3]) for i in range(num_classes)],
             "ignore_index": IGNORE,
@@ -592,7 +655,8 @@ def make_synthetic(
         raise
     if verbose:
         print(f"wrote {out} ({total} images, {w}x{h}, seed {seed}) in {stats['seconds']:.1f} s")
-        print(format_statistics(stats))
+        print(format_statistics(stats) if kind == "longtail" else f"{num_classes} classes, class-balanced "
+              f"({designs[0].train_images} training images each)")
     return out
 
 

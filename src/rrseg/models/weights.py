@@ -159,6 +159,30 @@ def _safe_filter(sd: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
         return sd  # an unusual layout: let the shape check below report exactly what does not fit
 
 
+PACKAGED_PREFIX = "rrseg:"
+
+
+def packaged_weights() -> dict[str, Path]:
+    """Weights shipped inside the package (``src/rrseg/models/pretrained/NAME.safetensors``), by name."""
+    from importlib import resources
+
+    folder = resources.files("rrseg") / "models" / "pretrained"
+    if not folder.is_dir():
+        return {}
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".safetensors")}
+
+
+def resolve_weights(path: str | os.PathLike) -> str | os.PathLike:
+    """``"rrseg:NAME"`` -> the packaged file of that name (see ``packaged_weights``); anything else unchanged."""
+    if not (isinstance(path, str) and path.startswith(PACKAGED_PREFIX)):
+        return path
+    name = path[len(PACKAGED_PREFIX):]
+    known = packaged_weights()
+    if name not in known:
+        raise RRSegError(f"{path}: no packaged weights of that name; packaged: {', '.join(sorted(known)) or '(none)'}")
+    return known[name]
+
+
 def load_pretrained(
     module: nn.Module,
     path: str | os.PathLike,
@@ -168,12 +192,15 @@ def load_pretrained(
 ) -> LoadResult:
     """Load local weights into ``module`` (a Segmentor, a ``TimmBackbone`` or any nn.Module).
 
+    ``path``: a file or folder, or ``"rrseg:NAME"`` for weights shipped with the package (the demo's
+    backbone pretrained on the class-balanced synthetic set: ``rrseg:demo_small_backbone``).
     ``source``: "auto" (detected from the keys), "rrseg", "mmseg", "timm" or "hf". Backbone-only weights
     (timm, HF) loaded into a Segmentor go to ``module.backbone.model``. Raises RRSegError on unreadable
     files, on any shape mismatch (naming the key and both shapes), and when nothing matches at all.
     """
     if source not in ("auto", "rrseg", "mmseg", "timm", "hf"):
         raise RRSegError(f"weights source must be auto, rrseg, mmseg, timm or hf, got {source!r}")
+    path = resolve_weights(path)
     sd = read_state_dict(path)
     kind = _detect(sd, module) if source == "auto" else source
 
