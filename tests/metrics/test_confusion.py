@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rrseg.metrics import ConfusionMatrix, SegMetrics
 
@@ -306,7 +307,7 @@ _SYNCING_OPS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_
                 "_unique", "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave", "equal"}
 
 
-class _HostSyncSpy(torch.utils._python_dispatch.TorchDispatchMode):
+class _HostSyncSpy(TorchDispatchMode):
     """Records every ATen op that would synchronise the host with a GPU (works on the CPU)."""
 
     def __init__(self) -> None:
