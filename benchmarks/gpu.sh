@@ -6,6 +6,9 @@
 # Parts, each under its own `timeout` (a part that overruns is stopped and the next one still runs; the
 # report is rewritten after every part, so a cut-short call still leaves every table finished so far):
 #   env     torch / CUDA / GPUs / timm / smp / commit                                     budget  30 s
+#   checks  no host sync under torch.cuda.set_sync_debug_mode("error"): RegionRebalance forward + backward
+#           (batch, per image), ConfusionMatrix.update (and = CPU result), today's path for reference
+#           (benchmarks/gpu_checks.py)                                                     budget  30 s
 #   branch  RR's branch alone, forward + backward, batch 8 x 512^2 features [8,512,128,128]: released
 #           (upsample + one-hot) vs today's (region_pool, present regions) vs the new path
 #           (RegionRebalance.forward); bf16 at 150 and 847 classes, batch and per-image pooling; fp16 at 150
@@ -20,19 +23,20 @@
 #           RR off / on interleaved, median of 6 steps each after 2 warm-up, peak memory; one pass per
 #           (dtype, model) (benchmarks/gpu_models.py); gets whatever is left of TOTAL (285 s): no new pass
 #           starts in its last 30 s                                                       budget ~130-200 s
-# Estimated on an H100/H200 (from the H100 run: Swin-T 159 ms, R50 126 ms, HR48 156 ms per bf16 step with
-# cudnn autotuning and build costing ~15 s per model; the others guessed from size): env 5-10 s (+ ~5 s of
-# wheel install); branch 15-25 s (CUDA start + 7 cases x 3 paths x 23 passes of a few ms; the released path
-# at 847 classes ~30 ms a pass); train 30-45 s (torchrun + imports ~10 s, data ~3 s, 20 its ~5 s incl.
-# autotuning, eval + checkpoint + report ~10 s); models 130-170 s (steps: Swin-T 0.16, ConvNeXt-T 0.08,
-# Swin-B ~0.3, BEiT-B@640 ~0.4, R50 0.13, HR48 0.16, BEiT-L@640 ~1 s; x 14 steps x 2 dtypes = ~65 s, plus
-# 5-8 s of build on the device + cudnn autotuning per pass x 14). Total ~200-265 s, under 5 min; if the
-# models part runs out, the fp16 passes of the last families (BEiT-L first) are the ones left out, and
-# their rows say so.
-# Dry run (this project's 2-core shared CPU, 2026-12-02): env 6-9 s, branch 5-6 s, train 20-35 s (two gloo
-# ranks), models 12-20 s; 45-75 s in all with the machine's load. Its end-to-end test is opt-in for that
-# reason: RRSEG_SLOW=1 pytest tests/models/test_gpu_bench_script.py -k dry_run (the suite checks that the
-# script parses, one tiny model pass, the report's sections in every part state, and the branch paths).
+# Estimated on an H100/H200 (from the H100 run: Swin-T 159 ms, R50 126 ms, HR48 156 ms per bf16 step, with
+# build + cudnn autotuning ~15 s per model; the other families guessed from their size):
+#   wheels ~5 s; env 5-10 s; checks 5-10 s; branch 15-25 s (CUDA start + 7 cases x 3 paths x 23 passes of a
+#   few ms; the released path at 847 classes ~30 ms a pass); train 30-45 s (torchrun + imports ~10 s, data
+#   ~3 s, 20 its ~5 s with autotuning, eval + checkpoint + report ~10 s); models 130-170 s (steps: Swin-T
+#   0.16, ConvNeXt-T 0.08, Swin-B ~0.3, BEiT-B@640 ~0.4, R50 0.13, HR48 0.16, BEiT-L@640 ~1 s; x 14 steps x
+#   2 dtypes = ~65 s, plus 5-8 s of build on the device + autotuning per pass x 14).
+#   Total ~200-265 s, under 5 min. If the models part runs short, the fp16 passes of the last families
+#   (BEiT-L first) are left out, and their rows say so.
+# Dry run (this project's 2-core shared CPU, 2026-12-02): env 6-9 s, checks 4-5 s, branch 5-6 s, train
+# 20-35 s (two gloo ranks), models 12-20 s; 50-80 s in all with the machine's load. Its end-to-end test is
+# opt-in for that reason: RRSEG_SLOW=1 pytest tests/models/test_gpu_bench_script.py -k dry_run (the suite
+# checks that the script parses, one tiny model pass, the report's sections in every part state, and that
+# the branch paths compute the same loss).
 # Give the device call a timeout_s of about 330 (TOTAL 285 s + interpreter and wheel start-up).
 # Needs python3 with torch (+ CUDA), numpy, pyyaml, pillow, rich, matplotlib, safetensors, huggingface_hub;
 # timm and segmentation-models-pytorch travel as wheels in benchmarks/wheels/ (pure Python, installed
@@ -94,19 +98,22 @@ if [ "$DRY" = 1 ]; then
   BRANCH=(--batch 2 --size 64 --channels 32 --warmup 1 --reps 1)
   TRAIN=(--dry-run)
   MODELS=(--tiny --batch 2 --size 64 --beit-size 64 --warmup 1 --steps 1)
-  B_ENV=60 B_BRANCH=90 B_TRAIN=150
+  B_ENV=60 B_CHECKS=60 B_BRANCH=90 B_TRAIN=150
   TOTAL="${GPU_SH_TOTAL_S:-600}"
 else
   DEV=(--device cuda)
   BRANCH=(--batch 8 --size 512 --channels 512 --warmup 3 --reps 20)
   TRAIN=()
   MODELS=(--batch 8 --size 512 --beit-size 640 --warmup 2 --steps 6)
-  B_ENV=30 B_BRANCH=40 B_TRAIN=75
+  B_ENV=30 B_CHECKS=30 B_BRANCH=40 B_TRAIN=75
 fi
 # budgets can be overridden (e.g. to check that a part stopped at its budget leaves the others running)
-B_ENV="${GPU_SH_B_ENV:-$B_ENV}" B_BRANCH="${GPU_SH_B_BRANCH:-$B_BRANCH}" B_TRAIN="${GPU_SH_B_TRAIN:-$B_TRAIN}"
+B_ENV="${GPU_SH_B_ENV:-$B_ENV}" B_CHECKS="${GPU_SH_B_CHECKS:-$B_CHECKS}"
+B_BRANCH="${GPU_SH_B_BRANCH:-$B_BRANCH}" B_TRAIN="${GPU_SH_B_TRAIN:-$B_TRAIN}"
 
 part env "$B_ENV" "$PY" benchmarks/gpu_report.py env --work "$WORK"
+part checks "$B_CHECKS" "$PY" benchmarks/gpu_checks.py "${DEV[@]}" --out "$WORK/checks.md" \
+  --json "$WORK/checks.json"
 part branch "$B_BRANCH" "$PY" benchmarks/rr_branch.py "${DEV[@]}" "${BRANCH[@]}" --classes 150 847 \
   --amp bf16 fp16 --out "$WORK/branch.md" --json "$WORK/branch.json"
 part train "$B_TRAIN" "$PY" benchmarks/gpu_train.py "${TRAIN[@]}" --work "$WORK/train" \

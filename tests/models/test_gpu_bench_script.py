@@ -1,6 +1,6 @@
 """benchmarks/gpu.sh is run once, on a GPU machine: make sure its pieces run (here on CPU, tiny).
 
-The whole script's dry run (`bash benchmarks/gpu.sh --dry-run`, ~75 s on the 2-core CPU: every part at tiny
+The whole script's dry run (`bash benchmarks/gpu.sh --dry-run`, 50-80 s on the 2-core CPU: every part at tiny
 sizes, the training part through torchrun with two gloo ranks) is too slow for the suite; run it by hand after
 changing any of the GPU scripts. Here: the script parses, the models part runs one tiny model, the report
 has every section whatever state the parts ended in, and the branch benchmark's paths compute the same loss.
@@ -19,6 +19,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
+TITLES = ("## Goals (issue 14)", "## 1. Model families", "## 2. RR branch alone", "## 3. `rrseg train`",
+          "## 4. Host synchronisations", "## Time per part")
 
 
 def test_gpu_sh_parses():
@@ -60,10 +62,9 @@ def test_report_has_every_section_whatever_the_parts_did(tmp_path):
     # nothing ran yet: every section is there and says so
     text = _report(tmp_path, dry_run=True)
     assert "**DRY RUN**" in text
-    for title in ("## Goals (issue 14)", "## 1. Model families", "## 2. RR branch alone", "## 3. `rrseg train`",
-                  "## Time per part"):
+    for title in TITLES:
         assert text.count(title) == 1, title
-    assert text.count("not run (yet)") == 3
+    assert text.count("not run (yet)") == 4
 
     # models finished; the branch stopped at its budget after one case; training failed
     status("env", 0, 4, 30)
@@ -82,8 +83,16 @@ def test_report_has_every_section_whatever_the_parts_did(tmp_path):
     (tmp_path / "branch.log").write_text("bf16 C=150 per_image=False: 0.4 s\n")
     status("train", 1, 12, 75)
     (tmp_path / "train.log").write_text("RuntimeError: NCCL error\n")
+    status("checks", 0, 5, 30)
+    (tmp_path / "checks.json").write_text(json.dumps([
+        {"what": "ConfusionMatrix.update", "sync": "none", "check": ""},
+        {"what": "RegionRebalance forward + backward", "sync": "**sync**: aten.nonzero", "check": ""},
+        {"what": "today's path", "sync": "**sync**: aten.nonzero", "check": "expected to sync"}]))
     text = _report(tmp_path)
     assert "**DRY RUN**" not in text and "not run (yet)" not in text
+    assert "| no host sync: ConfusionMatrix.update | none | yes |" in text
+    assert "| no host sync: RegionRebalance forward + backward | **sync**: aten.nonzero | **no** |" in text
+    assert "no host sync: today" not in text  # the reference row is no goal
     assert "| upernet_swin_t | 159 |" in text and "| bf16 | 150 |" in text  # the partial table is kept
     assert "**stopped at its time budget (40 s)**" in text and "bf16 C=150 per_image=False" in text
     assert "**failed** (exit 1) after 12 s" in text and "RuntimeError: NCCL error" in text
@@ -134,7 +143,7 @@ def test_branch_paths_compute_the_same_loss(per_image):
     assert ref_grad.abs().max() > 1e-5  # the gradient reaches the features
 
 
-@pytest.mark.skipif(os.environ.get("RRSEG_SLOW") != "1", reason="45-75 s on the 2-core CPU: set RRSEG_SLOW=1")
+@pytest.mark.skipif(os.environ.get("RRSEG_SLOW") != "1", reason="50-80 s on the 2-core CPU: set RRSEG_SLOW=1")
 def test_gpu_sh_dry_run_end_to_end(tmp_path):
     # the whole script as it runs on the GPU machine, at tiny sizes on the CPU (gloo instead of NCCL)
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
@@ -143,10 +152,10 @@ def test_gpu_sh_dry_run_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (tmp_path / "gpu.md").read_text()
     assert "**DRY RUN**" in text and (tmp_path / "gpu.log").is_file()
-    for title in ("## Goals (issue 14)", "## 1. Model families", "## 2. RR branch alone", "## 3. `rrseg train`",
-                  "## Time per part"):
+    for title in TITLES:
         assert text.count(title) == 1, title
-    assert text.count("Status: finished in") == 3, text
+    assert text.count("Status: finished in") == 4, text
+    assert "| ConfusionMatrix.update (150 classes, 4 x 128^2) | none | equal to the CPU result |" in text
     assert "**bf16 autocast**" in text and "**fp16 autocast**" in text
     for model in ("upernet_swin_tiny", "deeplabv3plus_tiny", "ocrnet_tiny", "upernet_convnext_tiny",
                   "upernet_beit_tiny"):
