@@ -37,7 +37,9 @@ def zipf_counts(num_classes: int = NUM_CLASSES, top: int = 11588) -> list[int]:
     return [max(1, int(top * (c + 1) ** -1.1)) for c in range(num_classes)]
 
 
-def make_labels(batch: int, size: int, seed: int = 0, classes_per_image: int = 12) -> torch.Tensor:
+def make_labels(
+    batch: int, size: int, seed: int = 0, classes_per_image: int = 12, num_classes: int = NUM_CLASSES
+) -> torch.Tensor:
     """Voronoi-like label maps: each pixel takes the class of its nearest of ``classes_per_image`` seeds."""
     g = torch.Generator().manual_seed(seed)
     grid = max(8, size // 8)
@@ -45,7 +47,7 @@ def make_labels(batch: int, size: int, seed: int = 0, classes_per_image: int = 1
     maps = []
     for _ in range(batch):
         pts = torch.rand(classes_per_image, 2, generator=g) * grid
-        cls = torch.randperm(NUM_CLASSES, generator=g)[:classes_per_image]
+        cls = torch.randperm(num_classes, generator=g)[:classes_per_image]
         d = (ys[None] - pts[:, 0, None, None]) ** 2 + (xs[None] - pts[:, 1, None, None]) ** 2
         maps.append(cls[d.argmin(0)])
     labels = torch.stack(maps)[:, None].float()
@@ -62,8 +64,17 @@ def make_optimizer(model: torch.nn.Module, kind: str) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
 
 
-def train_step(model, optimizer, images, labels, use_rr: bool, amp_dtype: torch.dtype | None = None) -> float:
-    """One training step; returns the loss value (forcing completion of the step)."""
+def train_step(
+    model,
+    optimizer,
+    images,
+    labels,
+    use_rr: bool,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """One training step; returns the loss value (forcing completion of the step). With ``scaler`` (fp16) the
+    loss is scaled and the step skipped on overflow, as the trainer does."""
     device_type = images.device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         out = model(images)
@@ -75,8 +86,13 @@ def train_step(model, optimizer, images, labels, use_rr: bool, amp_dtype: torch.
         if use_rr:
             loss = loss + model.rebalance(out, labels)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return float(loss.detach())
 
 

@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rrseg.metrics import ConfusionMatrix, SegMetrics
 
@@ -296,3 +297,93 @@ def test_all_reduce_in_two_process_gloo_group(tmp_path, subprocess_env):
         np.testing.assert_array_equal(np.load(tmp_path / f"rank{rank}.npy"), single)
     # the ranks really had different shares: neither share alone equals the total
     assert not np.array_equal(accumulate(batches[0::2]).mat.numpy(), single)
+
+
+# --- the sync-free path (validate_args=False, the default off the CPU) ----------------------------------
+
+# ATen ops that make the host wait for the device: reading a value (.item(), bool(), int(), .tolist()), or an
+# output whose size depends on the data. bincount is listed because on CUDA it reads its input's maximum.
+_SYNCING_OPS = {"_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "bincount", "unique",
+                "_unique", "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave", "equal"}
+
+
+class _HostSyncSpy(TorchDispatchMode):
+    """Records every ATen op that would synchronise the host with a GPU (works on the CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name.split("::")[-1]
+        bool_index = name in ("index", "index_put", "index_put_") and any(
+            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1] if i is not None
+        )
+        if name in _SYNCING_OPS or bool_index:
+            self.syncs.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _spy_updates(cm: ConfusionMatrix, batches) -> list[str]:
+    with _HostSyncSpy() as spy:
+        for pred, label in batches:
+            cm.update(pred, label)
+    return spy.syncs
+
+
+def test_default_validation_follows_the_device():
+    assert ConfusionMatrix(3).validate_args is True  # CPU: the synchronous check with the named error
+    assert ConfusionMatrix(3, device="meta").validate_args is False  # any other device: asynchronous
+    assert ConfusionMatrix(3, validate_args=False).validate_args is False
+
+
+def test_async_update_makes_no_host_sync():
+    batches = random_batches(seed=6)
+    batches.append((batches[0][0].to(torch.uint8), batches[0][1].to(torch.uint8)))  # as read from PNG
+    assert _spy_updates(ConfusionMatrix(C, IGNORE, validate_args=False), batches) == []
+    # the spy does catch the checked path's syncs (bool(valid.all()), the boolean index, int(min), bincount)
+    syncs = _spy_updates(ConfusionMatrix(C, IGNORE, validate_args=True), batches)
+    assert any("_local_scalar_dense" in s for s in syncs) and any("bincount" in s for s in syncs)
+
+
+def test_async_update_traces_as_one_graph_without_recompiling():
+    # fullgraph=True fails on any graph break, and a host sync or a data-dependent shape is one
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    cm = ConfusionMatrix(C, IGNORE, validate_args=False)
+    compiled = torch.compile(cm.update, fullgraph=True, backend="eager", dynamic=False)
+    batches = random_batches(seed=7, shapes=[(2, 12, 16)] * 3)
+    batches[1][1][:, :6] = IGNORE  # batches differ in their classes and ignored pixels, not in shape
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for pred, label in batches:
+            compiled(pred, label)
+    assert torch.equal(cm.mat, accumulate(batches).mat)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("ignore", [IGNORE, 0, -1])
+def test_async_update_equals_checked_update(ignore):
+    batches = random_batches(seed=8)
+    if ignore != IGNORE:  # move the ignored pixels to another ignore value; class `ignore` is then never counted
+        batches = [(p, torch.where(l == IGNORE, ignore, l)) for p, l in batches]
+    batches.append((torch.tensor([[0, 9]]), torch.tensor([[1, ignore]])))  # out-of-range prediction, ignored
+    batches.append((torch.zeros(2, 3, dtype=torch.long), torch.full((2, 3), ignore)))  # all ignored
+    batches.append((torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3, dtype=torch.long)))  # empty
+    checked = ConfusionMatrix(C, ignore, validate_args=True)
+    fast = ConfusionMatrix(C, ignore, validate_args=False)
+    for pred, label in batches:
+        checked.update(pred, label)
+        fast.update(pred, label)
+    assert checked.mat.sum() > 0 and fast.mat.dtype == torch.int64
+    assert torch.equal(fast.mat, checked.mat)
+
+
+@pytest.mark.parametrize(("pred", "label"), [([0, 1, 3], [0, 1, 2]), ([0, 1, -1], [0, 1, 2]),
+                                             ([0, 1, 2], [0, 1, 3]), ([0, 1, 2], [0, 1, -1])])
+def test_async_update_asserts_on_bad_values(pred, label):
+    # on the CPU the asynchronous assertion raises at once; on a GPU it is a device-side assert
+    cm = ConfusionMatrix(3, validate_args=False)
+    with pytest.raises(RuntimeError, match=r"outside \[0, 3\).*validate_args=True"):
+        cm.update(torch.tensor(pred), torch.tensor(label))
+    assert int(cm.mat.sum()) == 0

@@ -97,9 +97,10 @@ def metric_case(draw):
 
 @SETTINGS
 @given(case=metric_case())
-def test_confusion_matrix_against_numpy(case):
+@pytest.mark.parametrize("validate", [True, False])
+def test_confusion_matrix_against_numpy(case, validate):
     num_classes, ignore_index, batches = case
-    cm = ConfusionMatrix(num_classes, ignore_index)
+    cm = ConfusionMatrix(num_classes, ignore_index, validate_args=validate)  # both the checked and the sync-free path
     for pred, label in batches:
         cm.update(pred, label)
     mat = reference_matrix(batches, num_classes, ignore_index)

@@ -139,14 +139,28 @@ class ConfusionMatrix:
 
     ``update`` takes predicted class indices and labels of the same shape ([H, W] or [B, H, W]); pixels
     whose label equals ``ignore_index`` are skipped. ``compute`` gives a :class:`SegMetrics`.
+
+    ``validate_args`` chooses how values outside ``[0, num_classes)`` on labelled pixels are caught. True:
+    a synchronous check that raises a ``ValueError`` naming the label or the prediction. False: no host
+    synchronisation at all (a GPU evaluation loop keeps its queue full); one asynchronous device-side
+    assertion guards the range instead, and a bad value stops the process with a device error, not a
+    ``ValueError``. None (default): True on the CPU, where the check costs nothing, False elsewhere; pass
+    True to debug bad labels on a GPU.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        device: torch.device | str = "cpu",
+        validate_args: bool | None = None,
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        self.validate_args = self.mat.device.type == "cpu" if validate_args is None else bool(validate_args)
 
     def reset(self) -> None:
         self.mat.zero_()
@@ -155,9 +169,18 @@ class ConfusionMatrix:
     def update(self, pred: Tensor, label: Tensor) -> None:
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != label shape {tuple(label.shape)}")
-        c = self.num_classes
         label = label.to(self.mat.device).reshape(-1)
         pred = pred.to(self.mat.device).reshape(-1)
+        if label.numel() == 0:  # a static shape: no synchronisation
+            return
+        if self.validate_args:
+            self._update_checked(pred, label)
+        else:
+            self._update_async(pred, label)
+
+    def _update_checked(self, pred: Tensor, label: Tensor) -> None:
+        """Drop ignored pixels, check the range on the host (clear error), bincount."""
+        c = self.num_classes
         valid = label != self.ignore_index
         if not bool(valid.all()):
             label, pred = label[valid], pred[valid]
@@ -173,6 +196,27 @@ class ConfusionMatrix:
             what = "label" if int(label.min()) < 0 or int(label.max()) >= c else "prediction"
             raise ValueError(f"{what} value outside [0, {c}) and not ignore_index={self.ignore_index}")
         self.mat += torch.bincount(label * c + pred, minlength=c * c).view(c, c)
+
+    def _update_async(self, pred: Tensor, label: Tensor) -> None:
+        """Static shapes only: ignored pixels go to one spare histogram bin instead of being filtered out
+        (a boolean index needs the host to know how many remain), and the histogram is a fixed-size
+        ``index_add_`` (``bincount`` reads its input's maximum on the host on CUDA)."""
+        c = self.num_classes
+        valid = label != self.ignore_index
+        code_dtype = torch.int32 if c * c + 1 < 2**31 else torch.int64
+        label = label.to(code_dtype)
+        pred = pred.to(code_dtype)
+        in_range = (label >= 0) & (label < c) & (pred >= 0) & (pred < c)
+        torch._assert_async(
+            (in_range | ~valid).all(),
+            f"ConfusionMatrix.update: a label or prediction outside [0, {c}) on a pixel that is not "
+            f"ignore_index={self.ignore_index} (ConfusionMatrix(validate_args=True) names which)",
+        )
+        # out-of-range pixels also go to the spare bin, so a bad value can never index outside the histogram
+        code = torch.where(valid & in_range, label * c + pred, c * c)
+        hist = torch.zeros(c * c + 1, dtype=torch.int64, device=self.mat.device)
+        hist.index_add_(0, code, torch.ones((), dtype=torch.int64, device=hist.device).expand(code.numel()))
+        self.mat += hist[: c * c].view(c, c)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         if other.num_classes != self.num_classes:
