@@ -13,7 +13,7 @@ import pytest
 from torch import nn
 
 from rrseg.errors import RRSegError
-from rrseg.models import build_model, get_model_factory, list_models, model_options
+from rrseg.models import ModelVariant, build_model, get_model_factory, list_models, model_options, register_variants
 
 OPTIONS = {
     "deeplabv3plus_r101": {"output_stride": 8, "channels": 512, "aux_head": True, "atrous_rates": None,
@@ -85,3 +85,22 @@ def test_option_errors_are_one_line():
     # a factory called directly refuses an unknown option as any Python function does
     with pytest.raises(TypeError, match="img_sise"):
         get_model_factory("upernet_swin_tiny")(4, img_sise=64)
+
+
+def test_a_variant_table_typo_fails_at_registration():
+    def builder(name: str, num_classes: int, *, backbone: object, channels: int, rebalance: object) -> None:
+        raise AssertionError("never built")
+
+    bad = {
+        "chanels not taken by builder": ModelVariant("x", arch=dict(backbone=None), options=dict(chanels=8)),
+        "channels missing for builder": ModelVariant("x", arch=dict(backbone=None), options={}),
+        r"channels set twice \(arch and options\)": ModelVariant(
+            "x", arch=dict(backbone=None, channels=8), options=dict(channels=8)
+        ),
+    }
+    for message, variant in bad.items():
+        with pytest.raises(ValueError, match=f"^model variant '_bad_tiny': {message}$"):
+            register_variants(builder, {"_bad_tiny": variant})
+    with pytest.raises(ValueError, match="registered twice"):
+        register_variants(builder, {"ocrnet_tiny": ModelVariant("x", dict(backbone=None), dict(channels=8))})
+    assert "_bad_tiny" not in list_models()
