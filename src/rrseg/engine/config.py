@@ -71,7 +71,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "upernet_swin_t"
     num_classes: int = 0  # 0: take it from the training dataset
-    pretrained: str | None = None  # local file only (timm / safetensors / HF / mmseg checkpoint)
+    # a local file (timm / safetensors / HF / mmseg checkpoint), rrseg:NAME (packaged), or timm / timm:TAG
+    # (the backbone's timm weights through timm's hub download and cache)
+    pretrained: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # passed to build_model
 
 
