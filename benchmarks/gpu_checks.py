@@ -105,7 +105,7 @@ def main() -> int:
                      "sync": no_sync(step, device), "check": ""})
     layers = BranchLayers(64, c, zipf_counts()).to(device).train()
     f = feats.clone().requires_grad_(True)
-    rows.append({"what": "today's path (region_pool, present regions), for reference",
+    rows.append({"what": "previous path (present regions, `_previous_region_pool.py`), for reference",
                  "sync": no_sync(lambda: todays_rr_loss(layers, f, labels).backward(), device),
                  "check": "expected to sync"})
 

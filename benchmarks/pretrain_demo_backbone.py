@@ -28,7 +28,7 @@ from rrseg.engine.config import load_config
 from rrseg.engine.demo import DEMO_CONFIG
 from rrseg.engine.trainer import Trainer
 
-PACKAGED = Path(__file__).resolve().parents[1] / "src" / "rrseg" / "models" / "pretrained" / "demo_small_backbone.safetensors"
+PACKAGED = Path(__file__).resolve().parents[1] / "src/rrseg/models/pretrained/demo_small_backbone.safetensors"
 DATASET = {"num_classes": 24, "num_train": 2000, "num_val": 200, "size": (128, 96), "seed": 0}
 
 

@@ -7,7 +7,8 @@ ignored). Values do not change the cost, so the features are random. Three paths
   released  the released code: upsample the reduced features to the label size, a pixels x classes one-hot,
             matmul (``rr_overhead.released_rr_loss``); batch pooling only
   today     the present-regions path as ``RegionRebalance`` ran it before the static-shape rewrite: the
-            public ``region_pool`` (K present regions, data-dependent shapes, host syncs) + the branch layers
+            ``region_pool`` of that version (K present regions, data-dependent shapes, host syncs; frozen in
+            ``_previous_region_pool.py``) + the branch layers
             (``todays_rr_loss`` below, a copy of that ``region_logits`` / ``forward``)
   new       ``rrseg.rebalance.RegionRebalance.forward`` itself, whatever this checkout's version is
 
@@ -36,9 +37,10 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _model_step import make_labels, zipf_counts
+from _previous_region_pool import previous_region_pool
 from rr_overhead import released_rr_loss
 
-from rrseg.rebalance import ClassCounts, RegionRebalance, region_pool
+from rrseg.rebalance import ClassCounts, RegionRebalance
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 
@@ -72,7 +74,8 @@ def todays_rr_loss(rr: BranchLayers, features: Tensor, labels: Tensor) -> Tensor
     if not torch.is_autocast_enabled(features.device.type):
         features = features.to(conv.weight.dtype)
     reduced = bn(torch.matmul(conv.weight.flatten(1), features.flatten(2)).view(b, -1, h, w))
-    regions = region_pool(reduced, labels, rr.num_classes, rr.ignore_index, rr.per_image, rr.align_corners)
+    regions = previous_region_pool(reduced, labels, rr.num_classes, rr.ignore_index, rr.per_image,
+                                   rr.align_corners)
     logits = rr.classifier(rr.dropout(rr.gain(regions.features)))
     logits = logits + rr.log_prior.to(logits.dtype)
     if regions.labels.numel() == 0:
@@ -163,7 +166,8 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, device: torch.device
         f"RR branch alone, forward + backward to the features {shape} (labels {args.batch} x {args.size}x"
         f"{args.size}, ~12 classes per image, 5 % ignored), {where}, torch {torch.__version__}; median of "
         f"{args.reps} after {args.warmup} warm-up; memory = peak added over the inputs. released = upsample + "
-        "one-hot; today = present regions through `region_pool` (host syncs, data-dependent shapes); new = "
+        "one-hot; today = present regions through the previous `region_pool` (host syncs, data-dependent "
+        "shapes); new = "
         "`RegionRebalance.forward` of this checkout.",
         "",
         "| autocast | classes | pooling | released | today | new | speed-up, new over today |",

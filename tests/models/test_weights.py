@@ -389,7 +389,8 @@ def test_packaged_demo_backbone_loads_by_name():
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         first = f.get_tensor("conv1.0.weight")
-    assert meta["recipe"] == "benchmarks/pretrain_demo_backbone.py" and json.loads(meta["dataset"])["kind"] == "pretrain"
+    assert meta["recipe"] == "benchmarks/pretrain_demo_backbone.py"
+    assert json.loads(meta["dataset"])["kind"] == "pretrain"
     model = build_model("deeplabv3plus_small", num_classes=30, pretrained="rrseg:demo_small_backbone")
     torch.testing.assert_close(model.backbone.model.conv1[0].weight, first, rtol=0, atol=0)
     scratch = build_model("deeplabv3plus_small", num_classes=30)
