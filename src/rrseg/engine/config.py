@@ -160,6 +160,8 @@ class EvalConfig:
     flip: bool = False
     batch_size: int = 1
     group_sizes: list[int] | None = None  # frequent / common sizes; default: ADE20K fractions 20/55/75 of 150
+    # frequency groups ranked by region (image) count, by pixel count (pixel_frequent / ...), or both
+    group_by: str = "region"
 
 
 @dataclass
@@ -200,6 +202,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.region.prior": ("region", "pixel", "none"),
     "optim.type": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
+    "eval.group_by": ("region", "pixel", "both"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),
 }
