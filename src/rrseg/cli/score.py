@@ -32,8 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from rrseg.data.labels import read_class_names
     from rrseg.engine.score import score_folders
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_write_json
@@ -52,14 +51,7 @@ def run(args: argparse.Namespace) -> int:
             ranked_groups(counts.image_counts, counts.pixel_counts, group_by)
         except RRSegError as e:
             raise RRSegError(f"--group-by {group_by}: --counts {args.counts}: {e}") from None
-    names = None
-    if args.class_names:
-        path = Path(args.class_names)
-        if not path.is_file():
-            raise RRSegError(f"{path}: class-names file not found")
-        names = [n.strip() for n in path.read_text().splitlines() if n.strip()]
-        if len(names) != args.num_classes:
-            raise RRSegError(f"{path}: {len(names)} class names, but --num-classes is {args.num_classes}")
+    names = read_class_names(args.class_names, args.num_classes) if args.class_names else None
     metrics, n = score_folders(args.pred_dir, args.gt_dir, args.num_classes, args.reduce_zero_label,
                                args.ignore_index, args.workers)
     report = build_report(metrics, names, None if counts is None else counts.image_counts,
