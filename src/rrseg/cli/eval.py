@@ -57,6 +57,17 @@ def run(args: argparse.Namespace) -> int:
     info = setup(args.device)
     train_ds, val_ds, _, _ = build_datasets(cfg)
     num_classes = cfg.model.num_classes or val_ds.num_classes
+    model = build_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
+    state, meta = ckpt.read_weights(file)
+    try:
+        load_into(model, state, str(file))
+    except RRSegError as e:  # say which model the checkpoint holds, when its metadata tells
+        config = meta.get("config")
+        trained = config.get("model", {}).get("name") if isinstance(config, dict) else None
+        if not trained or trained == cfg.model.name:
+            raise
+        raise RRSegError(f"{e} (the checkpoint holds a {trained}, the config builds a {cfg.model.name})") from None
+    model.to(info.device).eval()
     counts = None
     if cfg.loss.counts:
         counts = ClassCounts.load(cfg.loss.counts, num_classes)
@@ -70,17 +81,6 @@ def run(args: argparse.Namespace) -> int:
         counts, _ = compute_stats(train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
                                   getattr(train_ds, "ignore_index", 255))
     eval_groups(cfg, counts)  # eval.group_by / group_sizes checked before the evaluation
-    model = build_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
-    state, meta = ckpt.read_weights(file)
-    try:
-        load_into(model, state, str(file))
-    except RRSegError as e:  # say which model the checkpoint holds, when its metadata tells
-        config = meta.get("config")
-        trained = config.get("model", {}).get("name") if isinstance(config, dict) else None
-        if not trained or trained == cfg.model.name:
-            raise
-        raise RRSegError(f"{e} (the checkpoint holds a {trained}, the config builds a {cfg.model.name})") from None
-    model.to(info.device).eval()
     loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.eval.batch_size, collate_fn=collate,
                                          sampler=ShardSampler(len(val_ds), info.rank, info.world_size),
                                          num_workers=min(cfg.data.workers, 2))
