@@ -9,11 +9,20 @@ ConvNeXt (``upernet``), BEiT UPerNet (``beit``); ``list_models()`` gives every n
 """
 
 from rrseg.models import beit, deeplabv3plus, ocrnet, upernet  # noqa: F401  (register the factories)
-from rrseg.models.registry import build_model, get_model_factory, list_models, model_options, register_model
+from rrseg.models.registry import (
+    ModelVariant,
+    build_model,
+    get_model_factory,
+    list_models,
+    model_options,
+    register_model,
+    register_variants,
+)
 from rrseg.models.segmentor import Segmentor, build_rebalance
 from rrseg.models.weights import load_pretrained
 
 __all__ = [
+    "ModelVariant",
     "Segmentor",
     "build_model",
     "build_rebalance",
@@ -22,4 +31,5 @@ __all__ = [
     "load_pretrained",
     "model_options",
     "register_model",
+    "register_variants",
 ]

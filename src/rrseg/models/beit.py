@@ -10,9 +10,12 @@ give mmseg's layer-wise lr-decay ids (embeddings 0, block i -> i + 1, neck and h
 
 from __future__ import annotations
 
-from rrseg.models.backbones import beit_backbone
+from collections.abc import Callable
+from functools import partial
+
+from rrseg.models.backbones import TimmBackbone, beit_backbone
 from rrseg.models.necks import Feature2Pyramid
-from rrseg.models.registry import register_model
+from rrseg.models.registry import ModelVariant, register_variants
 from rrseg.models.segmentor import RebalanceSpec, Segmentor
 from rrseg.models.upernet import build_upernet
 
@@ -47,98 +50,74 @@ def build_beit_upernet(
     )
 
 
-@register_model
-def upernet_beit_b(
+def _create_beit_upernet(
+    name: str,
     num_classes: int,
     *,
-    img_size: int = 640,
-    drop_path_rate: float = 0.1,
-    channels: int = 768,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
+    backbone: Callable[..., TimmBackbone],
+    aux_channels: int,
+    img_size: int,
+    drop_path_rate: float,
+    channels: int,
+    aux_head: bool,
+    dropout: float,
+    rebalance: RebalanceSpec,
 ) -> Segmentor:
-    """BEiT-B UPerNet (timm ``beit_base_patch16_224`` layout at ``img_size``), blocks (3, 5, 7, 11)."""
-    backbone = beit_backbone(
-        "beit_base_patch16_224",
-        img_size=img_size,
-        indices=(3, 5, 7, 11),
-        drop_path_rate=drop_path_rate,
-        init_values=0.1,
-    )
+    """Every variant's builder: ``backbone(img_size=, drop_path_rate=)`` under the pyramid neck and UPerNet."""
     return build_beit_upernet(
-        "upernet_beit_b",
-        backbone,
+        name,
+        backbone(img_size=img_size, drop_path_rate=drop_path_rate),
         num_classes,
         channels=channels,
         aux_head=aux_head,
         dropout=dropout,
         rebalance=rebalance,
+        aux_channels=aux_channels,
     )
 
 
-@register_model
-def upernet_beit_l(
-    num_classes: int,
-    *,
-    img_size: int = 640,
-    drop_path_rate: float = 0.2,
-    channels: int = 1024,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
-) -> Segmentor:
-    """BEiT-L UPerNet (timm ``beit_large_patch16_224`` layout at ``img_size``), blocks (7, 11, 15, 23)."""
-    backbone = beit_backbone(
-        "beit_large_patch16_224",
-        img_size=img_size,
-        indices=(7, 11, 15, 23),
-        drop_path_rate=drop_path_rate,
-        init_values=1e-6,
-    )
-    return build_beit_upernet(
-        "upernet_beit_l",
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-    )
+# BEiT's ADE20K 640x640 settings (BEiT-B), in model_options' order
+_OPTIONS = dict(img_size=640, drop_path_rate=0.1, channels=768, aux_head=True, dropout=0.1)
 
-
-@register_model
-def upernet_beit_tiny(
-    num_classes: int,
-    *,
-    img_size: int = 64,
-    drop_path_rate: float = 0.1,
-    channels: int = 32,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
-) -> Segmentor:
-    """Test-sized BEiT UPerNet: 4 blocks of width 32, patch 16, every block tapped."""
-    backbone = beit_backbone(
-        None,
-        img_size=img_size,
-        indices=(0, 1, 2, 3),
-        drop_path_rate=drop_path_rate,
-        patch_size=16,
-        embed_dim=32,
-        depth=4,
-        num_heads=2,
-        use_abs_pos_emb=False,
-        use_rel_pos_bias=True,
-        init_values=0.1,
-    )
-    return build_beit_upernet(
-        "upernet_beit_tiny",
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-        aux_channels=16,
-    )
+register_variants(
+    _create_beit_upernet,
+    {
+        "upernet_beit_b": ModelVariant(
+            "BEiT-B UPerNet (timm ``beit_base_patch16_224`` layout at ``img_size``), blocks (3, 5, 7, 11).",
+            arch=dict(
+                backbone=partial(beit_backbone, "beit_base_patch16_224", indices=(3, 5, 7, 11), init_values=0.1),
+                aux_channels=256,
+            ),
+            options=_OPTIONS,
+        ),
+        "upernet_beit_l": ModelVariant(
+            "BEiT-L UPerNet (timm ``beit_large_patch16_224`` layout at ``img_size``), blocks (7, 11, 15, 23).",
+            arch=dict(
+                backbone=partial(
+                    beit_backbone, "beit_large_patch16_224", indices=(7, 11, 15, 23), init_values=1e-6
+                ),
+                aux_channels=256,
+            ),
+            options=dict(_OPTIONS, drop_path_rate=0.2, channels=1024),
+        ),
+        "upernet_beit_tiny": ModelVariant(
+            "Test-sized BEiT UPerNet: 4 blocks of width 32, patch 16, every block tapped.",
+            arch=dict(
+                backbone=partial(
+                    beit_backbone,
+                    None,
+                    indices=(0, 1, 2, 3),
+                    patch_size=16,
+                    embed_dim=32,
+                    depth=4,
+                    num_heads=2,
+                    use_abs_pos_emb=False,
+                    use_rel_pos_bias=True,
+                    init_values=0.1,
+                ),
+                aux_channels=16,
+            ),
+            options=dict(_OPTIONS, img_size=64, channels=32),
+        ),
+    },
+)

@@ -8,9 +8,12 @@ head (3x3 bottleneck to 512, object-region attention with 256 key/query channels
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from rrseg.models.backbones import TimmBackbone, hrnet_backbone
 from rrseg.models.heads import FCNHead, OCRHead
-from rrseg.models.registry import register_model
+from rrseg.models.registry import ModelVariant, register_variants
 from rrseg.models.segmentor import RebalanceSpec, Segmentor
 
 __all__ = ["build_ocrnet"]
@@ -48,33 +51,18 @@ def build_ocrnet(
     )
 
 
-@register_model
-def ocrnet_hr18(
-    num_classes: int, *, channels: int = 512, ocr_channels: int = 256, rebalance: RebalanceSpec = None
+def _create_ocrnet(
+    name: str,
+    num_classes: int,
+    *,
+    backbone: Callable[[], TimmBackbone],
+    channels: int,
+    ocr_channels: int,
+    rebalance: RebalanceSpec,
 ) -> Segmentor:
-    """OCRNet with HRNetV2-W18 (timm ``hrnet_w18``)."""
+    """Every variant's builder: ``backbone()`` under the OCR heads."""
     return build_ocrnet(
-        "ocrnet_hr18",
-        hrnet_backbone("hrnet_w18"),
-        num_classes,
-        channels=channels,
-        ocr_channels=ocr_channels,
-        rebalance=rebalance,
-    )
-
-
-@register_model
-def ocrnet_hr48(
-    num_classes: int, *, channels: int = 512, ocr_channels: int = 256, rebalance: RebalanceSpec = None
-) -> Segmentor:
-    """OCRNet with HRNetV2-W48 (timm ``hrnet_w48``)."""
-    return build_ocrnet(
-        "ocrnet_hr48",
-        hrnet_backbone("hrnet_w48"),
-        num_classes,
-        channels=channels,
-        ocr_channels=ocr_channels,
-        rebalance=rebalance,
+        name, backbone(), num_classes, channels=channels, ocr_channels=ocr_channels, rebalance=rebalance
     )
 
 
@@ -115,16 +103,26 @@ _TINY_HRNET = dict(
 )
 
 
-@register_model
-def ocrnet_tiny(
-    num_classes: int, *, channels: int = 32, ocr_channels: int = 16, rebalance: RebalanceSpec = None
-) -> Segmentor:
-    """Test-sized OCRNet: one module per stage, branches 8/16/32/64 wide."""
-    return build_ocrnet(
-        "ocrnet_tiny",
-        hrnet_backbone(None, cfg=_TINY_HRNET),
-        num_classes,
-        channels=channels,
-        ocr_channels=ocr_channels,
-        rebalance=rebalance,
-    )
+# mmseg's ocrnet_hr18/hr48 settings
+_OPTIONS = dict(channels=512, ocr_channels=256)
+
+register_variants(
+    _create_ocrnet,
+    {
+        "ocrnet_hr18": ModelVariant(
+            "OCRNet with HRNetV2-W18 (timm ``hrnet_w18``).",
+            arch=dict(backbone=partial(hrnet_backbone, "hrnet_w18")),
+            options=_OPTIONS,
+        ),
+        "ocrnet_hr48": ModelVariant(
+            "OCRNet with HRNetV2-W48 (timm ``hrnet_w48``).",
+            arch=dict(backbone=partial(hrnet_backbone, "hrnet_w48")),
+            options=_OPTIONS,
+        ),
+        "ocrnet_tiny": ModelVariant(
+            "Test-sized OCRNet: one module per stage, branches 8/16/32/64 wide.",
+            arch=dict(backbone=partial(hrnet_backbone, None, cfg=_TINY_HRNET)),
+            options=dict(channels=32, ocr_channels=16),
+        ),
+    },
+)

@@ -1,16 +1,32 @@
-"""Model registry: plain factory functions registered by name (timm style)."""
+"""Model registry: factory functions registered by name (timm style).
+
+A family module describes its variants in a table, as timm's ``model_args``: per name a
+:class:`ModelVariant` (docstring, fixed architecture, user options with defaults) handed to the family's one
+builder by :func:`register_variants`, which registers a factory per name. ``register_model`` takes any other
+factory function ``fn(num_classes, *, rebalance=None, **options)``; its signature gives its options.
+"""
 
 from __future__ import annotations
 
 import difflib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from inspect import Parameter
 from typing import Any
 
 from rrseg.errors import RRSegError
 
-__all__ = ["build_model", "get_model_factory", "list_models", "register_model"]
+__all__ = [
+    "ModelVariant",
+    "build_model",
+    "get_model_factory",
+    "list_models",
+    "model_options",
+    "register_model",
+    "register_variants",
+]
 
 _MODELS: dict[str, Callable[..., Any]] = {}
 
@@ -23,12 +39,70 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+@dataclass(frozen=True)
+class ModelVariant:
+    """One model of a family: ``doc`` (its docstring), ``arch`` (builder arguments fixed for this variant:
+    backbone, head widths) and ``options`` (what users may set, with defaults, in ``model_options`` order)."""
+
+    doc: str
+    arch: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+
+def register_variants(builder: Callable[..., Any], variants: Mapping[str, ModelVariant]) -> None:
+    """Register a factory ``name(num_classes, *, <options>, rebalance=None)`` per variant, which calls
+    ``builder(name, num_classes, **variant.arch, **options, rebalance=rebalance)``."""
+    params = inspect.signature(builder).parameters
+    takes = set(params) - {"name", "num_classes"}
+    needs = {k for k in takes if params[k].default is Parameter.empty}
+    # checked at import (all before any is registered), so that a typo in a table fails at once rather than
+    # when that variant, perhaps a full-size one no test builds, is first built
+    for name, variant in variants.items():
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        given = set(variant.arch) | set(variant.options) | {"rebalance"}
+        for what, keys in (
+            ("set twice (arch and options)", set(variant.arch) & set(variant.options)),
+            (f"not taken by {builder.__name__}", given - takes),
+            (f"missing for {builder.__name__}", needs - given),
+        ):
+            if keys:
+                raise ValueError(f"model variant {name!r}: {', '.join(sorted(keys))} {what}")
+    for name, variant in variants.items():
+        register_model(_variant_factory(name, builder, variant))
+
+
+def _variant_factory(name: str, builder: Callable[..., Any], variant: ModelVariant) -> Callable[..., Any]:
+    """A factory that looks like a hand-written one: its signature lists the options (``model_options`` and
+    ``help()`` read it), its name and docstring are the variant's."""
+    signature = inspect.Signature(
+        [
+            Parameter("num_classes", Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
+            *(Parameter(k, Parameter.KEYWORD_ONLY, default=v) for k, v in variant.options.items()),
+            Parameter("rebalance", Parameter.KEYWORD_ONLY, default=None),
+        ]
+    )
+
+    def factory(num_classes: int, **options: Any) -> Any:
+        bound = signature.bind(num_classes, **options)  # an unknown option: Python's own TypeError
+        bound.apply_defaults()
+        kwargs = dict(bound.arguments)
+        return builder(name, kwargs.pop("num_classes"), **variant.arch, **kwargs)
+
+    factory.__signature__ = signature
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = variant.doc
+    factory.__module__ = builder.__module__
+    return factory
+
+
 def list_models(pattern: str = "") -> list[str]:
     """Registered model names (containing ``pattern``), sorted."""
     return sorted(name for name in _MODELS if pattern in name)
 
 
 def get_model_factory(name: str) -> Callable[..., Any]:
+    """The factory registered as ``name``; an unknown name is an RRSegError naming close or known ones."""
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
         hint = (

@@ -8,9 +8,12 @@ for ``img_size`` (the training crop, 512 by default).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from rrseg.models.backbones import TimmBackbone, convnext_backbone, swin_backbone
 from rrseg.models.heads import FCNHead, UPerHead
-from rrseg.models.registry import register_model
+from rrseg.models.registry import ModelVariant, register_variants
 from rrseg.models.segmentor import RebalanceSpec, Segmentor
 
 __all__ = ["build_upernet"]
@@ -47,136 +50,72 @@ def build_upernet(
     )
 
 
-@register_model
-def upernet_swin_t(
+def _create_upernet(
+    name: str,
     num_classes: int,
     *,
-    img_size: int = 512,
-    drop_path_rate: float = 0.3,
-    channels: int = 512,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
+    backbone: Callable[..., TimmBackbone],
+    aux_channels: int,
+    drop_path_rate: float,
+    channels: int,
+    aux_head: bool,
+    dropout: float,
+    rebalance: RebalanceSpec,
+    img_size: int | None = None,  # Swin's windows are sized for it; ConvNeXt takes none
 ) -> Segmentor:
-    """UPerNet + Swin-T (window 7; timm ``swin_tiny_patch4_window7_224``), the RR paper's main model."""
-    backbone = swin_backbone("swin_tiny_patch4_window7_224", img_size=img_size, drop_path_rate=drop_path_rate)
+    """Every Swin / ConvNeXt variant's builder: ``backbone(drop_path_rate=[, img_size=])`` under UPerNet."""
+    size = {} if img_size is None else {"img_size": img_size}
     return build_upernet(
-        "upernet_swin_t",
-        backbone,
+        name,
+        backbone(drop_path_rate=drop_path_rate, **size),
         num_classes,
         channels=channels,
-        aux_channels=256,
+        aux_channels=aux_channels,
         aux_head=aux_head,
         dropout=dropout,
         rebalance=rebalance,
     )
 
 
-@register_model
-def upernet_swin_b(
-    num_classes: int,
-    *,
-    img_size: int = 512,
-    drop_path_rate: float = 0.3,
-    channels: int = 512,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
-) -> Segmentor:
-    """UPerNet + Swin-B (window 12, ImageNet-22K 384 weights; timm ``swin_base_patch4_window12_384``)."""
-    backbone = swin_backbone(
-        "swin_base_patch4_window12_384", img_size=img_size, drop_path_rate=drop_path_rate
-    )
-    return build_upernet(
-        "upernet_swin_b",
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_channels=256,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-    )
+# mmseg's / the RR release's settings, in model_options' order
+_SWIN = dict(img_size=512, drop_path_rate=0.3, channels=512, aux_head=True, dropout=0.1)
+_CONVNEXT = dict(drop_path_rate=0.4, channels=512, aux_head=True, dropout=0.1)
 
-
-@register_model
-def upernet_swin_tiny(
-    num_classes: int,
-    *,
-    img_size: int = 64,
-    drop_path_rate: float = 0.1,
-    channels: int = 32,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
-) -> Segmentor:
-    """Test-sized Swin UPerNet: embed 16, two blocks per stage (so shifted windows run), window 7."""
-    backbone = swin_backbone(
-        None,
-        img_size=img_size,
-        drop_path_rate=drop_path_rate,
-        embed_dim=16,
-        depths=(2, 2, 2, 2),
-        num_heads=(1, 2, 2, 4),
-        window_size=7,
-    )
-    return build_upernet(
-        "upernet_swin_tiny",
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_channels=16,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-    )
-
-
-@register_model
-def upernet_convnext_t(
-    num_classes: int,
-    *,
-    drop_path_rate: float = 0.4,
-    channels: int = 512,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
-) -> Segmentor:
-    """UPerNet + ConvNeXt-T (timm ``convnext_tiny``), as mmseg's convnext-t UPerNet config."""
-    backbone = convnext_backbone("convnext_tiny", drop_path_rate=drop_path_rate)
-    return build_upernet(
-        "upernet_convnext_t",
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_channels=256,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-    )
-
-
-@register_model
-def upernet_convnext_tiny(
-    num_classes: int,
-    *,
-    drop_path_rate: float = 0.1,
-    channels: int = 32,
-    aux_head: bool = True,
-    dropout: float = 0.1,
-    rebalance: RebalanceSpec = None,
-) -> Segmentor:
-    """Test-sized ConvNeXt UPerNet: one block per stage, 16-128 wide."""
-    backbone = convnext_backbone(
-        None, drop_path_rate=drop_path_rate, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)
-    )
-    return build_upernet(
-        "upernet_convnext_tiny",
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_channels=16,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-    )
+register_variants(
+    _create_upernet,
+    {
+        "upernet_swin_t": ModelVariant(
+            "UPerNet + Swin-T (window 7; timm ``swin_tiny_patch4_window7_224``), the RR paper's main model.",
+            arch=dict(backbone=partial(swin_backbone, "swin_tiny_patch4_window7_224"), aux_channels=256),
+            options=_SWIN,
+        ),
+        "upernet_swin_b": ModelVariant(
+            "UPerNet + Swin-B (window 12, ImageNet-22K 384 weights; timm ``swin_base_patch4_window12_384``).",
+            arch=dict(backbone=partial(swin_backbone, "swin_base_patch4_window12_384"), aux_channels=256),
+            options=_SWIN,
+        ),
+        "upernet_swin_tiny": ModelVariant(
+            "Test-sized Swin UPerNet: embed 16, two blocks per stage (so shifted windows run), window 7.",
+            arch=dict(
+                backbone=partial(
+                    swin_backbone, None, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7
+                ),
+                aux_channels=16,
+            ),
+            options=dict(_SWIN, img_size=64, drop_path_rate=0.1, channels=32),
+        ),
+        "upernet_convnext_t": ModelVariant(
+            "UPerNet + ConvNeXt-T (timm ``convnext_tiny``), as mmseg's convnext-t UPerNet config.",
+            arch=dict(backbone=partial(convnext_backbone, "convnext_tiny"), aux_channels=256),
+            options=_CONVNEXT,
+        ),
+        "upernet_convnext_tiny": ModelVariant(
+            "Test-sized ConvNeXt UPerNet: one block per stage, 16-128 wide.",
+            arch=dict(
+                backbone=partial(convnext_backbone, None, depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)),
+                aux_channels=16,
+            ),
+            options=dict(_CONVNEXT, drop_path_rate=0.1, channels=32),
+        ),
+    },
+)
