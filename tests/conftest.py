@@ -81,3 +81,37 @@ def write_label() -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def hf_hub_cache(tmp_path, monkeypatch) -> Callable[..., Path]:
+    """An empty Hugging Face hub cache for this test, offline: ``HF_HOME`` / ``HF_HUB_CACHE`` /
+    ``HF_HUB_OFFLINE=1`` in the environment (what subprocesses see), and the same in ``huggingface_hub``'s
+    constants, which it reads once at import (what this process sees). Returns
+    ``put(repo_id, state_dict) -> path``, which writes the hub's snapshot layout for ``repo_id``:
+    ``models--{org}--{name}/refs/main`` naming a revision and ``snapshots/{rev}/model.safetensors``."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    home = tmp_path / "hf_home"
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+    def put(repo_id: str, state_dict: dict, revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
+        repo = cache / f"models--{repo_id.replace('/', '--')}"
+        snapshot = repo / "snapshots" / revision
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        path = snapshot / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path))
+        return path
+
+    put.cache = cache  # type: ignore[attr-defined]
+    return put

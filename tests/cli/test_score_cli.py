@@ -204,3 +204,54 @@ def test_score_folders_leaves_torch_threads_alone(folders):
 def test_help_has_an_example(call_rrseg):
     proc = call_rrseg("score", "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and "--counts" in proc.stdout
+
+
+def test_group_by_pixel_and_both(tmp_path, folders, call_rrseg):
+    """--group-by both: the region groups as without it, and pixel groups from the pixel counts, each checked
+    against a ranking and means computed here."""
+    pred_dir, gt_dir, pairs = folders
+    region_counts, pixel_counts = [30, 2, 17, 9, 0], [100, 9000, 40, 700, 0]
+    counts_path = tmp_path / "counts.json"
+    counts_path.write_text(json.dumps(ClassCounts(np.array(region_counts), np.array(pixel_counts)).to_json()))
+    out = tmp_path / "report.json"
+    proc = call_rrseg("score", pred_dir, gt_dir, "--num-classes", C, "--counts", counts_path, "--group-by", "both",
+                      "-o", out, "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    mat = reference(pairs).compute().mat
+
+    def miou(classes):
+        ious = [mat[c, c] / (mat[c, :].sum() + mat[:, c].sum() - mat[c, c]) for c in classes]
+        kept = [v for v in ious if v == v]
+        return sum(kept) / len(kept)
+
+    # 5 classes at the ADE20K fractions: round(5 * 20/150) = 1 frequent, round(5 * 55/150) = 2 common
+    by_region = sorted(range(C), key=lambda c: (-region_counts[c], c))
+    by_pixel = sorted(range(C), key=lambda c: (-pixel_counts[c], c))
+    expected = {"frequent": by_region[:1], "common": by_region[1:3], "rare": by_region[3:],
+                "pixel_frequent": by_pixel[:1], "pixel_common": by_pixel[1:3], "pixel_rare": by_pixel[3:]}
+    assert report["group_classes"] == expected and report["group_by"] == "both"
+    for name, classes in expected.items():
+        assert report["groups"][name]["mIoU"] == pytest.approx(miou(classes)), name
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("pixel_rare"))
+    assert row.endswith("pixel count")
+
+    proc = call_rrseg("score", pred_dir, gt_dir, "--num-classes", C, "--counts", counts_path, "--group-by", "pixel",
+                      "-o", out, "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert list(json.loads(out.read_text())["groups"]) == ["pixel_frequent", "pixel_common", "pixel_rare"]
+
+
+def test_group_by_pixel_without_pixel_counts(tmp_path, folders, call_rrseg):
+    pred_dir, gt_dir, _ = folders
+    counts_path = tmp_path / "counts.json"
+    counts_path.write_text(json.dumps({"image_counts": [30, 2, 17, 9, 0]}))
+    out = tmp_path / "report.json"
+    line = single_line_error(call_rrseg("score", pred_dir, gt_dir, "--num-classes", C, "--counts", counts_path,
+                                        "--group-by", "pixel", "-o", out))
+    assert line.startswith(f"rrseg score: error: --group-by pixel: --counts {counts_path}: group_by 'pixel' ranks "
+                           "classes by pixel count, but these class counts hold image (region) counts only")
+    line = single_line_error(call_rrseg("score", pred_dir, gt_dir, "--num-classes", C, "--group-by", "both",
+                                        "-o", out))
+    assert "--group-by both: the groups need class counts (--counts)" in line
+    assert not out.exists()

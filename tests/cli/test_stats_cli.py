@@ -159,3 +159,90 @@ def test_empty_or_missing_folder(tmp_path, call_rrseg, folder):
 def test_help_has_an_example(call_rrseg):
     proc = call_rrseg("stats", "--help")
     assert proc.returncode == 0 and "example:" in proc.stdout and "--reduce-zero-label" in proc.stdout
+
+
+# ------------------------------------------------------------------ --plot: image count against pixel count
+def _capture_figures(monkeypatch) -> list:
+    """The figures handed to save_figure (still written), for what they show."""
+    import rrseg.metrics.report as report_module
+
+    seen = []
+    original = report_module.save_figure
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        seen.append({
+            "title": fig.axes[0].get_title(),
+            "scales": (fig.axes[0].get_xscale(), fig.axes[0].get_yscale()),
+            "names": [t.get_text() for t in fig.axes[0].texts],
+            "boxes": [t.get_window_extent() for t in fig.axes[0].texts if t.get_text() and "absent" not in
+                      t.get_text()],
+        })
+        original(fig, path)
+
+    monkeypatch.setattr(report_module, "save_figure", keep)
+    return seen
+
+
+def test_plot_of_image_against_pixel_counts(tmp_path, label_tree, call_rrseg, monkeypatch):
+    from torchmetrics.functional import spearman_corrcoef
+
+    root, files = label_tree
+    seen = _capture_figures(monkeypatch)
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"class_{c}" for c in range(C)) + "\n")
+    plot = tmp_path / "plots" / "stats.png"  # folder does not exist yet
+    proc = call_rrseg("stats", root, "--num-classes", C, "-o", tmp_path / "counts.json", "--plot", plot,
+                      "--class-names", names, "--workers", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(plot) as im:
+        assert im.format == "PNG" and im.size[0] > 400
+    assert sorted(p.name for p in plot.parent.iterdir()) == ["stats.png"]  # no temporary file left
+
+    image, pixel = naive_counts(files, C)
+    present = [c for c in range(C) if image[c] > 0]  # class 5 is absent: not on a log axis
+    rho = float(spearman_corrcoef(torch_tensor([image[c] for c in present]), torch_tensor([pixel[c] for c in present])))
+    (fig,) = seen
+    assert fig["scales"] == ("log", "log")
+    assert fig["title"].endswith(f"Spearman \u03c1 = {rho:.2f}")
+    assert f"Spearman rank correlation of image and pixel counts: {rho:.2f}" in proc.stdout
+    assert "class_4" in fig["names"]  # the rarest class is named first
+    assert "class_5" not in fig["names"] and "1 classes absent (not drawn)" in fig["names"]
+    assert str(plot) in proc.stdout
+
+
+def torch_tensor(values):
+    import torch
+
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_plot_names_classes_only_where_there_is_room(tmp_path, monkeypatch):
+    """150 classes: many names would collide; the ones drawn overlap no other."""
+    from rrseg.data.stats import plot_class_counts
+    from rrseg.rebalance import ClassCounts
+
+    seen = _capture_figures(monkeypatch)
+    rng = np.random.default_rng(0)
+    image = np.maximum(1, (2000 * np.exp(-np.arange(150) / 25)).astype(int))
+    pixel = (image * rng.lognormal(8, 1.2, 150)).astype(int)
+    rho = plot_class_counts(ClassCounts(image, pixel), tmp_path / "p.png", [f"name{c}" for c in range(150)])
+    boxes = seen[0]["boxes"]
+    assert 5 <= len(boxes) < 150
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert -1 <= rho <= 1 and f"{rho:.2f}" in seen[0]["title"]
+
+
+@pytest.mark.parametrize("bad", ["stats.jpg", "a_file.txt/stats.png", "folder.png"])
+def test_bad_plot_path_is_one_line_and_counts_nothing(tmp_path, label_tree, call_rrseg, bad):
+    root, _ = label_tree
+    (tmp_path / "a_file.txt").write_text("x")
+    (tmp_path / "folder.png").mkdir()
+    out = tmp_path / "counts.json"
+    line = single_line_error(call_rrseg("stats", root, "--num-classes", C, "-o", out, "--plot", tmp_path / bad))
+    assert line.startswith("rrseg stats: error: ")
+    expected = {"stats.jpg": "give a path ending in .png", "folder.png": "is a directory",
+                "a_file.txt/stats.png": "a_file.txt: output path exists and is not a directory"}
+    assert expected[bad] in line
+    assert not out.exists()

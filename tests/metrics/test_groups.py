@@ -123,3 +123,45 @@ def test_group_of_only_absent_classes_is_nan():
     summary = group_summary(SegMetrics(mat), frequency_groups([5, 0, 0], sizes=(1, 1)))
     assert summary["frequent"]["mIoU"] == 1.0
     assert math.isnan(summary["common"]["mIoU"]) and math.isnan(summary["rare"]["mIoU"])
+
+
+# ------------------------------------------------------------------ groups by pixel count (eval.group_by)
+def naive_split(counts, sizes=None) -> dict[str, list[int]]:
+    """frequent / common / rare by hand: the ranking above, cut at the given sizes or at 20/150 and 55/150."""
+    n = len(counts)
+    n_freq, n_common = sizes if sizes else (round(n * 20 / 150), round(n * 55 / 150))
+    ranking = naive_ranking(counts)
+    return {"frequent": ranking[:n_freq], "common": ranking[n_freq : n_freq + n_common],
+            "rare": ranking[n_freq + n_common :]}
+
+
+def test_ranked_groups_by_pixel_and_both_against_a_ranking_by_hand():
+    from rrseg.metrics import PIXEL_GROUP_NAMES, group_ranking, ranked_groups
+
+    region = tied_counts(40, seed=1)
+    pixel = (np.asarray(tied_counts(40, seed=2)) * 1000).tolist()  # another order than the region counts
+    assert naive_ranking(region) != naive_ranking(pixel)
+    by_pixel = ranked_groups(region, pixel, "pixel")
+    assert tuple(by_pixel) == PIXEL_GROUP_NAMES
+    assert {k: v.tolist() for k, v in by_pixel.items()} == {f"pixel_{k}": v for k, v in naive_split(pixel).items()}
+    both = ranked_groups(region, pixel, "both", sizes=(7, 13))
+    assert tuple(both) == (*GROUP_NAMES, *PIXEL_GROUP_NAMES)
+    expected = {**naive_split(region, (7, 13)), **{f"pixel_{k}": v for k, v in naive_split(pixel, (7, 13)).items()}}
+    assert {k: v.tolist() for k, v in both.items()} == expected
+    assert {k: v.tolist() for k, v in ranked_groups(region, pixel, "region").items()} == naive_split(region)
+    assert [group_ranking(k) for k in both] == ["region"] * 3 + ["pixel"] * 3
+
+
+def test_ranked_groups_errors():
+    from rrseg.errors import RRSegError
+    from rrseg.metrics import ranked_groups
+
+    with pytest.raises(RRSegError, match=r"group_by 'pixel' ranks classes by pixel count, but these class counts "
+                                         r"hold image \(region\) counts only"):
+        ranked_groups([3, 2, 1], None, "pixel")
+    with pytest.raises(RRSegError, match="group_by 'both' ranks classes by pixel count"):
+        ranked_groups([3, 2, 1], None, "both")
+    with pytest.raises(RRSegError, match="group_by must be one of region, pixel, both, got 'pixels'"):
+        ranked_groups([3, 2, 1], [3, 2, 1], "pixels")
+    with pytest.raises(RRSegError, match="thresholds are region counts"):
+        ranked_groups([3, 2, 1], [3, 2, 1], "pixel", thresholds=(2, 1))

@@ -129,3 +129,98 @@ def test_plot_iou_vs_count(metrics, tmp_path):
     # a report without region counts gives no points but still a valid figure
     plot_iou_vs_count({"no counts": build_report(metrics)}, tmp_path / "empty.png")
     assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------ groups by pixel count
+PIXELS = [5_000, 90_000, 1_200, 40_000, 300, 7_000, 10, 60_000]  # ranked otherwise than COUNTS
+
+
+def _iou_by_hand(mat: np.ndarray, c: int) -> float:
+    union = mat[c, :].sum() + mat[:, c].sum() - mat[c, c]
+    return mat[c, c] / union if union else float("nan")
+
+
+def _mean_by_hand(values: list[float]) -> float:
+    kept = [v for v in values if v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def test_build_report_groups_by_pixel_and_both(metrics):
+    by_pixel = sorted(range(8), key=lambda c: (-PIXELS[c], c))  # [1, 7, 3, 5, 0, 2, 4, 6]
+    by_region = sorted(range(8), key=lambda c: (-COUNTS[c], c))
+    assert by_pixel[:2] != by_region[:2]
+    report = build_report(metrics, NAMES, COUNTS, group_sizes=(2, 3), pixel_counts=PIXELS, group_by="both")
+    assert report["group_by"] == "both"
+    expected = {"frequent": by_region[:2], "common": by_region[2:5], "rare": by_region[5:],
+                "pixel_frequent": by_pixel[:2], "pixel_common": by_pixel[2:5], "pixel_rare": by_pixel[5:]}
+    assert report["group_classes"] == expected
+    assert report["group_ranking"] == {k: "pixel" if k.startswith("pixel_") else "region" for k in expected}
+    for name, classes in expected.items():
+        assert report["groups"][name]["mIoU"] == pytest.approx(
+            _mean_by_hand([_iou_by_hand(metrics.mat, c) for c in classes])), name
+    for p in report["per_class"]:
+        assert p["pixel_count"] == PIXELS[p["class"]] and p["region_count"] == COUNTS[p["class"]]
+        assert p["class"] in expected[p["group"]] and p["class"] in expected[p["pixel_group"]]
+    # the region groups are exactly what they were before (readers of report["groups"]["rare"])
+    region_only = build_report(metrics, NAMES, COUNTS, group_sizes=(2, 3))
+    for name in ("frequent", "common", "rare"):
+        assert report["groups"][name] == region_only["groups"][name]
+    assert "pixel_rare" not in region_only["groups"] and region_only["group_by"] == "region"
+    assert region_only["per_class"][0]["pixel_group"] is None
+
+    only_pixel = build_report(metrics, NAMES, COUNTS, group_sizes=(2, 3), pixel_counts=PIXELS, group_by="pixel")
+    assert list(only_pixel["groups"]) == ["pixel_frequent", "pixel_common", "pixel_rare"]
+    assert all(p["group"] is None for p in only_pixel["per_class"])
+    json.dumps(jsonable(report), allow_nan=False)
+
+
+def test_build_report_pixel_groups_need_pixel_counts(metrics):
+    from rrseg.errors import RRSegError
+
+    with pytest.raises(RRSegError, match="ranks classes by pixel count, but these class counts hold image"):
+        build_report(metrics, NAMES, COUNTS, group_by="pixel")
+    with pytest.raises(ValueError, match="pixel counts have 9 entries for 8 classes"):
+        build_report(metrics, NAMES, COUNTS, pixel_counts=[*PIXELS, 1], group_by="both")
+
+
+def test_tables_say_which_ranking_a_group_comes_from(metrics):
+    report = build_report(metrics, NAMES, COUNTS, group_sizes=(2, 3), pixel_counts=PIXELS, group_by="both")
+    lines = format_report(report, worst=8).splitlines()
+    assert lines[0].rstrip().endswith("classes  ranked by")
+    for name in ("frequent", "common", "rare", "pixel_frequent", "pixel_common", "pixel_rare"):
+        row = next(line for line in lines if line.split()[0] == name)
+        assert row.endswith("pixel count" if name.startswith("pixel_") else "region count"), row
+        assert f"{100 * report['groups'][name]['mIoU']:6.2f}" in row
+    sky = next(line for line in lines if line.strip().startswith("sky "))
+    assert sky.endswith("common / pixel_frequent")  # sky: 40 regions (4th of 8), most pixels
+
+    md = markdown_report(report)
+    assert "| rare |" in md and "| region count |" in md and "| pixel_rare |" in md and "| pixel count |" in md
+    sky_row = next(line for line in md.splitlines() if line.startswith("| 1 | sky |"))
+    assert sky_row.endswith("| 90000 | pixel_frequent |")
+
+
+def test_plots_name_the_ranking_of_their_groups(metrics, tmp_path, monkeypatch):
+    import rrseg.metrics.report as report_module
+
+    figures = []
+    original = report_module.save_figure
+
+    def keep(fig, path):
+        figures.append([t.get_text() for ax in fig.axes for t in ax.texts] + [fig.axes[0].get_xlabel()])
+        original(fig, path)
+
+    monkeypatch.setattr(report_module, "save_figure", keep)
+    report = build_report(metrics, NAMES, COUNTS, group_sizes=(2, 3), pixel_counts=PIXELS, group_by="both")
+    plot_iou_vs_count({"a": report}, tmp_path / "region.png")
+    plot_iou_vs_count({"a": report}, tmp_path / "pixel.png", count="pixel")
+    region_texts, pixel_texts = figures
+    assert "groups ranked by region count" in region_texts and "groups ranked by pixel count" in pixel_texts
+    assert {"frequent", "common", "rare"} <= set(region_texts) and {"frequent", "common", "rare"} <= set(pixel_texts)
+    assert pixel_texts[-1].startswith("pixel count")
+    for name in ("region.png", "pixel.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.format == "PNG"
+    # without pixel counts the pixel plot has no points and no groups, but is a valid figure
+    plot_iou_vs_count({"a": build_report(metrics, NAMES, COUNTS)}, tmp_path / "none.png", count="pixel")
+    assert not any(t.startswith("groups ranked") for t in figures[-1])

@@ -46,7 +46,7 @@ def test_bad_options_are_rrseg_errors():
         build_model("deeplabv3plus_tiny", 4, output_stride=12)
     with pytest.raises(RRSegError, match="num_classes"):
         build_model("deeplabv3plus_tiny", 0)
-    with pytest.raises(RRSegError, match="never downloads"):
+    with pytest.raises(RRSegError, match=r"pretrained=True: give 'timm'"):
         build_model("deeplabv3plus_tiny", 4, pretrained=True)
     with pytest.raises(RRSegError, match="not found"):
         build_model("deeplabv3plus_tiny", 4, pretrained="/nonexistent/weights.pth")

@@ -1,8 +1,9 @@
 """Evaluate a checkpoint on the validation split of a config: per class and per frequency group.
 
-Writes report.json, report.md and iou_vs_count.png to --out (default: a folder `eval_<checkpoint>` next to
-the checkpoint). `--slide` uses sliding-window inference (eval.crop_size / eval.stride), `--tta` multi-scale
-(0.5, 0.75, 1.0, 1.25, 1.5, 1.75) + flip.
+Writes report.json, report.md and iou_vs_count.png (with eval.group_by pixel or both, also
+iou_vs_pixel_count.png) to --out (default: a folder `eval_<checkpoint>` next to the checkpoint). `--slide`
+uses sliding-window inference (eval.crop_size / eval.stride), `--tta` multi-scale (0.5, 0.75, 1.0, 1.25, 1.5,
+1.75) + flip.
 
 examples:
   rrseg eval configs/demo.yaml runs/demo/rr/best.safetensors
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from rrseg.engine.evaluator import evaluate
     from rrseg.engine.inference import load_into
     from rrseg.engine.loader import ShardSampler, collate
-    from rrseg.engine.trainer import build_datasets
+    from rrseg.engine.trainer import build_datasets, eval_groups
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_write_json, atomic_write_text, check_writable
     from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
@@ -67,10 +68,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise RRSegError(f"{e} (the checkpoint holds a {trained}, the config builds a {cfg.model.name})") from None
     model.to(info.device).eval()
-    loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.eval.batch_size, collate_fn=collate,
-                                         sampler=ShardSampler(len(val_ds), info.rank, info.world_size),
-                                         num_workers=min(cfg.data.workers, 2))
-    cm = evaluate(model, loader, num_classes, cfg.eval, info.device, getattr(val_ds, "ignore_index", 255))
     counts = None
     if cfg.loss.counts:
         counts = ClassCounts.load(cfg.loss.counts, num_classes)
@@ -83,14 +80,24 @@ def run(args: argparse.Namespace) -> int:
 
         counts, _ = compute_stats(train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
                                   getattr(train_ds, "ignore_index", 255))
+    eval_groups(cfg, counts)  # eval.group_by / group_sizes checked before the evaluation
+    loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.eval.batch_size, collate_fn=collate,
+                                         sampler=ShardSampler(len(val_ds), info.rank, info.world_size),
+                                         num_workers=min(cfg.data.workers, 2))
+    cm = evaluate(model, loader, num_classes, cfg.eval, info.device, getattr(val_ds, "ignore_index", 255))
     report = build_report(cm.compute(), getattr(val_ds, "class_names", None), counts.image_counts,
-                          tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None)
+                          tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None,
+                          pixel_counts=counts.pixel_counts, group_by=cfg.eval.group_by)
     report.update(name=cfg.name, checkpoint=str(file), eval=dict(mode=cfg.eval.mode, scales=cfg.eval.scales,
                                                                   flip=cfg.eval.flip))
     if info.is_main:
         atomic_write_json(out / "report.json", report)
         atomic_write_text(out / "report.md", markdown_report(report, title=f"{cfg.name}: {file}"))
-        plot_iou_vs_count({cfg.name: report}, out / "iou_vs_count.png")
+        plots = ["iou_vs_count.png"]
+        plot_iou_vs_count({cfg.name: report}, out / plots[0])
+        if cfg.eval.group_by != "region":
+            plots.append("iou_vs_pixel_count.png")
+            plot_iou_vs_count({cfg.name: report}, out / plots[1], count="pixel")
         print(format_report(report))
-        print(f"wrote {out}/report.json, report.md, iou_vs_count.png")
+        print(f"wrote {out}/report.json, report.md, {', '.join(plots)}")
     return 0

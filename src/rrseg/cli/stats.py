@@ -3,9 +3,12 @@
 The JSON output feeds RR's prior (`rebalance.counts` in configs, or `ClassCounts.load`); `--txt PREFIX`
 also writes the released format, PREFIX_image_label_stats.txt and PREFIX_pix_label_stats.txt.
 
+`--plot stats.png` draws the dataset's long tail: per-class image count against pixel count (log-log,
+classes named where there is room, from --class-names if given; Spearman rank correlation in the title).
+
 example:
   rrseg stats data/ADEChallengeData2016/annotations/training --num-classes 150 \\
-      --reduce-zero-label -o ade20k_counts.json --txt ade20k
+      --reduce-zero-label -o ade20k_counts.json --txt ade20k --plot ade20k_counts.png
 """
 
 from __future__ import annotations
@@ -24,18 +27,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a value outside [0, C): stop with an error (default) or skip the file")
     p.add_argument("-o", "--output", default="counts.json", help="JSON output (default counts.json)")
     p.add_argument("--txt", metavar="PREFIX", help="also write the released one-integer-per-line text files")
+    p.add_argument("--plot", metavar="PNG", help="also draw image count against pixel count per class (.png)")
+    p.add_argument("--class-names", help="text file with one class name per line (names in the plot)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rrseg.data.stats import compute_stats, stats_files
+    from rrseg.data.labels import read_class_names
+    from rrseg.data.stats import compute_stats, plot_class_counts, stats_files
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_write_json, atomic_write_text, check_writable
 
     if args.num_classes < 1:
         raise RRSegError(f"--num-classes must be >= 1, got {args.num_classes}")
-    for target in [args.output] + ([args.txt + "_image_label_stats.txt"] if args.txt else []):
+    if args.plot is not None:
+        plot = Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise RRSegError(f"--plot {args.plot}: the plot is written as PNG; give a path ending in .png")
+        if plot.is_dir():
+            raise RRSegError(f"--plot {args.plot}: is a directory; give a file path ending in .png")
+    names = read_class_names(args.class_names, args.num_classes) if args.class_names else None
+    targets = [args.output] + ([args.txt + "_image_label_stats.txt"] if args.txt else [])
+    for target in targets + ([args.plot] if args.plot else []):
         check_writable(Path(target).absolute().parent)  # before the counting, not after it
     files = stats_files(args.label_dir, args.suffix)
     counts, info = compute_stats(
@@ -51,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
             path = f"{args.txt}_{kind}_label_stats.txt"
             atomic_write_text(path, "".join(f"{int(v)}\n" for v in values))
             written.append(path)
+    if args.plot:
+        rho = plot_class_counts(counts, args.plot, names)
+        written.append(args.plot)
+        rho_s = "n/a (fewer than 2 classes present, or constant counts)" if rho != rho else f"{rho:.2f}"
+        print(f"Spearman rank correlation of image and pixel counts: {rho_s}")
     absent = int((counts.image_counts == 0).sum())
     print(f"{counts.num_images} label files, {args.num_classes} classes "
           f"(image counts {int(counts.image_counts.max())} max, {int(counts.image_counts.min())} min; "

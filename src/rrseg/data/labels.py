@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from rrseg.data.problems import DataError
 from rrseg.errors import RRSegError
 
-__all__ = ["find_files", "read_label", "reduce_zero_label"]
+__all__ = ["find_files", "read_class_names", "read_label", "reduce_zero_label"]
 
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
 
@@ -65,3 +65,17 @@ def find_files(root: str | os.PathLike, suffix: str = ".png") -> list[Path]:
     if not root.is_dir():
         raise RRSegError(f"{root}: not a directory")
     return sorted(p for p in root.rglob(f"*{suffix}") if p.is_file())
+
+
+def read_class_names(path: str | os.PathLike, num_classes: int) -> list[str]:
+    """One class name per non-empty line; exactly ``num_classes`` of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise RRSegError(f"{path}: class-names file not found")
+    try:
+        names = [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise RRSegError(f"{path}: cannot read class names ({type(e).__name__})") from None
+    if len(names) != num_classes:
+        raise RRSegError(f"{path}: {len(names)} class names, but --num-classes is {num_classes}")
+    return names

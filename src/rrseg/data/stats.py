@@ -2,11 +2,13 @@
 
 The counts feed RR's prior (image counts) and the pixel-level baselines (pixel counts). The JSON written
 by ``rrseg stats`` is what :meth:`rrseg.rebalance.ClassCounts.load` reads; ``--txt`` also writes the
-released one-integer-per-line format.
+released one-integer-per-line format. ``plot_class_counts`` draws image against pixel counts per class
+(``rrseg stats --plot``), with their ``spearman`` rank correlation.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -18,7 +20,7 @@ from rrseg.data.labels import find_files, read_label
 from rrseg.errors import RRSegError
 from rrseg.rebalance.counts import ClassCounts
 
-__all__ = ["compute_stats", "label_histogram", "stats_files", "uint8_histogram"]
+__all__ = ["compute_stats", "label_histogram", "plot_class_counts", "spearman", "stats_files", "uint8_histogram"]
 
 
 def uint8_histogram(values: np.ndarray) -> np.ndarray:
@@ -165,3 +167,92 @@ def stats_files(label_dir: str | os.PathLike, suffix: str = ".png") -> list[Path
     if not files:
         raise RRSegError(f"{label_dir}: no *{suffix} label files found")
     return files
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation with average ranks for ties; NaN when either side is constant."""
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for v in np.unique(x):
+            tie = x == v
+            r[tie] = r[tie].mean()
+        return r
+    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def plot_class_counts(
+    counts: ClassCounts,
+    path: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> float:
+    """Per-class image count against pixel count, log-log, written atomically as PNG; returns the Spearman
+    correlation of the two counts over the classes present (drawn; absent classes are counted in a note).
+
+    Classes are named next to their point where the name fits: rarest and most frequent first (the ends of
+    the tail), then the others, each name kept only if it overlaps no name already placed and stays inside
+    the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rrseg.metrics.report import save_figure
+
+    if counts.pixel_counts is None:
+        raise RRSegError("the count plot needs pixel counts, but these class counts hold image counts only")
+    img = counts.image_counts.astype(np.float64)
+    pix = counts.pixel_counts.astype(np.float64)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(counts.num_classes)]
+    if len(names) != counts.num_classes:
+        raise RRSegError(f"{len(names)} class names for {counts.num_classes} classes")
+    present = np.flatnonzero((img > 0) & (pix > 0))
+    rho = spearman(img[present], pix[present]) if present.size >= 2 else float("nan")
+
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=110)
+    ax.scatter(pix[present], img[present], s=14, alpha=0.8, color="tab:blue", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("pixel count (labelled pixels of the class)")
+    ax.set_ylabel("image count (images containing the class)")
+    rho_s = "n/a" if math.isnan(rho) else f"{rho:.2f}"
+    ax.set_title(title or f"{counts.num_classes} classes: image count against pixel count, "
+                 f"Spearman \u03c1 = {rho_s}", fontsize=10)
+    absent = counts.num_classes - present.size
+    if absent:
+        ax.text(0.01, 0.01, f"{absent} classes absent (not drawn)", transform=ax.transAxes, fontsize=7,
+                color="0.3")
+    ax.grid(alpha=0.3, which="both", linewidth=0.5)
+    fig.tight_layout()
+    _name_points(fig, ax, present, pix, img, names)
+    save_figure(fig, path)
+    return rho
+
+
+def _name_points(fig, ax, present: np.ndarray, x: np.ndarray, y: np.ndarray, names: list[str]) -> None:
+    """Label points with their class name where the label fits (no overlap, inside the axes)."""
+    if present.size == 0:
+        return
+    order = present[np.argsort(y[present], kind="stable")]
+    # the ends of the tail first (rarest, most frequent, alternating), then the middle
+    ends = [int(c) for pair in zip(order, order[::-1]) for c in pair]
+    seen: set[int] = set()
+    priority = [c for c in ends if not (c in seen or seen.add(c))]
+    renderer = fig.canvas.get_renderer()
+    axes_box = ax.get_window_extent(renderer)
+    placed = [ax.title.get_window_extent(renderer)]
+    for c in priority:
+        text = ax.annotate(names[c], (x[c], y[c]), xytext=(3, 2), textcoords="offset points", fontsize=6,
+                           color="0.15", zorder=4)
+        box = text.get_window_extent(renderer).expanded(1.05, 1.15)
+        inside = (box.x0 >= axes_box.x0 and box.x1 <= axes_box.x1 and box.y0 >= axes_box.y0
+                  and box.y1 <= axes_box.y1)
+        if not inside or any(box.overlaps(other) for other in placed):
+            text.remove()
+        else:
+            placed.append(box)

@@ -39,6 +39,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
+from rrseg.data.stats import spearman
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 
@@ -467,22 +468,6 @@ def _render_chunk(job: tuple) -> int:
         lab.putpalette(palette)
         lab.save(Path(lbl_dir) / f"{i:06d}.png", optimize=False)
     return len(members)
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation with average ranks for ties."""
-    def ranks(x: np.ndarray) -> np.ndarray:
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=np.float64)
-        for v in np.unique(x):
-            tie = x == v
-            r[tie] = r[tie].mean()
-        return r
-    ra, rb = ranks(np.asarray(a, np.float64)), ranks(np.asarray(b, np.float64))
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _count_split(root: Path, split: str, workers: int | None) -> tuple:

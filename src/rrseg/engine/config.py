@@ -71,7 +71,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "upernet_swin_t"
     num_classes: int = 0  # 0: take it from the training dataset
-    pretrained: str | None = None  # local file only (timm / safetensors / HF / mmseg checkpoint)
+    # a local file (timm / safetensors / HF / mmseg checkpoint), rrseg:NAME (packaged), or timm / timm:TAG
+    # (the backbone's timm weights through timm's hub download and cache)
+    pretrained: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # passed to build_model
 
 
@@ -158,6 +160,8 @@ class EvalConfig:
     flip: bool = False
     batch_size: int = 1
     group_sizes: list[int] | None = None  # frequent / common sizes; default: ADE20K fractions 20/55/75 of 150
+    # frequency groups ranked by region (image) count, by pixel count (pixel_frequent / ...), or both
+    group_by: str = "region"
 
 
 @dataclass
@@ -198,6 +202,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.region.prior": ("region", "pixel", "none"),
     "optim.type": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
+    "eval.group_by": ("region", "pixel", "both"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),
 }

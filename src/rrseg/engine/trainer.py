@@ -33,7 +33,7 @@ from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSa
 from rrseg.engine.optim import build_optimizer, set_lr
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir
-from rrseg.metrics.groups import frequency_groups
+from rrseg.metrics.groups import ranked_groups
 from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
 from rrseg.rebalance import (
     BalancedSoftmaxLoss,
@@ -88,6 +88,19 @@ def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path)
         return counts
 
     return on_main(cached_or_counted)
+
+
+def eval_groups(cfg: Config, counts: ClassCounts) -> dict[str, np.ndarray]:
+    """The frequency groups ``cfg.eval`` asks for (``group_by``, ``group_sizes``); an RRSegError naming the
+    key when they cannot be made (pixel groups without pixel counts, sizes that do not fit)."""
+    sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
+    try:
+        return ranked_groups(counts.image_counts, counts.pixel_counts, cfg.eval.group_by, sizes)
+    except RRSegError as e:
+        source = f" (counts: {cfg.loss.counts})" if cfg.loss.counts else ""
+        raise RRSegError(f"config key 'eval.group_by': {e}{source}") from None
+    except ValueError as e:
+        raise RRSegError(f"config key 'eval.group_sizes': {e}") from None
 
 
 def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_classes: int,
@@ -196,8 +209,7 @@ class Trainer:
                              f"{self.train_ds.num_classes} classes")
         self.ignore_index = getattr(self.train_ds, "ignore_index", 255)
         self.counts = resolve_counts(cfg, self.train_ds, self.num_classes, self.work_dir)
-        sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
-        self.groups = frequency_groups(self.counts.image_counts, sizes)
+        self.groups = eval_groups(cfg, self.counts)  # checked before training, not at the first evaluation
 
         model = build_model(cfg.model.name, num_classes=self.num_classes,
                             rebalance=rebalance_spec(cfg, self.counts, self.ignore_index),
@@ -333,7 +345,8 @@ class Trainer:
                       self.ignore_index, self.amp_dtype)
         metrics = cm.compute()
         report = build_report(metrics, getattr(self.val_ds, "class_names", None), self.counts.image_counts,
-                              tuple(self.cfg.eval.group_sizes) if self.cfg.eval.group_sizes else None)
+                              tuple(self.cfg.eval.group_sizes) if self.cfg.eval.group_sizes else None,
+                              pixel_counts=self.counts.pixel_counts, group_by=self.cfg.eval.group_by)
         report["iteration"] = self.iteration
         report["name"] = self.cfg.name
         return report
@@ -357,13 +370,16 @@ class Trainer:
                               {**self.metadata, "iteration": self.iteration, "mIoU": miou})
 
     def write_report(self, report: dict) -> None:
-        """report.json, report.md and the IoU-against-region-count plot in the work dir."""
+        """report.json, report.md and the IoU-against-region-count plot in the work dir (with pixel groups,
+        also the plot against pixel count)."""
         if not self.info.is_main:
             return
         atomic_write_json(self.work_dir / "report.json", report)
         atomic_write_text(self.work_dir / "report.md", markdown_report(report, title=f"{self.cfg.name}: "
                                                                       f"iteration {self.iteration}"))
         plot_iou_vs_count({self.cfg.name: report}, self.work_dir / "iou_vs_count.png")
+        if self.cfg.eval.group_by != "region":
+            plot_iou_vs_count({self.cfg.name: report}, self.work_dir / "iou_vs_pixel_count.png", count="pixel")
 
     # -- logging -----------------------------------------------------------------------------------
     def _log(self, record: dict) -> None:

@@ -1,8 +1,13 @@
-"""Frequency groups: classes ranked by region (image) count and split into frequent / common / rare.
+"""Frequency groups: classes ranked by region (image) count, or by pixel count, and split into frequent /
+common / rare.
 
 The default split is the ADE20K one used by DisAlign (top 20 / next 55 / last 75 of 150 classes), applied
 as the same fractions to other class counts. ``sizes`` (absolute group sizes) or ``thresholds`` (minimum
 region counts for frequent and for common) override it.
+
+``ranked_groups`` names the groups after their ranking: by region count ``frequent`` / ``common`` / ``rare``
+(the names reports have always had), by pixel count ``pixel_frequent`` / ``pixel_common`` / ``pixel_rare``
+(LTSS reports both rankings).
 """
 
 from __future__ import annotations
@@ -11,11 +16,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rrseg.errors import RRSegError
 from rrseg.metrics.confusion import SegMetrics
 
-__all__ = ["GROUP_NAMES", "frequency_groups", "group_summary"]
+__all__ = [
+    "GROUP_BY",
+    "GROUP_NAMES",
+    "PIXEL_GROUP_NAMES",
+    "frequency_groups",
+    "group_ranking",
+    "group_summary",
+    "ranked_groups",
+]
 
 GROUP_NAMES = ("frequent", "common", "rare")
+PIXEL_PREFIX = "pixel_"
+PIXEL_GROUP_NAMES = tuple(PIXEL_PREFIX + g for g in GROUP_NAMES)
+GROUP_BY = ("region", "pixel", "both")  # eval.group_by / rrseg score --group-by
 ADE20K_SIZES = (20, 55, 75)
 
 
@@ -51,6 +68,43 @@ def frequency_groups(
         "common": order[n_freq : n_freq + n_common],
         "rare": order[n_freq + n_common :],
     }
+
+
+def ranked_groups(
+    region_counts: Sequence[int] | np.ndarray | None,
+    pixel_counts: Sequence[int] | np.ndarray | None = None,
+    group_by: str = "region",
+    sizes: tuple[int, int] | None = None,
+    thresholds: tuple[float, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """The groups of ``group_by`` ("region", "pixel" or "both"), named after their ranking (see the module).
+
+    ``sizes`` apply to both rankings; ``thresholds`` are region counts, for the region ranking only. Asking
+    for pixel groups without pixel counts is an RRSegError.
+    """
+    if group_by not in GROUP_BY:
+        raise RRSegError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
+    out: dict[str, np.ndarray] = {}
+    if group_by in ("region", "both"):
+        if region_counts is None:
+            raise RRSegError(f"group_by {group_by!r} ranks classes by region count, but no region counts were given")
+        out.update(frequency_groups(region_counts, sizes, thresholds))
+    if group_by in ("pixel", "both"):
+        if pixel_counts is None:
+            raise RRSegError(
+                f"group_by {group_by!r} ranks classes by pixel count, but these class counts hold image (region) "
+                "counts only; give counts from `rrseg stats` (JSON with pixel_counts) or a released "
+                "*_image_label_stats.txt next to its *_pix_label_stats.txt"
+            )
+        if thresholds is not None and group_by == "pixel":
+            raise RRSegError("group thresholds are region counts; pixel groups take group sizes")
+        out.update({PIXEL_PREFIX + k: v for k, v in frequency_groups(pixel_counts, sizes).items()})
+    return out
+
+
+def group_ranking(name: str) -> str:
+    """"pixel" for a group of the pixel-count ranking (``pixel_*``), else "region"."""
+    return "pixel" if name.startswith(PIXEL_PREFIX) else "region"
 
 
 def group_summary(metrics: SegMetrics, groups: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

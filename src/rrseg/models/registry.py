@@ -125,11 +125,13 @@ def build_model(
     pretrained: str | os.PathLike | None = None,
     **options: Any,
 ):
-    """Build a registered model; optionally load local weights (see ``rrseg.models.weights``).
+    """Build a registered model; optionally load weights (see ``rrseg.models.weights``).
 
     ``rebalance``: None / "none", or ``{"type": "rr" | "ceco", "counts": ..., **RegionRebalance options}``.
-    ``pretrained``: a local file or folder (timm / safetensors / HF / mmseg / rrseg checkpoint); nothing is
-    ever downloaded. ``options``: the model's keyword options (``rrseg.models.model_options(name)``).
+    ``pretrained``: a local file or folder (timm / safetensors / HF / mmseg / rrseg checkpoint), read as is;
+    ``"rrseg:NAME"``, weights shipped with the package; ``"timm"`` / ``"timm:TAG"``, the backbone's timm
+    weights, downloaded by timm into the Hugging Face hub cache (or read from it; ``HF_HUB_OFFLINE=1``).
+    ``options``: the model's keyword options (``rrseg.models.model_options(name)``).
     """
     factory = get_model_factory(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -138,10 +140,11 @@ def build_model(
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise RRSegError(f"{name}: unknown option {unknown[0]!r}; options: {', '.join(accepted) or '(none)'}")
-    if pretrained is True or (
-        isinstance(pretrained, str) and pretrained.lower() in ("true", "imagenet", "timm")
+    if isinstance(pretrained, bool) or (
+        isinstance(pretrained, str) and pretrained.lower() in ("true", "false", "imagenet")
     ):
-        raise RRSegError(f"{name}: pretrained must be a local weights file; rrseg never downloads weights")
+        raise RRSegError(f"{name}: pretrained={pretrained!r}: give 'timm' (the backbone's timm weights), "
+                         "'timm:TAG', 'rrseg:NAME' or a local weights file")
     try:
         model = factory(num_classes, rebalance=rebalance, **options)
     except RRSegError:
@@ -149,7 +152,10 @@ def build_model(
     except (TypeError, ValueError) as e:  # a bad option value (e.g. output_stride=12)
         raise RRSegError(f"{name}: {e}") from None
     if pretrained:
-        from rrseg.models.weights import load_pretrained
+        from rrseg.models.weights import is_timm_spec, load_pretrained, load_timm_pretrained
 
-        load_pretrained(model, pretrained)
+        if is_timm_spec(pretrained):
+            load_timm_pretrained(model, str(pretrained), what=name)
+        else:
+            load_pretrained(model, pretrained)
     return model

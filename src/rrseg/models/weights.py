@@ -1,11 +1,15 @@
-"""Load weights from local files into a Segmentor, its backbone, or any module. Nothing is downloaded.
+"""Load weights into a Segmentor, its backbone, or any module: local files, packaged weights, or timm's hub.
 
 Accepted: a timm-format state dict (``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` read with
 ``torch.load(weights_only=True)``, or ``.safetensors``); a Hugging Face folder (``model.safetensors`` /
 ``pytorch_model.bin``, sharded or not; timm Hub folders and transformers Swin / BEiT / ConvNeXt checkpoints);
 an mmsegmentation checkpoint (``{"state_dict": ...}`` with ``backbone.`` / ``decode_head.`` keys, mapped
 by rule, see ``rrseg.models.convert``); a checkpoint of this package (the whole Segmentor, optionally under
-``"model"``). Backbone-only weights go into ``segmentor.backbone.model``.
+``"model"``); ``"rrseg:NAME"``, weights shipped with the package. Nothing of these is downloaded.
+
+``"timm"`` / ``"timm:TAG"``: the backbone's ImageNet weights as timm publishes them, fetched by timm itself
+(``timm.models.load_pretrained``: the Hugging Face hub download and cache, ``HF_HOME`` / ``HF_HUB_CACHE``;
+with ``HF_HUB_OFFLINE=1`` from the cache only). This is the one way rrseg downloads anything.
 
 Every tensor must match the model's shape: a mismatch raises RRSegError naming the key and both shapes
 (relative-position tables and patch embeddings are resized first, as timm does). A summary of what was
@@ -26,7 +30,7 @@ from torch import Tensor, nn
 from rrseg.errors import RRSegError
 from rrseg.models.convert import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
 
-__all__ = ["LoadResult", "load_pretrained", "read_state_dict"]
+__all__ = ["LoadResult", "is_timm_spec", "load_pretrained", "load_timm_pretrained", "read_state_dict"]
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state", "state_dict_ema", "model_ema")
 _HF_FILES = (
@@ -190,16 +194,19 @@ def load_pretrained(
     source: str = "auto",
     verbose: bool = True,
 ) -> LoadResult:
-    """Load local weights into ``module`` (a Segmentor, a ``TimmBackbone`` or any nn.Module).
+    """Load weights into ``module`` (a Segmentor, a ``TimmBackbone`` or any nn.Module).
 
     ``path``: a file or folder, or ``"rrseg:NAME"`` for weights shipped with the package (the demo's
-    backbone pretrained on the class-balanced synthetic set: ``rrseg:demo_small_backbone``).
+    backbone pretrained on the class-balanced synthetic set: ``rrseg:demo_small_backbone``), or ``"timm"`` /
+    ``"timm:TAG"`` for the backbone's timm weights from the hub (see ``load_timm_pretrained``).
     ``source``: "auto" (detected from the keys), "rrseg", "mmseg", "timm" or "hf". Backbone-only weights
     (timm, HF) loaded into a Segmentor go to ``module.backbone.model``. Raises RRSegError on unreadable
     files, on any shape mismatch (naming the key and both shapes), and when nothing matches at all.
     """
     if source not in ("auto", "rrseg", "mmseg", "timm", "hf"):
         raise RRSegError(f"weights source must be auto, rrseg, mmseg, timm or hf, got {source!r}")
+    if is_timm_spec(path):
+        return load_timm_pretrained(module, str(path), verbose=verbose)
     path = resolve_weights(path)
     sd = read_state_dict(path)
     kind = _detect(sd, module) if source == "auto" else source
@@ -211,16 +218,40 @@ def load_pretrained(
             raise RRSegError(f"{path}: an mmsegmentation checkpoint loads into a whole Segmentor only")
         sd = mmseg_to_rrseg(sd, module)
     elif kind in ("timm", "hf"):
-        if _is_segmentor(module):
-            target, target_name = module.backbone.model, "backbone.model"
-        elif hasattr(module, "model") and hasattr(module, "channels"):  # a TimmBackbone
-            target, target_name = module.model, "model"
+        target, target_name = _backbone_target(module)
         if kind == "hf":
             sd = hf_to_timm(sd, target)
         sd = _safe_filter(sd, target)
 
-    own = target.state_dict()
     result = LoadResult(str(path), kind, target_name)
+    to_load = _matching(sd, target, str(path), file_shapes, result)
+    target.load_state_dict(to_load, strict=False)
+    _finish(result, module, target, to_load, file_shapes)
+    if verbose:
+        print(result.summary())
+    return result
+
+
+def _backbone_target(module: nn.Module) -> tuple[nn.Module, str]:
+    """Where backbone-only (timm / HF) weights go: a Segmentor's ``backbone.model``, a ``TimmBackbone``'s
+    ``model``, else the module itself."""
+    if _is_segmentor(module) and hasattr(module.backbone, "model"):
+        return module.backbone.model, "backbone.model"
+    if hasattr(module, "model") and hasattr(module, "channels"):  # a TimmBackbone
+        return module.model, "model"
+    return module, "model"
+
+
+def _matching(
+    sd: Mapping[str, Tensor],
+    target: nn.Module,
+    label: str,
+    file_shapes: Mapping[str, tuple[int, ...]],
+    result: LoadResult,
+) -> dict[str, Tensor]:
+    """The tensors of ``sd`` that ``target`` has, in its dtypes; the others go to ``result.unexpected``.
+    Any shape mismatch, or nothing matching at all, is an RRSegError naming ``label``."""
+    own = target.state_dict()
     mismatched = []
     to_load = {}
     for k, v in sd.items():
@@ -235,21 +266,141 @@ def load_pretrained(
         more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
         if file_shapes.get(k, got) != got:  # timm's filter resized it and it still does not fit
             got = f"{file_shapes[k]} (resized to {got})"
-        raise RRSegError(f"{path}: shape mismatch for {k!r}: checkpoint {got} vs model {want}{more}")
+        raise RRSegError(f"{label}: shape mismatch for {k!r}: checkpoint {got} vs model {want}{more}")
     if not to_load:
+        first = f", first key {next(iter(sd))!r}" if sd else ""
         raise RRSegError(
-            f"{path}: no tensor matches {type(target).__name__} ({len(sd)} tensors in the file, "
-            f"first key {next(iter(sd))!r}); wrong model or weights format?"
+            f"{label}: no tensor matches {type(target).__name__} ({len(sd)} tensors in the file{first}); "
+            "wrong model or weights format?"
         )
     # keep the model's own dtype (e.g. fp16 checkpoints into an fp32 model)
-    to_load = {k: v.to(own[k].dtype) for k, v in to_load.items()}
-    target.load_state_dict(to_load, strict=False)
-    result.loaded = sorted(to_load)
+    return {k: v.to(own[k].dtype) for k, v in to_load.items()}
+
+
+def _finish(
+    result: LoadResult,
+    module: nn.Module,
+    target: nn.Module,
+    loaded: Mapping[str, Tensor],
+    file_shapes: Mapping[str, tuple[int, ...]],
+) -> None:
+    own = target.state_dict()
+    result.loaded = sorted(loaded)
     result.resized = [k for k in result.loaded if file_shapes.get(k, own[k].shape) != tuple(own[k].shape)]
-    result.missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked")]
+    result.missing = [k for k in own if k not in loaded and not k.endswith("num_batches_tracked")]
     if _is_segmentor(module) and target is module:
         # training-only RR parameters in the file but not in the model are expected, not worth listing
         result.unexpected = [k for k in result.unexpected if not k.startswith("rebalance.")]
+
+
+# ---------------------------------------------------------------------------------------- timm's hub
+TIMM_SPEC = "timm"
+
+
+def is_timm_spec(pretrained: object) -> bool:
+    """``"timm"`` or ``"timm:TAG"``: the backbone's timm weights (a local file named so: ``./timm``)."""
+    return isinstance(pretrained, str) and (pretrained == TIMM_SPEC or pretrained.startswith(TIMM_SPEC + ":"))
+
+
+def _timm_cfg(target: nn.Module, spec: str, what: str) -> tuple[str, dict]:
+    """(``architecture.tag``, timm's pretrained config of it) for the timm model ``target``."""
+    import timm
+
+    own = getattr(target, "pretrained_cfg", None) or {}
+    arch = own.get("architecture")
+    if not arch:
+        raise RRSegError(
+            f"pretrained={spec!r}: {what}'s backbone ({type(target).__name__}) is not a timm model built by name, "
+            "so timm has no weights for it; give a local weights file instead"
+        )
+    tag = spec[len(TIMM_SPEC) + 1 :] if spec != TIMM_SPEC else (own.get("tag") or "")
+    if "." in tag:  # "timm:arch.tag"
+        named_arch, _, tag = tag.partition(".")
+        if named_arch != arch:
+            raise RRSegError(f"pretrained={spec!r}: {what}'s backbone is {arch}, not {named_arch}")
+    if not tag:  # the architecture's default weights
+        default = timm.models.get_pretrained_cfg(arch)
+        tag = default.tag if default is not None and default.tag else ""
+    tags = timm.list_pretrained(f"{arch}.*")
+    full = f"{arch}.{tag}"
+    if full not in tags:
+        known = ", ".join(t.split(".", 1)[1] for t in tags) or "(none)"
+        raise RRSegError(f"pretrained={spec!r}: timm has no weights {full} for {what}'s backbone; tags of {arch}: "
+                         f"{known}")
+    cfg = timm.models.get_pretrained_cfg(full)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise RRSegError(f"pretrained={spec!r}: timm lists {full} but has no location for its weights")
+    return full, cfg.to_dict()
+
+
+def _hub_cache() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # timm then downloads by URL, into torch's hub cache
+        return str(Path(torch.hub.get_dir()) / "checkpoints")
+
+
+def _unavailable(spec: str, full: str, cfg: Mapping, error: BaseException) -> RRSegError:
+    hub_id = cfg.get("hf_hub_id")
+    text = " ".join(str(error).split())
+    why = type(error).__name__ + (f": {text}" if text and len(text) <= 120 else "")
+    if hub_id:
+        where = f"Hugging Face hub repo {hub_id}"
+        file = cfg.get("hf_hub_filename") or "model.safetensors"
+        folder = "models--" + hub_id.replace("/", "--")
+        how = (f"download https://huggingface.co/{hub_id}/resolve/main/{file} where there is network and give that "
+               "file's path as pretrained (model.pretrained: /path/to/model.safetensors), or copy that machine's "
+               f"hub cache folder {folder} into {_hub_cache()}")
+    else:
+        where = f"URL {cfg.get('url')}"
+        how = "download it where there is network and give that file's path as pretrained"
+    return RRSegError(f"pretrained={spec!r}: cannot get timm weights {full} from the {where} (offline or "
+                      f"unreachable, and not in the cache: {why}); {how}")
+
+
+def load_timm_pretrained(
+    module: nn.Module, spec: str = TIMM_SPEC, *, what: str | None = None, verbose: bool = True
+) -> LoadResult:
+    """The timm weights ``spec`` names (``"timm"``: the backbone's default tag; ``"timm:TAG"`` or
+    ``"timm:ARCH.TAG"``: another one) loaded into ``module``'s timm backbone, fetched and read by timm's own
+    ``load_pretrained`` (Hugging Face hub download and cache; ``HF_HUB_OFFLINE=1`` works from the cache).
+
+    rrseg's part is the check of what timm read: timm's checkpoint filter for the family (position tables
+    resized to the model), then every tensor must fit the (pruned) backbone; the classifier and the layers
+    the backbone does not use are reported as unexpected. Raises RRSegError when the backbone is not a timm
+    model with weights, for an unknown tag, and when the weights are neither reachable nor cached.
+    """
+    from timm.models import load_pretrained as timm_load_pretrained
+
+    if not is_timm_spec(spec):
+        raise RRSegError(f"pretrained={spec!r}: expected 'timm' or 'timm:TAG'")
+    what = what or type(module).__name__
+    target, target_name = _backbone_target(module)
+    full, cfg = _timm_cfg(target, spec, what)
+    result = LoadResult(f"timm {full}", "timm", target_name)
+    seen: dict[str, Mapping] = {}
+
+    def check(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+        file_shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+        to_load = _matching(_safe_filter(state_dict, model), model, f"timm {full}", file_shapes, result)
+        seen.update(to_load=to_load, file_shapes=file_shapes)
+        return to_load
+
+    try:
+        # num_classes=0: the classifier is dropped; strict=False: the pruned layers are not in the backbone
+        timm_load_pretrained(target, pretrained_cfg=cfg, num_classes=0, filter_fn=check, strict=False)
+    except RRSegError:
+        raise
+    except OSError as e:  # hub / URL download and cache errors (offline, unreachable, not cached)
+        raise _unavailable(spec, full, cfg, e) from None
+    except Exception as e:  # e.g. a corrupt cached file: one line, naming the weights
+        msg = " ".join(str(e).split())[:200]
+        raise RRSegError(f"pretrained={spec!r}: timm could not load {full} ({type(e).__name__}: {msg})") from None
+    if "to_load" not in seen:  # timm read the weights some other way (a model's own custom loader)
+        raise RRSegError(f"pretrained={spec!r}: timm loads {full} with a custom loader that rrseg cannot check")
+    _finish(result, module, target, seen["to_load"], seen["file_shapes"])
     if verbose:
         print(result.summary())
     return result
