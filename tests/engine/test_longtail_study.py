@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -71,7 +72,9 @@ def test_runs_write_json_and_finished_ones_are_skipped(study, setup):
     assert run("rr", 0) == rec and FakeTrainer.runs == [("rr", 0, 600)]  # the next session: skipped
     run("rr", 0, iters=1800)  # another schedule is another run
     assert (results / "rr_1800it_seed0.json").is_file() and len(FakeTrainer.runs) == 2
-    config.write_text(config.read_text().replace("lr: 0.002", "lr: 0.003"))
+    changed = re.sub(r"\blr: [0-9.e-]+", "lr: 0.00314", config.read_text())
+    assert changed != config.read_text()
+    config.write_text(changed)
     run("rr", 0)  # the demo config changed: the old result does not count
     assert len(FakeTrainer.runs) == 3
     assert json.loads(path.read_text())["config_sha256"] == study.config_sha256(config)
