@@ -115,3 +115,43 @@ def hf_hub_cache(tmp_path, monkeypatch) -> Callable[..., Path]:
 
     put.cache = cache  # type: ignore[attr-defined]
     return put
+
+
+# ---- ADE20K-Full in the layout of MaskFormer's datasets/prepare_ade20k_full_sem_seg.py ---------------------
+
+ADE20K_FULL_IGNORE = 65535
+# ids the fixture's labels use: ids above 255 (up to the last class, 846), 255 as a real class, 0
+ADE20K_FULL_IDS = (0, 3, 254, 255, 256, 300, 511, 700, 846)
+
+
+def write_ade20k_full(parent: Path, n_train: int = 4, n_val: int = 2, h: int = 48, w: int = 64,
+                      seed: int = 0) -> Path:
+    """``parent/ADE20K_2021_17_01`` with ``images_detectron2/{training,validation}/ADE_*.jpg`` and
+    ``annotations_detectron2/{training,validation}/ADE_*.tif``: uint16 TIFFs written by PIL (mode I;16) as the
+    MaskFormer script writes them (``Image.fromarray(uint16 array).save(...tif)``). Every label holds 8x8 blocks
+    of ids from ADE20K_FULL_IDS and 65535 (not labelled), and at least 255, 300, 846 and 65535. Returns the
+    ``ADE20K_2021_17_01`` folder."""
+    rng = np.random.default_rng(seed)
+    base = parent / "ADE20K_2021_17_01"
+    values = np.array([*ADE20K_FULL_IDS, ADE20K_FULL_IGNORE], dtype=np.uint16)
+    for folder, prefix, n in (("training", "ADE_train", n_train), ("validation", "ADE_val", n_val)):
+        (base / "images_detectron2" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "annotations_detectron2" / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            blocks = rng.choice(values, size=(h // 8, w // 8))
+            blocks.flat[:4] = [255, 300, 846, ADE20K_FULL_IGNORE]
+            label = np.kron(blocks, np.ones((8, 8), dtype=np.uint16)).astype(np.uint16)
+            image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            image[..., 0] = (label % 256).astype(np.uint8)  # a little signal: colour follows the class
+            stem = f"{prefix}_{i + 1:08d}"
+            Image.fromarray(image).save(base / "images_detectron2" / folder / f"{stem}.jpg", quality=95)
+            tif = Image.fromarray(label)
+            assert tif.mode == "I;16", tif.mode
+            tif.save(base / "annotations_detectron2" / folder / f"{stem}.tif")
+    return base
+
+
+@pytest.fixture
+def ade20k_full(tmp_path) -> Path:
+    """A small ADE20K-Full dataset (4 training, 2 validation images of 64x48); the ``ADE20K_2021_17_01`` folder."""
+    return write_ade20k_full(tmp_path / "data")

@@ -1,16 +1,18 @@
 """Scan a dataset and report every problem at once; exit status 1 if anything is wrong.
 
 DATASET is a folder dataset (a folder with dataset.yaml, or the YAML file itself), a benchmark folder
-(ADEChallengeData2016, COCO-Stuff-164k with images/train2017, Cityscapes with leftImg8bit; recognised by
-its layout or named with --dataset), or a training config (`rrseg train` YAML): its data.train and
-data.val datasets are checked.
+(ADEChallengeData2016, ADE20K-Full's ADE20K_2021_17_01 with images_detectron2, COCO-Stuff-164k with
+images/train2017, Cityscapes with leftImg8bit; recognised by its layout or named with --dataset), or a
+training config (`rrseg train` YAML): its data.train and data.val datasets are checked.
 Found: unreadable or corrupt images, images without labels (and labels without images, as warnings),
-label size different from the image, label values outside the class range, colour (RGB) labels where an
-index PNG is expected, missing or empty splits. Training raises the same messages for the same files.
+label size different from the image, label values outside the class range that are not the ignore index,
+colour (RGB) labels where an index PNG is expected, labels of the wrong pixel type (ADE20K-Full: a TIFF that
+is not uint16), missing or empty splits. Training raises the same messages for the same files.
 
 example:
   rrseg check-data data/synthetic
   rrseg check-data data/ADEChallengeData2016 --split val --json check.json
+  rrseg check-data data/ADE20K_2021_17_01
   rrseg check-data configs/upernet_swin_t/ade20k_160k_rr.yaml
 """
 
@@ -22,7 +24,8 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", metavar="DATASET", help="dataset folder, dataset.yaml, or a config YAML")
     p.add_argument("--dataset", dest="name", metavar="NAME",
-                   help="dataset type when the layout is not recognised: ade20k, coco_stuff164k, cityscapes, folder")
+                   help="dataset type when the layout is not recognised: ade20k, ade20k_full, coco_stuff164k, "
+                        "cityscapes, folder")
     p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                    help="check only this split (repeatable; default: every split found)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")

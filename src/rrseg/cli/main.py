@@ -19,8 +19,8 @@ from rrseg.errors import RRSegError
 # except for building --help, which imports each module's `add_arguments` (cheap: no torch at import).
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "CE vs Region Rebalance on the synthetic long-tailed dataset, on a CPU, in minutes"),
-    ("stats", "stats", "per-class image (region) and pixel counts of a folder of label PNGs"),
-    ("score", "score", "score prediction PNGs against ground-truth PNGs, per class and frequency group"),
+    ("stats", "stats", "per-class image (region) and pixel counts of a dataset or a folder of label files"),
+    ("score", "score", "score prediction PNGs against ground-truth labels, per class and frequency group"),
     ("train", "train", "train a model from a YAML config (DDP with torchrun, AMP, exact resume)"),
     ("eval", "eval", "evaluate a checkpoint: per class and per frequency group, TTA, sliding window"),
     ("predict", "predict", "predict index PNGs and colour overlays for images"),

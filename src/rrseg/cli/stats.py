@@ -1,14 +1,23 @@
-"""Per-class image (region) and pixel counts of a folder of label PNGs (searched recursively).
+"""Per-class image (region) and pixel counts of a dataset's training labels, or of a folder of label files.
 
-The JSON output feeds RR's prior (`rebalance.counts` in configs, or `ClassCounts.load`); `--txt PREFIX`
+LABELS is a dataset (a folder dataset, a benchmark folder recognised by its layout such as
+ADEChallengeData2016 or ADE20K_2021_17_01, or any folder with --dataset NAME): its --split (default train) is
+counted with the dataset's own classes, ignore index, label conversion and class names, so no other flag is
+needed. Or LABELS is a folder of label files (searched recursively, *.png unless --suffix): then give
+--num-classes, and --ignore-index / --reduce-zero-label as the labels need.
+
+The JSON output feeds RR's prior (`loss.counts` in configs, or `ClassCounts.load`); `--txt PREFIX`
 also writes the released format, PREFIX_image_label_stats.txt and PREFIX_pix_label_stats.txt.
 
 `--plot stats.png` draws the dataset's long tail: per-class image count against pixel count (log-log,
-classes named where there is room, from --class-names if given; Spearman rank correlation in the title).
+classes named where there is room, from the dataset or --class-names; Spearman rank correlation in the title).
 
 example:
   rrseg stats data/ADEChallengeData2016/annotations/training --num-classes 150 \\
       --reduce-zero-label -o ade20k_counts.json --txt ade20k --plot ade20k_counts.png
+  rrseg stats data/ADE20K_2021_17_01 -o ade20k_full_counts.json        # 847 classes, 65535 ignored
+  rrseg stats data/ADE20K_2021_17_01/annotations_detectron2/training --suffix .tif \\
+      --num-classes 847 --ignore-index 65535 -o ade20k_full_counts.json   # the same counts
 """
 
 from __future__ import annotations
@@ -17,12 +26,12 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("label_dir", help="folder of label PNGs (searched recursively)")
-    p.add_argument("--num-classes", type=int, required=True, help="number of classes C (labels 0..C-1)")
-    p.add_argument("--reduce-zero-label", action="store_true", help="0 is ignored, 1..C become 0..C-1 (ADE20K)")
-    p.add_argument("--ignore-index", type=int, default=255, help="label value that is ignored (default 255)")
+    from rrseg.cli._labels import add_dataset_arguments
+
+    p.add_argument("label_dir", metavar="LABELS", help="a dataset (see above), or a folder of label files")
+    add_dataset_arguments(p, split="train")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--suffix", default=".png", help="label file name ending (default .png)")
+    p.add_argument("--suffix", default=None, help="label file name ending in a folder of labels (default .png)")
     p.add_argument("--on-bad-label", choices=("error", "skip"), default="error",
                    help="a value outside [0, C): stop with an error (default) or skip the file")
     p.add_argument("-o", "--output", default="counts.json", help="JSON output (default counts.json)")
@@ -34,30 +43,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rrseg.cli._labels import label_source
     from rrseg.data.labels import read_class_names
     from rrseg.data.stats import compute_stats, plot_class_counts, stats_files
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_write_json, atomic_write_text, check_writable
 
-    if args.num_classes < 1:
-        raise RRSegError(f"--num-classes must be >= 1, got {args.num_classes}")
+    src = label_source(args.label_dir, args)
+    dataset = src.dataset
+    if dataset is not None and args.suffix is not None:
+        raise RRSegError(f"--suffix {args.suffix}: the {dataset.name} dataset at {args.label_dir} names its own "
+                         "label files; --suffix is for a folder of labels")
+    num_classes = src.num_classes
     if args.plot is not None:
         plot = Path(args.plot)
         if plot.suffix.lower() != ".png":
             raise RRSegError(f"--plot {args.plot}: the plot is written as PNG; give a path ending in .png")
         if plot.is_dir():
             raise RRSegError(f"--plot {args.plot}: is a directory; give a file path ending in .png")
-    names = read_class_names(args.class_names, args.num_classes) if args.class_names else None
+    if args.class_names:
+        names = read_class_names(args.class_names, num_classes)
+    else:
+        names = list(dataset.class_names) if dataset is not None else None
     targets = [args.output] + ([args.txt + "_image_label_stats.txt"] if args.txt else [])
     for target in targets + ([args.plot] if args.plot else []):
         check_writable(Path(target).absolute().parent)  # before the counting, not after it
-    files = stats_files(args.label_dir, args.suffix)
+    files = dataset.label_files if dataset is not None else stats_files(args.label_dir, args.suffix or ".png")
     counts, info = compute_stats(
-        files, args.num_classes, args.reduce_zero_label, args.ignore_index, args.workers,
-        args.on_bad_label, progress=True,
+        files, num_classes, src.reduce_zero_label, src.ignore_index, args.workers, args.on_bad_label,
+        progress=True, label_dtype=src.label_dtype, label_dtype_hint=src.label_dtype_hint,
     )
     out = counts.to_json()
     out.update(label_dir=str(Path(args.label_dir).resolve()), options=info["options"], skipped=info["skipped"])
+    if dataset is not None:
+        out.update(dataset=dataset.name, split=args.split, class_names=list(dataset.class_names))
     atomic_write_json(args.output, out)
     written = [args.output]
     if args.txt:
@@ -71,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         rho_s = "n/a (fewer than 2 classes present, or constant counts)" if rho != rho else f"{rho:.2f}"
         print(f"Spearman rank correlation of image and pixel counts: {rho_s}")
     absent = int((counts.image_counts == 0).sum())
-    print(f"{counts.num_images} label files, {args.num_classes} classes "
+    print(f"{counts.num_images} label files, {num_classes} classes "
           f"(image counts {int(counts.image_counts.max())} max, {int(counts.image_counts.min())} min; "
           f"{absent} classes absent)")
     if info["skipped"]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "ADE20KDataset": "ade20k",
+    "ADE20KFullDataset": "ade20k_full",
     "COCOStuff164kDataset": "coco_stuff",
     "CityscapesDataset": "cityscapes",
     "FolderDataset": "folder",
@@ -39,6 +40,7 @@ __all__ = [
     "IMAGENET_STD",
     "PROBLEM_KINDS",
     "ADE20KDataset",
+    "ADE20KFullDataset",
     "COCOStuff164kDataset",
     "CityscapesDataset",
     "DataError",
@@ -60,6 +62,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from rrseg.data.ade20k import ADE20KDataset
+    from rrseg.data.ade20k_full import ADE20KFullDataset
     from rrseg.data.base import Sample, SegDataset, read_image, scan_pairs, seg_collate
     from rrseg.data.builder import DATASETS, build_dataset, dataset_class, detect_layout
     from rrseg.data.check import check_dataset

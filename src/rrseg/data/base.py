@@ -11,14 +11,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from rrseg.data.labels import read_label
+from rrseg.data.labels import check_label_dtype, read_label
 from rrseg.data.meta import default_palette
 from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
 from rrseg.errors import RRSegError
@@ -171,8 +171,15 @@ class SegDataset(Dataset):
     Without transforms ``image`` is a ``tv_tensors.Image`` (uint8, [3, H, W]) and ``label`` a
     ``tv_tensors.Mask`` (int64, [H, W], ``ignore_index`` where unlabelled). ``transforms`` is called as
     ``transforms(image, mask)`` and must return the pair (see :mod:`rrseg.data.transforms`); the label comes
-    back as int64 either way.
+    back as int64 either way. ``ignore_index`` may be any value outside ``0..num_classes-1``, also one above
+    255 (ADE20K-Full: 65535); the transforms, losses, RR and metrics take it from the dataset.
+
+    A subclass whose label files have one pixel type sets ``LABEL_DTYPE`` (and ``LABEL_DTYPE_HINT``, the end
+    of the message): a label of another type is a ``label_dtype`` problem.
     """
+
+    LABEL_DTYPE: ClassVar[np.dtype | None] = None
+    LABEL_DTYPE_HINT: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -243,6 +250,8 @@ class SegDataset(Dataset):
         if sample.label is None:
             raise DataError("missing_label", f"{sample.image}: no label file")
         raw = read_label(sample.label)
+        if self.LABEL_DTYPE is not None:
+            check_label_dtype(raw, sample.label, self.LABEL_DTYPE, self.LABEL_DTYPE_HINT)
         if image_size is not None and raw.shape != tuple(image_size):
             (h, w), (ih, iw) = raw.shape, image_size
             raise DataError(
@@ -250,8 +259,8 @@ class SegDataset(Dataset):
             )
         label = self.convert_label(raw)
         num = self.num_classes
-        if label.size and int(label.max()) >= num:
-            values = np.unique(label[label >= num])
+        if label.size and (int(label.max()) >= num or int(label.min()) < 0):
+            values = np.unique(label[(label >= num) | (label < 0)])
             bad = values[values != self.ignore_index]
             if bad.size:
                 shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
@@ -261,8 +270,10 @@ class SegDataset(Dataset):
                     f"{sample.label}: label values {shown}{zero} outside the class range 0..{num - 1} "
                     f"(ignore index {self.ignore_index})",
                 )
-        if label.dtype != np.uint8 and self.ignore_index <= 255 and num <= 255:
+        if label.dtype != np.uint8 and 0 <= self.ignore_index <= 255 and num <= 255:
             label = label.astype(np.uint8)
+        elif label.dtype not in (np.uint8, np.int64):  # uint16 (ADE20K-Full), int32: torch masks are int64
+            label = label.astype(np.int64)
         return label
 
     def load_image(self, index: int) -> np.ndarray:

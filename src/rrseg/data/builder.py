@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from rrseg.data.ade20k import ADE20KDataset
+from rrseg.data.ade20k_full import ADE20KFullDataset
 from rrseg.data.base import SegDataset
 from rrseg.data.cityscapes import CityscapesDataset
 from rrseg.data.coco_stuff import COCOStuff164kDataset
 from rrseg.data.folder import SPEC_NAME, FolderDataset
 from rrseg.errors import RRSegError
 
-__all__ = ["DATASETS", "build_dataset", "dataset_class", "detect_layout"]
+__all__ = ["DATASETS", "build_dataset", "dataset_at", "dataset_class", "detect_layout"]
 
 DATASETS: dict[str, type[SegDataset]] = {
     "ade20k": ADE20KDataset,
+    "ade20k_full": ADE20KFullDataset,
     "coco_stuff164k": COCOStuff164kDataset,
     "cityscapes": CityscapesDataset,
     "folder": FolderDataset,
@@ -25,6 +27,9 @@ DATASETS: dict[str, type[SegDataset]] = {
 _ALIASES = {
     "ade": "ade20k",
     "adechallengedata2016": "ade20k",
+    "ade_full": "ade20k_full",
+    "ade20kfull": "ade20k_full",
+    "ade20k_2021_17_01": "ade20k_full",
     "coco_stuff": "coco_stuff164k",
     "cocostuff": "coco_stuff164k",
     "cocostuff164k": "coco_stuff164k",
@@ -49,7 +54,8 @@ def build_dataset(
     transforms: Callable[..., Any] | None = None,
     **options: Any,
 ) -> SegDataset:
-    """A dataset by name: ``ade20k``, ``coco_stuff164k``, ``cityscapes``, ``folder`` (root: dir or YAML)."""
+    """A dataset by name: ``ade20k``, ``ade20k_full``, ``coco_stuff164k``, ``cityscapes``, ``folder`` (root: dir
+    or YAML)."""
     cls = dataset_class(name)
     try:
         return cls(root, split=split, transforms=transforms, **options)
@@ -68,6 +74,9 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
         raise RRSegError(f"{p}: dataset folder not found")
     if (p / SPEC_NAME).is_file():
         return "folder", p
+    full = ADE20KFullDataset.resolve_root(p)
+    if any((full / ADE20KFullDataset.IMAGES_DIR / f).is_dir() for f in ADE20KFullDataset.SPLITS.values()):
+        return "ade20k_full", full
     ade = ADE20KDataset.resolve_root(p)
     if (ade / "images" / "training").is_dir() or (ade / "images" / "validation").is_dir():
         return "ade20k", ade
@@ -77,5 +86,22 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
         return "cityscapes", p
     raise RRSegError(
         f"{p}: not a known dataset layout (no {SPEC_NAME}, ADEChallengeData2016 images/training, "
-        "COCO images/train2017 or Cityscapes leftImg8bit); pass --dataset NAME"
+        "ADE20K_2021_17_01 images_detectron2/training, COCO images/train2017 or Cityscapes leftImg8bit); "
+        "pass --dataset NAME"
     )
+
+
+def dataset_at(path: str | os.PathLike, name: str | None = None, split: str = "train") -> SegDataset | None:
+    """The ``split`` of the dataset at ``path`` (type ``name``, or recognised by :func:`detect_layout`), or None
+    when ``path`` is not a dataset and no ``name`` is given (e.g. a plain folder of label files). Used by the
+    commands that also take a folder of labels (``rrseg stats``, ``rrseg score``), so that a dataset brings its
+    own classes, ignore index and label files."""
+    if name:
+        dataset_class(name)  # unknown name -> clear error
+        kind, root = name, Path(path)
+    else:
+        try:
+            kind, root = detect_layout(path)
+        except RRSegError:
+            return None
+    return build_dataset(kind, root, split)

@@ -1,4 +1,5 @@
-"""Reading label maps: index PNGs (mode L, P or I;16), checked, with the usual id conversions."""
+"""Reading label maps: index PNGs (mode L, P or I;16) and TIFFs (e.g. ADE20K-Full's uint16), checked, with
+the usual id conversions."""
 
 from __future__ import annotations
 
@@ -11,27 +12,54 @@ from PIL import Image, UnidentifiedImageError
 from rrseg.data.problems import DataError
 from rrseg.errors import RRSegError
 
-__all__ = ["find_files", "read_class_names", "read_label", "reduce_zero_label"]
+__all__ = ["check_label_dtype", "find_files", "read_class_names", "read_label", "reduce_zero_label"]
 
 INDEX_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
+# Several channels: a colour picture of the classes, not their ids.
+COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "LA", "La", "PA")
+
+
+def _pixel_type(dtype: np.dtype) -> str:
+    """``uint16 (16-bit)``: how a label's pixel type is named in messages."""
+    dtype = np.dtype(dtype)
+    return f"{dtype.name} ({dtype.itemsize * 8}-bit)"
+
+
+def check_label_dtype(label: np.ndarray, path: str | os.PathLike, expected: np.dtype | type, hint: str = "") -> None:
+    """Raise a ``label_dtype`` :class:`DataError` naming ``path`` unless ``label`` has pixel type ``expected``
+    (as :func:`read_label` returns it: byte order already native); ``hint`` ends the message."""
+    expected = np.dtype(expected)
+    if label.dtype != expected:
+        tail = f"; {hint}" if hint else ""
+        raise DataError(
+            "label_dtype",
+            f"{path}: label pixels are {_pixel_type(label.dtype)}, expected {_pixel_type(expected)}{tail}",
+        )
 
 
 def read_label(path: str | os.PathLike, writable: bool = True) -> np.ndarray:
-    """The label map of an index PNG as a 2-D integer array (uint8 for 8-bit files); ``writable=False``
-    saves a copy when the array is only read.
+    """The label map of an index PNG or TIFF as a 2-D integer array in native byte order (uint8 for 8-bit
+    files, uint16 for 16-bit ones); ``writable=False`` saves a copy when the array is only read.
 
     Raises :class:`~rrseg.data.problems.DataError` (an ``RRSegError``) naming the file for an unreadable,
-    truncated or corrupt file and for a colour (RGB/RGBA) image where an index PNG is expected.
+    truncated or corrupt file, for a colour (RGB/RGBA) image where an index image is expected, and for
+    pixels that are not integers (a float TIFF, kind ``label_dtype``).
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
             mode = im.mode
-            if mode not in INDEX_MODES:
+            if mode in COLOUR_MODES:
                 raise DataError(
                     "rgb_label",
                     f"{path}: label is a {mode} image; expected a single-channel index PNG "
                     f"(mode L or P) whose pixel values are class ids"
+                )
+            if mode not in INDEX_MODES:
+                raise DataError(
+                    "label_dtype",
+                    f"{path}: label is a mode {mode} image; expected integer class ids "
+                    f"(an index PNG of mode L, P or I;16, or an integer TIFF)"
                 )
             arr = np.array(im) if writable else np.asarray(im)
     except DataError:
@@ -46,6 +74,8 @@ def read_label(path: str | os.PathLike, writable: bool = True) -> np.ndarray:
         raise DataError("corrupt_label", f"{path}: label has shape {arr.shape}; expected a 2-D index map")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
+    elif not arr.dtype.isnative:  # I;16B: big-endian 16-bit
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr
 
 

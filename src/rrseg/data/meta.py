@@ -5,6 +5,9 @@ The COCO-Stuff palette is mmsegmentation's, which repeats a few colours; kept as
 
 from __future__ import annotations
 
+from functools import lru_cache
+from importlib import resources
+
 __all__ = [
     "ADE20K_CLASSES",
     "ADE20K_PALETTE",
@@ -12,6 +15,7 @@ __all__ = [
     "CITYSCAPES_PALETTE",
     "COCO_STUFF_CLASSES",
     "COCO_STUFF_PALETTE",
+    "ade20k_full_classes",
     "default_palette",
 ]
 
@@ -119,6 +123,15 @@ CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
 )
+
+@lru_cache(maxsize=1)
+def ade20k_full_classes() -> tuple[str, ...]:
+    """The 847 ADE20K-Full class names in train-id order (0..846), as ``ADE20K_SEM_SEG_FULL_CATEGORIES`` of
+    MaskFormer's ``datasets/prepare_ade20k_full_sem_seg.py`` (WordNet synonyms kept, e.g. "building, edifice").
+    Read from the packaged ``resources/ade20k_full_classes.txt``, one name per line."""
+    text = resources.files("rrseg.data").joinpath("resources/ade20k_full_classes.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
+
 
 def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
     """A deterministic palette of distinct colours for ``num_classes`` classes (PASCAL VOC bit scheme)."""

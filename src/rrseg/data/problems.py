@@ -19,6 +19,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "missing_label": "image without label",
     "corrupt_label": "unreadable or corrupt label",
     "rgb_label": "colour (RGB) label where an index PNG is expected",
+    "label_dtype": "label of the wrong pixel type (e.g. 8-bit where 16-bit is expected)",
     "size_mismatch": "label size differs from image size",
     "label_range": "label values outside the class range",
     "duplicate": "two files for one sample",

@@ -1,4 +1,4 @@
-"""Per-class image (region) and pixel counts over label PNGs, in parallel.
+"""Per-class image (region) and pixel counts over label files (index PNGs, integer TIFFs), in parallel.
 
 The counts feed RR's prior (image counts) and the pixel-level baselines (pixel counts). The JSON written
 by ``rrseg stats`` is what :meth:`rrseg.rebalance.ClassCounts.load` reads; ``--txt`` also writes the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rrseg.data.labels import find_files, read_label
+from rrseg.data.labels import check_label_dtype, find_files, read_label
 from rrseg.errors import RRSegError
 from rrseg.rebalance.counts import ClassCounts
 
@@ -47,14 +47,23 @@ def uint8_histogram(values: np.ndarray) -> np.ndarray:
 
 
 def label_histogram(
-    path: str | os.PathLike, num_classes: int, reduce_zero: bool = False, ignore_index: int = 255
+    path: str | os.PathLike,
+    num_classes: int,
+    reduce_zero: bool = False,
+    ignore_index: int = 255,
+    label_dtype: np.dtype | None = None,
+    label_dtype_hint: str = "",
 ) -> tuple[np.ndarray, dict[int, int]]:
     """Pixel count of each class in one label file, and {bad value: pixels} for values outside the range.
 
     The histogram is taken over the raw file values and then remapped (reduce_zero_label shifts it by one),
-    so no per-pixel conversion is needed.
+    so no per-pixel conversion is needed. ``label_dtype``: the pixel type the file must have (a
+    ``label_dtype`` DataError otherwise), as a dataset's ``LABEL_DTYPE``.
     """
-    flat = read_label(path, writable=False).ravel()
+    label = read_label(path, writable=False)
+    if label_dtype is not None:
+        check_label_dtype(label, path, label_dtype, label_dtype_hint)
+    flat = label.ravel()
     if flat.dtype != np.uint8:
         flat = flat.astype(np.int64)
         if flat.size and flat.min() < 0:
@@ -76,10 +85,11 @@ def label_histogram(
     return hist, bad
 
 
-def _work(args: tuple[str, int, bool, int]) -> tuple[str, np.ndarray | None, dict[int, int], str | None]:
-    path, num_classes, reduce_zero, ignore_index = args
+def _work(args: tuple[str, int, bool, int, np.dtype | None, str]) -> tuple[str, np.ndarray | None, dict[int, int],
+                                                                          str | None]:
+    path, num_classes, reduce_zero, ignore_index, label_dtype, hint = args
     try:
-        hist, bad = label_histogram(path, num_classes, reduce_zero, ignore_index)
+        hist, bad = label_histogram(path, num_classes, reduce_zero, ignore_index, label_dtype, hint)
     except RRSegError as e:
         return path, None, {}, str(e)
     return path, hist, bad, None
@@ -102,18 +112,23 @@ def compute_stats(
     workers: int | None = None,
     on_bad_label: str = "error",
     progress: bool = False,
+    label_dtype: np.dtype | None = None,
+    label_dtype_hint: str = "",
 ) -> tuple[ClassCounts, dict]:
     """Counts over ``label_files``: images containing each class, and pixels of each class.
 
     A value outside [0, num_classes) that is not ``ignore_index`` raises an RRSegError naming the file
     and the value, or with ``on_bad_label="skip"`` the file is left out and listed in the returned info.
+    ``ignore_index`` may be above 255 (ADE20K-Full's 65535). ``label_dtype``: every file must have this pixel
+    type (a dataset's ``LABEL_DTYPE``); a file of another type is a bad label like an unreadable one.
     """
     if on_bad_label not in ("error", "skip"):
         raise ValueError(f"on_bad_label must be 'error' or 'skip', got {on_bad_label!r}")
     if not label_files:
         raise RRSegError("no label files to count")
     workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
-    items = [(str(p), num_classes, reduce_zero_label, ignore_index) for p in label_files]
+    dtype = None if label_dtype is None else np.dtype(label_dtype)
+    items = [(str(p), num_classes, reduce_zero_label, ignore_index, dtype, label_dtype_hint) for p in label_files]
     image_counts = np.zeros(num_classes, np.int64)
     pixel_counts = np.zeros(num_classes, np.int64)
     skipped: list[dict] = []
@@ -162,7 +177,8 @@ def compute_stats(
 
 
 def stats_files(label_dir: str | os.PathLike, suffix: str = ".png") -> list[Path]:
-    """The label files ``rrseg stats`` counts: every ``*suffix`` under ``label_dir``, recursively."""
+    """The label files ``rrseg stats`` counts: every ``*suffix`` under ``label_dir``, recursively (e.g. ``.tif``
+    for ADE20K-Full's ``annotations_detectron2``)."""
     files = find_files(label_dir, suffix)
     if not files:
         raise RRSegError(f"{label_dir}: no *{suffix} label files found")

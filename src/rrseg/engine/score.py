@@ -1,5 +1,5 @@
-"""Score prediction index PNGs against ground-truth PNGs, matched by file stem, the way the paper reports:
-dataset-level confusion matrix, per-class figures, frequency groups by region count."""
+"""Score prediction index PNGs against ground-truth label files (PNG, or TIFF as ADE20K-Full's), matched by file
+stem, the way the paper reports: dataset-level confusion matrix, per-class figures, frequency groups."""
 
 from __future__ import annotations
 
@@ -11,17 +11,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rrseg.data.labels import find_files, read_label, reduce_zero_label
+from rrseg.data.labels import check_label_dtype, find_files, read_label, reduce_zero_label
 from rrseg.errors import RRSegError
 from rrseg.metrics.confusion import ConfusionMatrix, SegMetrics
 
-__all__ = ["match_pairs", "score_folders"]
+__all__ = ["GT_SUFFIXES", "match_pairs", "score_folders"]
+
+# Ground-truth label files in a folder: index PNGs, or integer TIFFs (ADE20K-Full's annotations_detectron2).
+GT_SUFFIXES = (".png", ".tif", ".tiff")
 
 
-def _index(root: str | os.PathLike, what: str, strip: Sequence[str]) -> dict[str, Path]:
-    files = find_files(root, ".png")
+def _index(root: str | os.PathLike, what: str, strip: Sequence[str], suffixes: Sequence[str] = (".png",),
+           files: Sequence[Path] | None = None) -> dict[str, Path]:
+    if files is None:
+        files = sorted({f for suffix in suffixes for f in find_files(root, suffix)})
     if not files:
-        raise RRSegError(f"{root}: no {what} PNGs found")
+        kinds = "/".join(s.lstrip(".").upper() for s in suffixes)
+        raise RRSegError(f"{root}: no {what} {kinds} files found")
     out: dict[str, Path] = {}
     for f in files:
         stem = f.stem
@@ -41,11 +47,16 @@ def _listing(items: list[str], limit: int = 8) -> str:
 
 
 def match_pairs(
-    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, gt_suffixes: Sequence[str] = ()
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    gt_suffixes: Sequence[str] = (),
+    gt_files: Sequence[str | os.PathLike] | None = None,
 ) -> list[tuple[Path, Path]]:
-    """(prediction, ground truth) pairs by stem; a ground truth without prediction is an error."""
+    """(prediction, ground truth) pairs by stem; a ground truth without prediction is an error. The ground
+    truth is every PNG / TIFF under ``gt_dir``, or ``gt_files`` (a dataset's label files) when given."""
     preds = _index(pred_dir, "prediction", ())
-    gts = _index(gt_dir, "ground-truth", gt_suffixes)
+    files = None if gt_files is None else [Path(f) for f in gt_files]
+    gts = _index(gt_dir, "ground-truth", gt_suffixes, GT_SUFFIXES, files)
     missing = sorted(set(gts) - set(preds))
     if missing:
         raise RRSegError(f"{pred_dir}: no prediction for {len(missing)} of {len(gts)} ground-truth files: "
@@ -54,10 +65,12 @@ def match_pairs(
 
 
 def _score_pair(args: tuple) -> tuple[np.ndarray | None, str | None]:
-    pred_path, gt_path, num_classes, reduce_zero, ignore_index = args
+    pred_path, gt_path, num_classes, reduce_zero, ignore_index, gt_dtype, gt_hint = args
     try:
         pred = read_label(pred_path)
         gt = read_label(gt_path)
+        if gt_dtype is not None:
+            check_label_dtype(gt, gt_path, gt_dtype, gt_hint)
     except RRSegError as e:
         return None, str(e)
     if pred.shape != gt.shape:
@@ -81,10 +94,14 @@ def score_folders(
     ignore_index: int = 255,
     workers: int | None = None,
     gt_suffixes: Sequence[str] = ("_labelTrainIds", "_gtFine_labelTrainIds"),
+    gt_files: Sequence[str | os.PathLike] | None = None,
+    gt_dtype: np.dtype | None = None,
+    gt_dtype_hint: str = "",
 ) -> tuple[SegMetrics, int]:
-    """The confusion-matrix metrics of all pairs and the number of pairs scored."""
-    pairs = match_pairs(pred_dir, gt_dir, gt_suffixes)
-    items = [(str(p), str(g), num_classes, reduce_zero, ignore_index) for p, g in pairs]
+    """The confusion-matrix metrics of all pairs and the number of pairs scored. ``ignore_index`` may be above
+    255 (ADE20K-Full's 65535); ``gt_files`` / ``gt_dtype``: a dataset's label files and pixel type."""
+    pairs = match_pairs(pred_dir, gt_dir, gt_suffixes, gt_files)
+    items = [(str(p), str(g), num_classes, reduce_zero, ignore_index, gt_dtype, gt_dtype_hint) for p, g in pairs]
     workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
     total = np.zeros((num_classes, num_classes), np.int64)
     problems: list[str] = []

@@ -57,14 +57,21 @@ def build_datasets(cfg: Config) -> tuple[Any, Any, Any, Any]:
     from rrseg.data.transforms import test_transforms, train_transforms
 
     d = cfg.data
-    train_tf = train_transforms(
-        crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
-        cat_max_ratio=d.cat_max_ratio, mean=tuple(d.mean), std=tuple(d.std), flip_prob=d.flip_prob,
-        photometric=d.photometric,
-    )
     test_tf = test_transforms(scale=tuple(d.scale), mean=tuple(d.mean), std=tuple(d.std))
     train = build_dataset(d.train.type, d.train.root, d.train.split, transforms=None, **d.train.options)
     val = build_dataset(d.val.type, d.val.root, d.val.split, transforms=test_tf, **d.val.options)
+    ignore = getattr(train, "ignore_index", 255)
+    if getattr(val, "ignore_index", 255) != ignore:
+        raise RRSegError(f"data.val ({d.val.type} at {d.val.root}) ignores label {val.ignore_index} but "
+                         f"data.train ({d.train.type} at {d.train.root}) ignores {ignore}; "
+                         "train and validate on one kind of labels")
+    # the crop's cat_max_ratio leaves out, and the padding writes, the training data's own ignore value
+    # (ADE20K-Full: 65535; 255 is one of its classes)
+    train_tf = train_transforms(
+        crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
+        cat_max_ratio=d.cat_max_ratio, mean=tuple(d.mean), std=tuple(d.std), ignore_index=ignore,
+        flip_prob=d.flip_prob, photometric=d.photometric,
+    )
     return train, val, train_tf, test_tf
 
 
@@ -84,6 +91,8 @@ def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path)
         counts, _ = compute_stats(
             train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
             getattr(train_ds, "ignore_index", 255), workers=None,
+            label_dtype=getattr(train_ds, "LABEL_DTYPE", None),
+            label_dtype_hint=getattr(train_ds, "LABEL_DTYPE_HINT", ""),
         )
         return counts
 
