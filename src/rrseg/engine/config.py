@@ -42,7 +42,7 @@ class ConfigError(RRSegError):
 
 @dataclass
 class DatasetConfig:
-    type: str = "folder"  # ade20k | coco_stuff164k | cityscapes | folder
+    type: str = "folder"  # ade20k | ade20k_full | coco_stuff164k | cityscapes | folder
     root: str = ""
     split: str = "train"
     options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset class
@@ -193,8 +193,8 @@ class Config:
 
 # Allowed values of string fields that select an implementation.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.train.type": ("ade20k", "coco_stuff164k", "cityscapes", "folder"),
-    "data.val.type": ("ade20k", "coco_stuff164k", "cityscapes", "folder"),
+    "data.train.type": ("ade20k", "ade20k_full", "coco_stuff164k", "cityscapes", "folder"),
+    "data.val.type": ("ade20k", "ade20k_full", "coco_stuff164k", "cityscapes", "folder"),
     "loss.pixel.type": ("ce", "weighted_ce", "focal", "balanced_softmax", "blv"),
     "loss.pixel.weight_scheme": ("log", "inv_sqrt"),
     "loss.pixel.prior": ("pixel", "region"),
