@@ -1,7 +1,8 @@
 """Predict segmentation maps for images with a trained checkpoint.
 
 For each image writes OUT/<stem>.png (an index PNG, mode P: pixel values are class ids, shown in the
-dataset's palette) and OUT/<stem>_overlay.jpg (the colours blended over the image). The model and the test
+dataset's palette; above 256 classes, e.g. ADE20K-Full's 847, a 16-bit grey PNG of class ids, mode I;16,
+which `rrseg score` reads) and OUT/<stem>_overlay.jpg (the colours blended over the image). The model and the test
 resize come from the checkpoint's own metadata, so no config is needed.
 
 example:
