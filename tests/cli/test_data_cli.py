@@ -61,6 +61,23 @@ def test_make_synthetic_then_check_data(capsys, tmp_path: Path) -> None:
     assert report["ok"] is False and report["problem_counts"] == {"label_range": 1, "corrupt_image": 1}
 
 
+def test_quiet_and_verbose_set_what_the_library_logs(capsys, tmp_path: Path) -> None:
+    """The library's messages (here make_synthetic's statistics) are logged; the CLI prints them on stdout,
+    ``-q`` / ``--quiet`` (before or after the command) hides them, ``-v`` keeps them."""
+    import logging
+
+    args = ("--classes", 4, "--train", 6, "--val", 2, "--size", 24, "--workers", 1)
+    rc, out, err = in_process(capsys, "make-synthetic", tmp_path / "a", *args)
+    assert rc == 0 and f"wrote {tmp_path / 'a'} (8 images" in out and not err
+    for argv in (("-q", "make-synthetic", tmp_path / "b", *args), ("make-synthetic", tmp_path / "c", *args, "--quiet")):
+        rc, out, err = in_process(capsys, *argv)
+        assert rc == 0 and out == "" and err == "", argv
+    rc, out, _ = in_process(capsys, "-v", "make-synthetic", tmp_path / "d", *args)
+    assert rc == 0 and "wrote" in out
+    # main() leaves the rrseg logger as it found it (no handler, level unset)
+    assert not logging.getLogger("rrseg").handlers and logging.getLogger("rrseg").level == logging.NOTSET
+
+
 def test_convert_coco_stuff(capsys, tmp_path: Path) -> None:
     raw = tmp_path / "raw" / "val2017"
     raw.mkdir(parents=True)
