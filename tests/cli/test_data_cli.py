@@ -35,6 +35,7 @@ def in_process(capsys, *args: object) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
+@pytest.mark.slow
 def test_make_synthetic_then_check_data(capsys, tmp_path: Path) -> None:
     out = tmp_path / "syn"
     r = rrseg("make-synthetic", out, "--classes", 6, "--train", 30, "--val", 8, "--size", "40x32", "--seed", 2,

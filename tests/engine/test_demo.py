@@ -52,6 +52,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, caplog):
     from rrseg.engine.demo import run_demo
 

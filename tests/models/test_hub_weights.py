@@ -120,6 +120,7 @@ def test_custom_module_without_timm_config(hf_hub_cache):
         load_pretrained(torch.nn.Linear(2, 2), "timm")
 
 
+@pytest.mark.slow
 def test_environment_alone_works_in_a_fresh_process(hf_hub_cache, hub_weights):
     """What a user does: HF_HOME / HF_HUB_OFFLINE=1 set before Python starts (the fixture's environment,
     without its patch of huggingface_hub's constants)."""
