@@ -5,8 +5,16 @@ PY := $(VENV)/bin/python
 # sleeping (not spinning) OpenMP waits: see src/rrseg/cli/main.py
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.rrseg-installed
+# the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml)
+FAST := -m "not slow and not multiprocess"
 
-.PHONY: test lint pytest demo clean
+# make test-min: a venv of its own with every dependency at exactly its floor in pyproject.toml (name>=X -> name==X)
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.rrseg-installed
+MIN_PINS = $(shell $(PYTHON) -c "import re; deps = open('pyproject.toml').read().split('dependencies = [')[1].split(']')[0]; print(' '.join(n + '==' + v for n, v in re.findall(r'\"([A-Za-z0-9_.-]+)>=([0-9][^,\"]*)', deps)))")
+
+.PHONY: test lint pytest test-fast test-min demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +30,21 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest -q
 
+test-fast: $(STAMP)
+	$(PY) -m pytest -q $(FAST)
+
+$(MIN_STAMP): pyproject.toml
+	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q --upgrade pip
+	$(MIN_PY) -m pip install -q -e '.[dev]' $(MIN_PINS)
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	@echo "floors: $(MIN_PINS)"
+	$(MIN_PY) -m pytest -q $(FAST)
+
 demo: $(STAMP)
 	$(VENV)/bin/rrseg demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache

@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -255,4 +257,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s", stream=sys.stdout)  # rrseg's messages, as the CLI shows them
+    logging.getLogger("rrseg").setLevel(logging.INFO)
     main()

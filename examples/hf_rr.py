@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is built from configs
@@ -184,4 +186,6 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s", stream=sys.stdout)  # rrseg's messages, as the CLI shows them
+    logging.getLogger("rrseg").setLevel(logging.INFO)
     main()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -132,4 +134,6 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s", stream=sys.stdout)  # rrseg's messages, as the CLI shows them
+    logging.getLogger("rrseg").setLevel(logging.INFO)
     main()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
+import sys
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -135,4 +137,6 @@ def main(argv: list[str] | None = None) -> float:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(message)s", stream=sys.stdout)  # rrseg's messages, as the CLI shows them
+    logging.getLogger("rrseg").setLevel(logging.INFO)
     main()

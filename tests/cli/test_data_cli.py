@@ -35,6 +35,7 @@ def in_process(capsys, *args: object) -> tuple[int, str, str]:
     return rc, out.out, out.err
 
 
+@pytest.mark.slow
 def test_make_synthetic_then_check_data(capsys, tmp_path: Path) -> None:
     out = tmp_path / "syn"
     r = rrseg("make-synthetic", out, "--classes", 6, "--train", 30, "--val", 8, "--size", "40x32", "--seed", 2,
@@ -59,6 +60,23 @@ def test_make_synthetic_then_check_data(capsys, tmp_path: Path) -> None:
     assert r.stdout.splitlines()[-1] == "FAILED: 2 problems, 0 warnings in 2 splits"
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] is False and report["problem_counts"] == {"label_range": 1, "corrupt_image": 1}
+
+
+def test_quiet_and_verbose_set_what_the_library_logs(capsys, tmp_path: Path) -> None:
+    """The library's messages (here make_synthetic's statistics) are logged; the CLI prints them on stdout,
+    ``-q`` / ``--quiet`` (before or after the command) hides them, ``-v`` keeps them."""
+    import logging
+
+    args = ("--classes", 4, "--train", 6, "--val", 2, "--size", 24, "--workers", 1)
+    rc, out, err = in_process(capsys, "make-synthetic", tmp_path / "a", *args)
+    assert rc == 0 and f"wrote {tmp_path / 'a'} (8 images" in out and not err
+    for argv in (("-q", "make-synthetic", tmp_path / "b", *args), ("make-synthetic", tmp_path / "c", *args, "--quiet")):
+        rc, out, err = in_process(capsys, *argv)
+        assert rc == 0 and out == "" and err == "", argv
+    rc, out, _ = in_process(capsys, "-v", "make-synthetic", tmp_path / "d", *args)
+    assert rc == 0 and "wrote" in out
+    # main() leaves the rrseg logger as it found it (no handler, level unset)
+    assert not logging.getLogger("rrseg").handlers and logging.getLogger("rrseg").level == logging.NOTSET
 
 
 def test_convert_coco_stuff(capsys, tmp_path: Path) -> None:

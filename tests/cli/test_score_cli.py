@@ -60,6 +60,7 @@ def folders(tmp_path, write_label):
     return pred_dir, gt_dir, pairs
 
 
+@pytest.mark.slow
 def test_score_report_matches_confusion_matrix(tmp_path, folders, run_rrseg):
     pred_dir, gt_dir, pairs = folders
     counts_path = tmp_path / "counts.json"
@@ -91,6 +92,7 @@ def test_score_report_matches_confusion_matrix(tmp_path, folders, run_rrseg):
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.json"]
 
 
+@pytest.mark.slow
 def test_missing_predictions_listed_in_one_line(tmp_path, folders, write_label, run_rrseg):
     pred_dir, gt_dir, _ = folders
     write_label(gt_dir / "img7.png", np.zeros((4, 4), np.uint8))

@@ -60,6 +60,7 @@ def single_line_error(proc) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_counts_json_and_txt(tmp_path, label_tree, run_rrseg):
     root, files = label_tree
     out = tmp_path / "out" / "counts.json"  # output folder does not exist yet
@@ -99,6 +100,7 @@ def test_reduce_zero_label(tmp_path, label_tree, call_rrseg):
     assert data["options"]["reduce_zero_label"] is True
 
 
+@pytest.mark.slow
 def test_bad_value_is_a_one_line_error_and_writes_nothing(tmp_path, label_tree, write_label, run_rrseg):
     root, _ = label_tree
     arr = np.zeros((H, W), np.uint8)

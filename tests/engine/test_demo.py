@@ -4,6 +4,7 @@ the other in this process, then side by side as two one-thread processes), every
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -51,12 +52,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, capsys):
+@pytest.mark.slow
+def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, caplog):
     from rrseg.engine.demo import run_demo
+
+    caplog.set_level(logging.INFO, logger="rrseg")
 
     out, config = tmp_path / "demo", tiny_demo_config(tmp_path / "tiny.yaml")
     serial = run_demo(out, config=config, iters=3, parallel=False, dataset=TINY_DATA, device="cpu")
-    assert "generating the synthetic" in capsys.readouterr().out
+    assert "generating the synthetic" in caplog.text
+    caplog.clear()
     report = out / "report"
     for name in REPORT_FILES:
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
@@ -84,7 +89,7 @@ def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, capsys):
 
     dataset_stamp = (out / "synthetic" / "counts.json").stat().st_mtime_ns
     side = run_demo(out, config=config, iters=3, parallel=True, dataset=TINY_DATA, device="cpu")
-    assert "using the synthetic dataset" in capsys.readouterr().out
+    assert "using the synthetic dataset" in caplog.text
     assert (out / "synthetic" / "counts.json").stat().st_mtime_ns == dataset_stamp  # reused, not regenerated
     assert side["parallel"] is True and side["threads_per_run"] == 1
     assert (out / "ce.log").is_file() and (out / "rr.log").is_file()

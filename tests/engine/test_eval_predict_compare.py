@@ -15,10 +15,13 @@ from .test_trainer import rrseg, yaml_work_dir
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_dataset):
-    """Two short runs (CE, RR) of the tiny config."""
+    """Two short runs (CE, RR) of the tiny config, trained by ``rrseg train`` in this process (on the CPU, one
+    thread, as the subprocesses below run; no interpreter start-up)."""
     import os
 
     import yaml
+
+    from rrseg.cli.main import main
 
     from .conftest import SRC
 
@@ -39,11 +42,18 @@ def trained(tmp_path_factory, tiny_dataset):
         }
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        rrseg(["train", path], env)
         cfgs[name] = path
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for path in cfgs.values():
+            assert main(["train", str(path), "--device", "cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return cfgs, env
 
 
+@pytest.mark.slow
 def test_eval_matches_the_training_report_and_tta_runs(trained, tmp_path):
     cfgs, env = trained
     work = Path(yaml_work_dir(cfgs["rr"]))
@@ -60,6 +70,7 @@ def test_eval_matches_the_training_report_and_tta_runs(trained, tmp_path):
     assert tta.returncode == 0
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_checkpoint_of_another_model(trained, tmp_path):
     cfgs, env = trained
     proc = rrseg(["eval", cfgs["rr"], Path(yaml_work_dir(cfgs["rr"])) / "inference.safetensors",
@@ -68,6 +79,7 @@ def test_eval_refuses_a_checkpoint_of_another_model(trained, tmp_path):
     assert proc.stderr.count("\n") == 1 and "another architecture" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_predict_writes_index_pngs_equal_to_the_model_argmax(trained, tmp_path, tiny_dataset):
     cfgs, env = trained
     images = sorted((tiny_dataset / "images" / "val").iterdir())[:2]
@@ -90,6 +102,7 @@ def test_predict_writes_index_pngs_equal_to_the_model_argmax(trained, tmp_path, 
         assert (tmp_path / "pred" / f"{img.stem}_overlay.jpg").is_file()
 
 
+@pytest.mark.slow
 def test_predict_bad_image_is_one_line(trained, tmp_path):
     cfgs, env = trained
     bad = tmp_path / "bad.jpg"

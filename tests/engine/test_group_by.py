@@ -17,6 +17,7 @@ def _by_hand(counts: list[int], n: int) -> dict[str, list[int]]:
             "rare": ranking[n_freq + n_common :]}
 
 
+@pytest.mark.slow
 def test_train_and_eval_with_both_rankings(tiny_config, tiny_dataset, call_rrseg):
     cfg = tiny_config("run", eval={"interval": 0, "batch_size": 4, "group_by": "both"},
                       schedule={"iters": 2, "warmup_iters": 0})

@@ -3,12 +3,14 @@ cache through timm; nothing cached, or a backbone timm has no weights for, is on
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
 REPO = "timm/hrnet_w18.ms_aug_in1k"
 
 
+@pytest.mark.slow
 def test_train_with_timm_weights_from_the_cache(hf_hub_cache, tiny_config, call_rrseg):
     g = torch.Generator().manual_seed(0)
     sd = {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("rrseg.data.synthetic")
-
 import rrseg
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -66,8 +64,9 @@ def test_plain_pytorch_example_makes_its_data_and_trains(tmp_path):
     assert "step    3" in stdout
 
 
+@pytest.mark.slow
 def test_smp_example_trains_saves_and_reloads(tmp_path, data_root):
-    smp = pytest.importorskip("segmentation_models_pytorch")
+    import segmentation_models_pytorch as smp
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
@@ -84,6 +83,7 @@ def test_smp_example_trains_saves_and_reloads(tmp_path, data_root):
     assert "reduce.0.weight" in rr_state and "log_prior" in rr_state
 
 
+@pytest.mark.slow
 def test_hf_example_custom_loop(tmp_path, data_root):
     pytest.importorskip("transformers")
     out = tmp_path / "run"
@@ -94,6 +94,7 @@ def test_hf_example_custom_loop(tmp_path, data_root):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="the HF Trainer needs accelerate")
+@pytest.mark.slow
 def test_hf_example_with_trainer(tmp_path, data_root):
     pytest.importorskip("transformers")
     out = tmp_path / "run"

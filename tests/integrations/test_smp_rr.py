@@ -4,15 +4,14 @@ computed by hand, inference and checkpoints are the plain model's."""
 from __future__ import annotations
 
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-smp = pytest.importorskip("segmentation_models_pytorch")
-
-from rrseg.errors import RRSegError  # noqa: E402
-from rrseg.integrations.common import load_rr, save_rr  # noqa: E402
-from rrseg.integrations.smp import RRWrapper, find_classifier  # noqa: E402
-from rrseg.rebalance import CountsError, RegionRebalance  # noqa: E402
+from rrseg.errors import RRSegError
+from rrseg.integrations.common import load_rr, save_rr
+from rrseg.integrations.smp import RRWrapper, find_classifier
+from rrseg.rebalance import CountsError, RegionRebalance
 
 C = 4
 COUNTS = [40, 12, 3, 1]
@@ -88,7 +87,6 @@ def test_other_smp_architectures(arch):
 
 
 def test_dpt_classifier_is_the_last_conv_of_its_head():
-    pytest.importorskip("timm")
     torch.manual_seed(0)
     model = smp.DPT(
         "tu-vit_tiny_patch16_224", encoder_weights=None, classes=C, dynamic_img_size=True, decoder_readout="ignore"

@@ -268,6 +268,8 @@ _WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_all_reduce_in_two_process_gloo_group(tmp_path, subprocess_env):
     # Two real processes in a gloo group (started as plain interpreters so that the worker does not depend on
     # how pytest imports this module); each scores half of the images, then all_reduce sums the matrices.

@@ -1,9 +1,9 @@
 """benchmarks/gpu.sh is run once, on a GPU machine: make sure its pieces run (here on CPU, tiny).
 
-The whole script's dry run (`bash benchmarks/gpu.sh --dry-run`, 50-80 s on the 2-core CPU: every part at tiny
-sizes, the training part through torchrun with two gloo ranks) is too slow for the suite; run it by hand after
-changing any of the GPU scripts. Here: the script parses, the models part runs one tiny model, the report
-has every section whatever state the parts ended in, and the branch benchmark's paths compute the same loss.
+The script parses, the models part runs one tiny model, the report has every section whatever state the
+parts ended in, and the branch benchmark's paths compute the same loss. The whole script's dry run (`bash
+benchmarks/gpu.sh --dry-run`, 50-80 s on the 2-core CPU: every part at tiny sizes, the training part through
+torchrun with two gloo ranks) is marked slow and multiprocess: `make test` runs it, `make test-fast` does not.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def test_gpu_sh_parses():
     assert any(w.startswith("timm-") for w in wheels), wheels
 
 
+@pytest.mark.slow
 def test_gpu_models_script_runs_on_cpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     out, js = tmp_path / "gpu_models.md", tmp_path / "gpu_models.json"
@@ -143,7 +144,8 @@ def test_branch_paths_compute_the_same_loss(per_image):
     assert ref_grad.abs().max() > 1e-5  # the gradient reaches the features
 
 
-@pytest.mark.skipif(os.environ.get("RRSEG_SLOW") != "1", reason="50-80 s on the 2-core CPU: set RRSEG_SLOW=1")
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_gpu_sh_dry_run_end_to_end(tmp_path):
     # the whole script as it runs on the GPU machine, at tiny sizes on the CPU (gloo instead of NCCL)
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}

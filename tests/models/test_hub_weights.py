@@ -8,6 +8,7 @@ values, so that every tensor that arrives can be told from the model's own initi
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -43,7 +44,8 @@ def _assert_backbone_is(model: torch.nn.Module, weights: dict[str, torch.Tensor]
         torch.testing.assert_close(own[k], weights[k], rtol=0, atol=0, msg=k)
 
 
-def test_default_tag_loads_from_the_hub_cache_through_timm(hf_hub_cache, hub_weights, monkeypatch, capsys):
+def test_default_tag_loads_from_the_hub_cache_through_timm(hf_hub_cache, hub_weights, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="rrseg")
     hf_hub_cache(DEFAULT_REPO, hub_weights[DEFAULT_REPO])
     calls = []
     original = timm.models.load_pretrained
@@ -56,7 +58,7 @@ def test_default_tag_loads_from_the_hub_cache_through_timm(hf_hub_cache, hub_wei
     model = build_model("ocrnet_hr18", 5, pretrained="timm")
     assert calls == [DEFAULT_REPO]  # timm did the reading, from the cache
     _assert_backbone_is(model, hub_weights[DEFAULT_REPO])
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "timm hrnet_w18.ms_aug_in1k: loaded" in out and "missing" not in out
     assert "incre_modules.0.*" in out  # classification-only layers: in timm's file, not in the backbone
 
@@ -118,6 +120,7 @@ def test_custom_module_without_timm_config(hf_hub_cache):
         load_pretrained(torch.nn.Linear(2, 2), "timm")
 
 
+@pytest.mark.slow
 def test_environment_alone_works_in_a_fresh_process(hf_hub_cache, hub_weights):
     """What a user does: HF_HOME / HF_HUB_OFFLINE=1 set before Python starts (the fixture's environment,
     without its patch of huggingface_hub's constants)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -17,7 +18,11 @@ from rrseg.models import build_model
 from rrseg.models.convert import _unfold_to_official
 from rrseg.models.weights import load_pretrained, read_state_dict
 
-transformers = pytest.importorskip("transformers")
+
+@pytest.fixture
+def transformers():
+    """The optional transformers (extra ``hf``): only the tests that compare against it skip without it."""
+    return pytest.importorskip("transformers")
 
 
 def _perturb(module: nn.Module, scale: float = 0.05) -> None:
@@ -33,7 +38,7 @@ def _perturb(module: nn.Module, scale: float = 0.05) -> None:
 
 
 # ------------------------------------------------------------------ Hugging Face transformers -> timm
-def test_hf_swin_matches_transformers(tmp_path):
+def test_hf_swin_matches_transformers(transformers, tmp_path):
     cfg = transformers.SwinConfig(
         image_size=64, embed_dim=16, depths=[2, 2, 2], num_heads=[1, 2, 2], window_size=4
     )
@@ -51,7 +56,7 @@ def test_hf_swin_matches_transformers(tmp_path):
         torch.testing.assert_close(ours.forward_features(x), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_hf_beit_matches_transformers(tmp_path):
+def test_hf_beit_matches_transformers(transformers, tmp_path):
     cfg = transformers.BeitConfig(
         image_size=64,
         patch_size=16,
@@ -79,7 +84,7 @@ def test_hf_beit_matches_transformers(tmp_path):
         torch.testing.assert_close(got.flatten(2).transpose(1, 2), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_hf_convnext_matches_transformers(tmp_path):
+def test_hf_convnext_matches_transformers(transformers, tmp_path):
     cfg = transformers.ConvNextConfig(
         hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 2, 1], layer_scale_init_value=0.5
     )
@@ -397,6 +402,22 @@ def test_packaged_demo_backbone_loads_by_name():
     backbone_keys = set(scratch.backbone.model.state_dict())
     with safe_open(str(path), "pt") as f:
         assert set(f.keys()) == backbone_keys
+
+
+def test_load_summary_is_logged_and_can_be_silenced(caplog):
+    """load_pretrained logs its summary at INFO (logger rrseg.models.weights): a level above INFO on the
+    ``rrseg`` logger (what ``rrseg --quiet`` sets) silences it, as does ``verbose=False``."""
+    model = build_model("deeplabv3plus_small", num_classes=30)
+    caplog.set_level(logging.INFO, logger="rrseg")
+    load_pretrained(model, "rrseg:demo_small_backbone")
+    [record] = [r for r in caplog.records if r.name == "rrseg.models.weights"]
+    assert record.levelno == logging.INFO and "demo_small_backbone" in record.getMessage()
+    caplog.clear()
+    load_pretrained(model, "rrseg:demo_small_backbone", verbose=False)
+    assert not caplog.records
+    caplog.set_level(logging.WARNING, logger="rrseg")
+    load_pretrained(model, "rrseg:demo_small_backbone")
+    assert not caplog.records
 
 
 def test_unknown_packaged_weights_name_is_one_line():

@@ -157,6 +157,7 @@ def test_gradients_match_released_computation():
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-7, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_never_materialises_label_resolution_tensors():
     """No single allocation is larger than one int64 label-sized tensor; the released path allocates the
     upsampled map (D x label size) and a pixels x classes one-hot, 16x and 20x larger here."""

@@ -298,6 +298,7 @@ def test_catalogue_has_at_least_15_cases():
 
 @pytest.mark.parametrize("case", [corrupt_jpeg, yaml_python_tag],
                          ids=lambda c: c.__name__)
+@pytest.mark.slow
 def test_catalogue_as_subprocesses(case, ctx, run_rrseg):
     """The same cases through ``python -m rrseg``: what a user's shell sees."""
     expect = dict(CATALOGUE)[case]

@@ -111,6 +111,7 @@ def state_tensors(path: Path) -> dict[str, torch.Tensor]:
     return flat
 
 
+@pytest.mark.slow
 def test_kill_9_five_times_then_resume_ends_bit_identical(tiny_config, env):
     seed = int(os.environ.get("RRSEG_FAULT_SEED") or random.SystemRandom().randrange(2**32))
     rng = random.Random(seed)
@@ -167,6 +168,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_checkpoint_write_failing_half_way_keeps_the_previous_checkpoint(tiny_config, env, call_rrseg):
     cfg = tiny_config("run", schedule={"iters": 3, "warmup_iters": 0}, eval={"interval": 0, "batch_size": 4},
                       train={"checkpoint_interval": 3, "progress": False, "tensorboard": False})
@@ -201,6 +203,7 @@ def _train_records(work: Path, event: str) -> list[dict]:
     return [r for r in read_log(work) if r.get("event") == event]
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_stop_and_skip(tiny_config, env):
     """lr 1e30: iteration 1 is fine, its update makes every later loss NaN. ``stop`` saves iteration 1 and
     exits 2; ``skip`` skips iterations 2-5 and ends with exactly the weights of iteration 1 (the skipped
@@ -277,6 +280,8 @@ sys.exit(main(["train", sys.argv[1], "--device", "cpu"]))
 
 
 @pytest.mark.parametrize("policy", ["skip", "stop"])
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_non_finite_loss_on_one_rank_of_two(tiny_config, env, tmp_path, policy):
     """Two gloo processes, the loss NaN on rank 1 only: both ranks make the same decision (skip the step, or
     stop with the last good state saved) instead of rank 0 waiting in the gradient all-reduce until the

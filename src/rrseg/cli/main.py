@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
 
 # OpenMP threads that spin while waiting starve everything else on a busy or small machine (a training step
 # of the CPU demo went from 0.5 s to 5.7 s next to another job); sleeping waits cost little elsewhere.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from rrseg import __version__
 from rrseg.errors import RRSegError
@@ -31,16 +33,64 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+class _ConsoleHandler(logging.Handler):
+    """Plain messages: below WARNING to stdout (what the library printed before it logged), WARNING and
+    above to stderr. The streams are looked up at each message, so redirections (rich's progress display,
+    pytest's capture) see them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def console_logging(level: int = logging.INFO) -> Iterator[None]:
+    """The ``rrseg`` loggers print plain messages at ``level`` and above while the command runs; the
+    logger's handlers and level are restored afterwards (``main`` may be called more than once in a process)."""
+    logger = logging.getLogger("rrseg")
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+
+def _verbosity_arguments(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="only warnings and errors, not the progress messages")
+    parser.add_argument("-v", "--verbose", action="count", default=default, help="also debug messages")
+
+
+def log_level(args: argparse.Namespace) -> int:
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", 0) else logging.INFO
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rrseg", description="Region Rebalance for long-tailed semantic segmentation."
     )
     parser.add_argument("--version", action="version", version=f"rrseg {__version__}")
+    _verbosity_arguments(parser, default=None)
+    # also accepted after the command (rrseg demo -q); SUPPRESS: absent there, the top-level value stays
+    verbosity = argparse.ArgumentParser(add_help=False)
+    _verbosity_arguments(verbosity, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in COMMANDS:
         mod = importlib.import_module(f"rrseg.cli.{module}")
         p = sub.add_parser(
             name,
+            parents=[verbosity],
             help=help_text,
             description=(mod.__doc__ or help_text).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with console_logging(log_level(args)):
+            return int(args._run(args) or 0)
     except RRSegError as e:
         print(f"rrseg {args.command}: error: {one_line(str(e))}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ seed draws the images, which are byte-identical for a seed (same Pillow build), 
 from __future__ import annotations
 
 import colorsys
+import logging
 import math
 import os
 import shutil
@@ -42,6 +43,8 @@ from PIL import Image, ImageDraw
 from rrseg.data.stats import spearman
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULTS",
@@ -568,7 +571,7 @@ def make_synthetic(
     of the long tail (the demo's pretrained backbone is trained on it).
 
     ``size`` is (width, height) or one number for square images. The folder appears complete or not at all
-    (written to a temporary sibling, then renamed). Returns ``out_dir``; the statistics are printed when
+    (written to a temporary sibling, then renamed). Returns ``out_dir``; the statistics are logged (INFO) when
     ``verbose`` and stored in ``synthetic.json``.
     """
     t0 = time.perf_counter()
@@ -639,9 +642,9 @@ def make_synthetic(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if verbose:
-        print(f"wrote {out} ({total} images, {w}x{h}, seed {seed}) in {stats['seconds']:.1f} s")
-        print(format_statistics(stats) if kind == "longtail" else f"{num_classes} classes, class-balanced "
-              f"({designs[0].train_images} training images each)")
+        logger.info(f"wrote {out} ({total} images, {w}x{h}, seed {seed}) in {stats['seconds']:.1f} s")
+        logger.info(format_statistics(stats) if kind == "longtail" else f"{num_classes} classes, class-balanced "
+                    f"({designs[0].train_images} training images each)")
     return out
 
 

@@ -14,6 +14,7 @@ last digits, and training can carry such differences on to visible ones in the e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,8 @@ from rrseg.engine.trainer import Trainer
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from rrseg.metrics.report import plot_iou_vs_count
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DATA_SEED", "DEMO_CONFIG", "PARALLEL_DEFAULT", "RUNS", "prepare_dataset", "run_demo"]
 
@@ -67,9 +70,9 @@ def prepare_dataset(root: str | os.PathLike, options: dict[str, Any] | None = No
         if found != expected:
             diff = ", ".join(f"{k} {found[k]} (expected {expected[k]})" for k in expected if found[k] != expected[k])
             raise RRSegError(f"{root}: not the demo's dataset: {diff}; delete it (or use another --out)")
-        print(f"using the synthetic dataset in {root}")
+        logger.info("using the synthetic dataset in %s", root)
         return root
-    print(f"generating the synthetic long-tailed dataset in {root} ...")
+    logger.info("generating the synthetic long-tailed dataset in %s ...", root)
     return make_synthetic(root, seed=DATA_SEED, **opts)
 
 
@@ -115,11 +118,11 @@ def _train_side_by_side(config: Path, runs: list[tuple[str, Path, list[str]]], i
                     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
                     raise RRSegError(f"the {label} run failed (exit status {proc.returncode}); its output is in "
                                      f"{log}: {' / '.join(tail)}")
-                print(f"{label}: finished in {walls[label] / 60:.1f} min (output: {log})", flush=True)
+                logger.info("%s: finished in %.1f min (output: %s)", label, walls[label] / 60, log)
             if time.perf_counter() - last_report > PROGRESS_SECONDS and len(walls) < len(procs):
                 last_report = time.perf_counter()
-                print("  " + ", ".join(f"{label} {_iteration(w)}/{iters}" for label, (_, _, _, w) in procs.items()
-                                       if label not in walls), flush=True)
+                logger.info("  " + ", ".join(f"{label} {_iteration(w)}/{iters}" for label, (_, _, _, w) in procs.items()
+                                          if label not in walls))
     finally:
         for proc, *_ in procs.values():  # an error or Ctrl-C here: the other run must not go on alone
             if proc.poll() is None:
@@ -149,15 +152,15 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: str | os.PathLike | N
     runs = [(label, out / key, [*base, *extra, f"work_dir={out / key}", f"name={label}"]) for label, key, extra in RUNS]
 
     if parallel:
-        print(f"training {' and '.join(r[0] for r in runs)} side by side, one thread each "
-              f"({cfg.model.name}, {planned} iterations per run)", flush=True)
+        logger.info(f"training {' and '.join(r[0] for r in runs)} side by side, one thread each "
+                    f"({cfg.model.name}, {planned} iterations per run)")
         walls = _train_side_by_side(config, runs, planned, device)
         threads = 1
     else:
         walls = {}
         threads = torch.get_num_threads()
         for i, (label, _, overrides) in enumerate(runs, 1):
-            print(f"[{i}/{len(runs)}] training {label} ({cfg.model.name}, {planned} iterations)", flush=True)
+            logger.info(f"[{i}/{len(runs)}] training {label} ({cfg.model.name}, {planned} iterations)")
             t = time.perf_counter()
             Trainer(load_config(config, overrides), resume=False, device=device).train()
             walls[label] = time.perf_counter() - t
@@ -190,9 +193,9 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: str | os.PathLike | N
     }
     atomic_write_json(report_dir / "summary.json", summary)
     atomic_write_text(report_dir / "README.md", _markdown(summary, reports))
-    print("\n" + summary_table(rows))
-    print(f"\nreport: {report_dir}/README.md (plots: iou_vs_count.png, curves.png, predictions.png); "
-          f"{summary['total_seconds'] / 60:.1f} min in all")
+    logger.info("\n" + summary_table(rows))
+    logger.info(f"\nreport: {report_dir}/README.md (plots: iou_vs_count.png, curves.png, predictions.png); "
+                f"{summary['total_seconds'] / 60:.1f} min in all")
     return summary
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -44,6 +45,8 @@ from rrseg.rebalance import (
     FocalLoss,
     class_weights,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "build_criterion", "build_datasets", "convert_sync_bn", "resolve_counts"]
 
@@ -311,7 +314,7 @@ class Trainer:
         latest = ckpt.latest_checkpoint(self.work_dir)
         if latest is None:
             if self.info.is_main:
-                print(f"no checkpoint in {self.work_dir}; starting from scratch")
+                logger.info("no checkpoint in %s; starting from scratch", self.work_dir)
             return None
         state_dict, _ = ckpt.read_weights(latest / "model.safetensors")
         ckpt.load_weights(self.model, state_dict, str(latest / "model.safetensors"))
@@ -322,7 +325,7 @@ class Trainer:
         self.best = dict(state["best"])
         self.history = list(state.get("history", []))
         if self.info.is_main:
-            print(f"resumed from {latest} at iteration {self.iteration}")
+            logger.info("resumed from %s at iteration %d", latest, self.iteration)
         return state["rng"]
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -494,7 +497,8 @@ class Trainer:
             path = self.save_checkpoint()
             name = signal.Signals(self._signal).name
             if info.is_main:
-                print(f"\n{name}: checkpoint saved at iteration {self.iteration} ({path}); continue with --resume")
+                logger.info("\n%s: checkpoint saved at iteration %d (%s); continue with --resume", name, self.iteration,
+                            path)
             raise SystemExit(128 + self._signal) from None
         finally:
             if progress is not None:
@@ -502,7 +506,7 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
         if info.is_main:
-            print(format_report(final_report))
+            logger.info(format_report(final_report))
         return final_report if info.is_main else None
 
     def _fingerprints(self) -> list[str]:

@@ -13,12 +13,13 @@ with ``HF_HUB_OFFLINE=1`` from the cache only). This is the one way rrseg downlo
 
 Every tensor must match the model's shape: a mismatch raises RRSegError naming the key and both shapes
 (relative-position tables and patch embeddings are resized first, as timm does). A summary of what was
-loaded, missing and unexpected is printed.
+loaded, missing and unexpected is logged (INFO, logger ``rrseg.models.weights``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
 from rrseg.models.convert import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LoadResult", "is_timm_spec", "load_pretrained", "load_timm_pretrained", "read_state_dict"]
 
@@ -228,7 +231,7 @@ def load_pretrained(
     target.load_state_dict(to_load, strict=False)
     _finish(result, module, target, to_load, file_shapes)
     if verbose:
-        print(result.summary())
+        logger.info(result.summary())
     return result
 
 
@@ -402,5 +405,5 @@ def load_timm_pretrained(
         raise RRSegError(f"pretrained={spec!r}: timm loads {full} with a custom loader that rrseg cannot check")
     _finish(result, module, target, seen["to_load"], seen["file_shapes"])
     if verbose:
-        print(result.summary())
+        logger.info(result.summary())
     return result
