@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> dict:
         "loss.region.type=rr", f"train.amp={s['amp']}", f"train.sync_bn={str(s['sync_bn']).lower()}",
         f"train.log_interval={s['log']}", "train.progress=false", "train.tensorboard=false",
         f"eval.batch_size={s['batch']}", "eval.interval=0",
+        "model.pretrained=null",  # the demo config's pretrained backbone is the demo model's, not this one's
     ]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "rrseg", "train", str(ROOT / "configs" / "demo.yaml"), "--device", s["device"],
