@@ -4,7 +4,7 @@ from rrseg.rebalance.base import Criterion, LossTerm, resize_logits
 from rrseg.rebalance.blv import BLVLoss
 from rrseg.rebalance.counts import ClassCounts, CountsError
 from rrseg.rebalance.pixel import BalancedSoftmaxLoss, CrossEntropyLoss, FocalLoss, class_weights
-from rrseg.rebalance.region import RegionPool, RegionRebalance, region_pool, simplex_etf
+from rrseg.rebalance.region import RegionPool, RegionRebalance, region_pool, region_table, simplex_etf
 
 __all__ = [
     "BLVLoss",
@@ -19,6 +19,7 @@ __all__ = [
     "RegionRebalance",
     "class_weights",
     "region_pool",
+    "region_table",
     "resize_logits",
     "simplex_etf",
 ]
