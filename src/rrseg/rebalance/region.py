@@ -98,11 +98,11 @@ def region_table(
     keep = labels != ignore_index
     cls = torch.where(keep, labels, 0)  # ignored pixels add weight 0 to class 0's row: no filtering
     img = torch.arange(b, device=device).view(b, 1, 1)
-    num_rows = b * num_classes if per_image else num_classes
+    key = img * num_classes + cls if per_image else cls  # each pixel's region row
     # Row offsets into the flat [K, B*h*w] weight table: per image a [C, h*w] block of its own cells.
-    base = (img * num_classes + cls) * (h * w) if per_image else cls * (b * h * w) + img * (h * w)
-    counts = torch.zeros(num_rows, dtype=torch.long, device=device)
-    counts.index_add_(0, (img * num_classes + cls if per_image else cls).reshape(-1), keep.reshape(-1).long())
+    base = key * (h * w) if per_image else key * (b * h * w) + img * (h * w)
+    counts = torch.zeros(b * num_classes if per_image else num_classes, dtype=torch.long, device=device)
+    counts.index_add_(0, key.reshape(-1), keep.reshape(-1).long())
 
     # Adjoint of separable bilinear upsampling: every labelled pixel sends its 4 bilinear weights back to
     # the feature cells it was interpolated from, into the row of its region.
@@ -118,7 +118,7 @@ def region_table(
 
     feats = features.to(acc_dtype).permute(0, 2, 3, 1).reshape(b, h * w, d)
     if per_image:
-        sums = torch.bmm(weights.view(b, num_classes, h * w), feats).reshape(num_rows, d)
+        sums = torch.bmm(weights.view(b, num_classes, h * w), feats).reshape(b * num_classes, d)
     else:
         sums = weights.view(num_classes, b * h * w) @ feats.reshape(b * h * w, d)
     return sums / counts.clamp(min=1).to(acc_dtype).unsqueeze(1), counts
