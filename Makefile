@@ -8,11 +8,12 @@ STAMP := $(VENV)/.rrseg-installed
 # the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml)
 FAST := -m "not slow and not multiprocess"
 
-# make test-min: a venv of its own with every dependency at exactly its floor in pyproject.toml (name>=X -> name==X)
+# make test-min: a venv of its own with every dependency, and the hf extra, at exactly its floor in
+# pyproject.toml (name>=X -> name==X); the test tools as `make test` has them
 MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.rrseg-installed
-MIN_PINS = $(shell $(PYTHON) -c "import re; deps = open('pyproject.toml').read().split('dependencies = [')[1].split(']')[0]; print(' '.join(n + '==' + v for n, v in re.findall(r'\"([A-Za-z0-9_.-]+)>=([0-9][^,\"]*)', deps)))")
+MIN_PINS = $(shell $(PYTHON) -c "import re; t = open('pyproject.toml').read(); deps = t.split('dependencies = [')[1].split(']')[0] + t.split('hf = [')[1].split(']')[0]; print(' '.join(n + '==' + v for n, v in re.findall(r'\"([A-Za-z0-9_.-]+)>=([0-9][^,\"]*)', deps)))")
 
 .PHONY: test lint pytest test-fast test-min demo clean
 

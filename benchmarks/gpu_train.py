@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> dict:
 
     run_dir = work / "run"
     sets = [
-        f"model.name={s['model']}", f"model.options={{img_size: {s['size']}}}",
+        # the demo config's pretrained backbone (rrseg:demo_small_backbone) is its own model's, not this one's
+        f"model.name={s['model']}", f"model.options={{img_size: {s['size']}}}", "model.pretrained=null",
         f"data.train.root={data}", f"data.val.root={data}", f"data.batch_size={s['batch']}",
         f"data.crop_size=[{s['size']},{s['size']}]", f"data.scale=[{s['size']},{s['size']}]",
         f"data.workers={s['workers']}", f"schedule.iters={s['iters']}", "schedule.warmup_iters=5",

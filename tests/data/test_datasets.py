@@ -219,6 +219,10 @@ def test_error_in_a_dataloader_worker_keeps_its_one_line_message(folder_dataset)
     root = folder_dataset(n_train=1)
     save_label(root / "labels/train/s0.png", np.full((24, 32), 9, np.uint8))
     loader = torch.utils.data.DataLoader(FolderDataset(root, "train"), num_workers=1)
-    with pytest.raises(DataError) as e:
-        next(iter(loader))
+    batches = iter(loader)
+    try:
+        with pytest.raises(DataError) as e:
+            next(batches)
+    finally:  # now: the error's traceback keeps the iterator alive, and its clean-up at exit waits 5 s
+        batches._shutdown_workers()
     assert str(e.value) == f"{root}/labels/train/s0.png: label values 9 outside the class range 0..3 (ignore index 255)"

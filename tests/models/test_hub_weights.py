@@ -44,6 +44,7 @@ def _assert_backbone_is(model: torch.nn.Module, weights: dict[str, torch.Tensor]
         torch.testing.assert_close(own[k], weights[k], rtol=0, atol=0, msg=k)
 
 
+@pytest.mark.slow
 def test_default_tag_loads_from_the_hub_cache_through_timm(hf_hub_cache, hub_weights, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="rrseg")
     hf_hub_cache(DEFAULT_REPO, hub_weights[DEFAULT_REPO])
@@ -69,6 +70,7 @@ def test_default_tag_loads_from_the_hub_cache_through_timm(hf_hub_cache, hub_wei
     _assert_backbone_is(again, hub_weights[DEFAULT_REPO])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["timm:ms_in1k", "timm:hrnet_w18.ms_in1k"])
 def test_another_tag(hf_hub_cache, hub_weights, spec):
     hf_hub_cache(DEFAULT_REPO, hub_weights[DEFAULT_REPO])
@@ -90,6 +92,7 @@ def test_offline_with_nothing_cached_is_one_line_naming_the_repo(hf_hub_cache):
     assert "model.pretrained: /path/to/model.safetensors" in msg and str(hf_hub_cache.cache) in msg
 
 
+@pytest.mark.slow
 def test_a_cached_file_of_the_wrong_architecture_names_key_and_shapes(hf_hub_cache, hub_weights):
     bad = dict(hub_weights[DEFAULT_REPO])
     bad["conv1.weight"] = torch.zeros(32, 3, 3, 3)  # hrnet_w18's stem conv is 64 x 3 x 3 x 3

@@ -104,7 +104,9 @@ FULL = [
 
 
 @pytest.mark.parametrize(
-    "name,options,feat,aux_in,aux_ch,drop_path,num_layers", FULL, ids=[f[0] for f in FULL]
+    "name,options,feat,aux_in,aux_ch,drop_path,num_layers",
+    [pytest.param(*f, marks=pytest.mark.slow) if f[0] == "upernet_beit_b" else f for f in FULL],  # BEiT-B: ~1.5 s
+    ids=[f[0] for f in FULL],
 )
 def test_full_size_model_settings(name, options, feat, aux_in, aux_ch, drop_path, num_layers):
     model = build_model(name, 150, **options)
