@@ -11,7 +11,6 @@ outputs are the same with or without it, and :meth:`Segmentor.inference_state_di
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,23 +18,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
-from rrseg.rebalance import ClassCounts, RegionRebalance
+from rrseg.rebalance import RegionRebalance
+from rrseg.rebalance.registry import list_losses, loss_class
 from rrseg.types import SegOutput
 
 __all__ = ["RebalanceSpec", "Segmentor", "build_rebalance"]
 
 RebalanceSpec = None | str | Mapping[str, Any] | RegionRebalance
 
-_RR_FIXED = {"self", "in_channels", "num_classes", "counts"}
-_RR_OPTIONS = sorted(set(inspect.signature(RegionRebalance.__init__).parameters) - _RR_FIXED)
 
+def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> nn.Module | None:
+    """The region branch from a model's ``rebalance`` setting.
 
-def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> RegionRebalance | None:
-    """A RegionRebalance from a model's ``rebalance`` setting.
-
-    ``spec``: None or "none"; a RegionRebalance (used as is); "rr"/"ceco" (only valid with ``prior="none"``
-    semantics, so normally a dict); or a dict ``{"type": "rr" | "ceco", "counts": <anything ClassCounts.load
-    takes>, **RegionRebalance options}``. "ceco" is RR with ``etf=True`` (fixed simplex-ETF classifier).
+    ``spec``: None or "none"; a RegionRebalance (used as is); a registered region loss's name (only valid with
+    ``prior="none"`` semantics, so normally a dict); or a dict ``{"type": name, "counts": <anything
+    ClassCounts.load takes>, **options}``, the name one of ``rrseg.rebalance.REGION_LOSSES`` (whose
+    ``module`` builds the branch: "rr" and "ceco" a RegionRebalance, "ceco" with ``etf=True``).
     """
     if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
         return None
@@ -49,39 +47,16 @@ def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> 
         return spec
     if isinstance(spec, str):
         spec = {"type": spec}
+    names = list_losses("region")
     if not isinstance(spec, Mapping):
         raise RRSegError(
-            f"rebalance: expected None, 'none', 'rr', 'ceco' or a mapping, got {type(spec).__name__}"
+            f"rebalance: expected None, {', '.join(repr(n) for n in names)} or a mapping, got {type(spec).__name__}"
         )
     options = dict(spec)
     kind = str(options.pop("type", "rr")).lower()
-    if kind == "none":
-        return None
-    if kind not in ("rr", "ceco"):
-        raise RRSegError(f"rebalance: type must be 'rr', 'ceco' or 'none', got {kind!r}")
-    if kind == "ceco":
-        if options.get("etf", True) is not True:
-            raise RRSegError("rebalance: type 'ceco' is RR with etf=True; do not set etf=False")
-        options["etf"] = True
-    counts = options.pop("counts", None)
-    unknown = sorted(set(options) - set(_RR_OPTIONS))
-    if unknown:
-        raise RRSegError(
-            f"rebalance: unknown option {unknown[0]!r}; valid options: counts, {', '.join(_RR_OPTIONS)}"
-        )
-    if counts is None and options.get("prior", "region") != "none":
-        raise RRSegError(
-            f"rebalance: type {kind!r} needs class counts ('counts': a list, stats JSON or released "
-            "*_image_label_stats.txt), or prior='none'"
-        )
-    if counts is not None and not isinstance(counts, ClassCounts):
-        counts = ClassCounts.load(counts, num_classes)
-    try:
-        return RegionRebalance(in_channels, num_classes, counts, **options)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, RRSegError):
-            raise
-        raise RRSegError(f"rebalance: {e}") from None
+    if kind not in names:
+        raise RRSegError(f"rebalance: type must be one of {', '.join(names)}, got {kind!r}")
+    return loss_class("region", kind).module(in_channels, num_classes, options)
 
 
 class Segmentor(nn.Module):
@@ -127,11 +102,11 @@ class Segmentor(nn.Module):
         self.input_size = tuple(input_size) if input_size is not None else None
         self.output_stride = int(output_stride)
         self.name = name
-        self.rebalance: RegionRebalance | None = None
+        self.rebalance: nn.Module | None = None
         self.set_rebalance(rebalance)
 
     # ----------------------------------------------------------------------------------------------- setup
-    def set_rebalance(self, spec: RebalanceSpec) -> RegionRebalance | None:
+    def set_rebalance(self, spec: RebalanceSpec) -> nn.Module | None:
         """Attach (or with None remove) the RR / CeCo branch; see :func:`build_rebalance`."""
         self.rebalance = build_rebalance(spec, self.feature_channels, self.num_classes)
         return self.rebalance
