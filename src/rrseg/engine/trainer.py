@@ -13,7 +13,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -32,7 +31,7 @@ from rrseg.engine.evaluator import evaluate
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
 from rrseg.errors import RRSegError
-from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir
+from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir, remove_stale_temps
 from rrseg.metrics.groups import ranked_groups
 from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
 from rrseg.rebalance import ClassCounts, Criterion, CrossEntropyLoss
@@ -259,11 +258,8 @@ class Trainer:
         """What a killed run can leave: temporary files of atomic writes, a half-written checkpoint folder,
         a log line cut short (the next record would be glued to it)."""
         for folder in (self.work_dir, self.work_dir / "eval", self.work_dir / ckpt.CKPT_DIR):
-            if folder.is_dir():
-                for stale in folder.glob(".*.tmp"):
-                    stale.unlink(missing_ok=True)
-        for stale in (self.work_dir / ckpt.CKPT_DIR).glob(".iter_*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_stale_temps(folder)
+        ckpt.remove_partial_checkpoints(self.work_dir)
         log = self.work_dir / "log.jsonl"
         if log.is_file() and log.stat().st_size:
             with open(log, "rb+") as f:

@@ -22,9 +22,18 @@ from rrseg.rebalance import RegionRebalance
 from rrseg.rebalance.registry import list_losses, loss_class
 from rrseg.types import SegOutput
 
-__all__ = ["RebalanceSpec", "Segmentor", "build_rebalance"]
+__all__ = ["SIZE_DIVISOR", "RebalanceSpec", "Segmentor", "build_rebalance", "pad_to_multiple"]
 
 RebalanceSpec = None | str | Mapping[str, Any] | RegionRebalance
+
+SIZE_DIVISOR = 32  # every backbone here downsamples by 32 at most: eval inputs are padded to a multiple of it
+
+
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Zero-pad [..., H, W] at the bottom and right to multiples of ``multiple`` (the caller crops back)."""
+    h, w = images.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
 
 
 def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> nn.Module | None:
@@ -82,7 +91,7 @@ class Segmentor(nn.Module):
         aux_loss_weight: float = 0.4,
         cascade: bool = False,
         rebalance: RebalanceSpec = None,
-        size_divisor: int = 32,
+        size_divisor: int = SIZE_DIVISOR,
         input_size: tuple[int, int] | None = None,
         output_stride: int = 4,
         name: str = "",
@@ -165,17 +174,15 @@ class Segmentor(nn.Module):
             )
 
     def _pad_for_eval(self, images: Tensor) -> Tensor:
+        if self.input_size is None:
+            return pad_to_multiple(images, self.size_divisor)
         h, w = images.shape[-2:]
-        if self.input_size is not None:
-            th, tw = self.input_size
-            if h > th or w > tw:
-                raise RRSegError(
-                    f"{self.name}: input {h}x{w} is larger than the {th}x{tw} the model was built for; "
-                    "use sliding-window inference with that crop size"
-                )
-        else:
-            th = -(-h // self.size_divisor) * self.size_divisor
-            tw = -(-w // self.size_divisor) * self.size_divisor
+        th, tw = self.input_size
+        if h > th or w > tw:
+            raise RRSegError(
+                f"{self.name}: input {h}x{w} is larger than the {th}x{tw} the model was built for; "
+                "use sliding-window inference with that crop size"
+            )
         if (th, tw) == (h, w):
             return images
         return F.pad(images, (0, tw - w, 0, th - h))
