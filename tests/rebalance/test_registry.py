@@ -93,3 +93,16 @@ def test_region_spec_is_the_models_rebalance_setting():
     torch.manual_seed(0)
     model = build_model("ocrnet_tiny", num_classes=4, rebalance=spec)
     assert model.rebalance.etf and model.rebalance.loss_weight == 0.8
+
+
+def test_an_options_class_must_name_itself():
+    from rrseg.rebalance.registry import _table
+
+    @dataclass
+    class Forgot(PixelLossOptions):  # no `type` default of its own: it would take the default loss's name
+        extra: int = 1
+
+    with pytest.raises(ValueError, match=r"Forgot: loss name 'ce' registered twice"):
+        _table(PixelLossOptions, *PIXEL_LOSSES.values(), Forgot)
+    with pytest.raises(TypeError, match="subclassing PixelLossOptions"):
+        _table(PixelLossOptions, RegionLossOptions)

@@ -429,7 +429,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
 def _build_loss(base: Any, data: dict, prefix: str) -> Any:
     """A loss section: ``type`` picks the registered loss, whose options class checks and fills the other keys;
     a key of another loss is an error naming the key and the loss, as is an unknown ``type``."""
-    name = _coerce(data.get("type", _default_type(base)), str, f"{prefix}.type")
+    name = _coerce(data.get("type", base.type), str, f"{prefix}.type")  # the base's type: the default loss
     try:
         cls = loss_class(base.KIND, name)
     except RRSegError as e:
@@ -444,11 +444,6 @@ def _build_loss(base: Any, data: dict, prefix: str) -> Any:
         raise ConfigError(f"config key '{prefix}.{key}' is an option of {' and '.join(owners)}, not of {name} "
                           f"({name} takes {', '.join(loss_option_names(cls)) or 'no options'})")
     return _build(cls, {**data, "type": name}, prefix)
-
-
-def _default_type(base: Any) -> str:
-    """The loss a section without ``type`` gets: the schema's default for that section."""
-    return {"pixel": CrossEntropyOptions.type, "region": NoRegionLoss.type}[base.KIND]
 
 
 def _check_combinations(cfg: Config) -> Config:

@@ -59,7 +59,8 @@ class Criterion(nn.Module):
 # ------------------------------------------------------------------------------------------------ options
 # A loss's options class is a dataclass: its fields are the keys of its config section (``loss.pixel`` or
 # ``loss.region``) with their types and defaults, which the config checks and fills in. ``type`` is the name
-# the loss is registered under; the subclass sets it as its default.
+# the loss is registered under; each subclass sets it as its default (the bases' is the loss a config gets
+# when it names none, so a subclass that forgets is refused as a second registration of that name).
 
 
 @dataclass
@@ -67,7 +68,7 @@ class PixelLossOptions:
     """The options every pixel loss takes; a pixel loss's options class adds its own and ``build``."""
 
     KIND: ClassVar[str] = "pixel"
-    type: str = ""
+    type: str = "ce"
     loss_weight: float = 1.0
     # every pixel loss and the auxiliary CE: the sum of per-pixel losses (class-weighted for weighted_ce) over
     # the labelled pixels (true, mmseg >= 0.23) or over all pixels, ignored ones included (false, mmseg 0.17:
@@ -86,7 +87,7 @@ class RegionLossOptions:
     (``build_model(rebalance=...)``); ``module`` builds the branch from such a setting."""
 
     KIND: ClassVar[str] = "region"
-    type: str = ""
+    type: str = "none"
 
     def spec(self, counts: ClassCounts, ignore_index: int = 255) -> dict[str, Any] | None:
         """``{"type", "counts", **options, "ignore_index"}``: the options as set, the data's ignore index."""

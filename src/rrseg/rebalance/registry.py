@@ -37,8 +37,8 @@ def _table(base: type, *classes: type) -> dict[str, Any]:
     for cls in classes:
         if not (dataclasses.is_dataclass(cls) and issubclass(cls, base)):
             raise TypeError(f"{cls.__name__}: a loss's options are a dataclass subclassing {base.__name__}")
-        if not cls.type or cls.type in table:
-            raise ValueError(f"{cls.__name__}: loss name {cls.type!r} is empty or registered twice")
+        if cls.type in table:
+            raise ValueError(f"{cls.__name__}: loss name {cls.type!r} registered twice (set its `type` default)")
         table[cls.type] = cls
     return table
 
