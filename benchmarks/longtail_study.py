@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from rrseg.engine.checkpoint import latest_checkpoint
-from rrseg.engine.config import config_to_dict, load_config
+from rrseg.engine.config import ConfigError, config_to_dict, load_config, parse_config
 from rrseg.engine.demo import DEMO_CONFIG, prepare_dataset
 from rrseg.engine.experiment import summary_row
 from rrseg.engine.trainer import Trainer
@@ -103,6 +103,16 @@ def read_results(results: Path, sha: str) -> tuple[list[dict], int]:
     return found, stale
 
 
+def same_config(saved: Path, cfg) -> bool:
+    """Whether a work dir's config.yaml is ``cfg``, compared as parsed (so that a dump written before the loss
+    sections held only their loss's options still matches)."""
+    try:
+        data = yaml.safe_load(saved.read_text())
+        return isinstance(data, dict) and config_to_dict(parse_config(data)) == config_to_dict(cfg)
+    except (ConfigError, yaml.YAMLError):
+        return False
+
+
 def run_one(out: Path, results: Path, config: Path, sha: str, method: str, iters: int, seed: int,
             base: list[str]) -> dict:
     """One run, unless its JSON (for this config) exists; writes the JSON as soon as the run has finished."""
@@ -119,8 +129,7 @@ def run_one(out: Path, results: Path, config: Path, sha: str, method: str, iters
                                "train.tensorboard=false"])
     # continue a run stopped by a signal, but only one of exactly this config
     saved = work / "config.yaml"
-    resume = (latest_checkpoint(work) is not None and saved.is_file()
-              and yaml.safe_load(saved.read_text()) == yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
+    resume = latest_checkpoint(work) is not None and saved.is_file() and same_config(saved, cfg)
     t = time.perf_counter()
     report = Trainer(cfg, resume=resume).train()
     wall = time.perf_counter() - t

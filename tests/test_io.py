@@ -18,6 +18,9 @@ from rrseg.io import (
     atomic_write_text,
     ensure_writable_dir,
     jsonable,
+    read_safetensors,
+    remove_stale_temps,
+    write_safetensors,
 )
 
 
@@ -105,3 +108,40 @@ def test_target_that_is_a_directory_is_an_rrseg_error(tmp_path):
     with pytest.raises(RRSegError, match="out"):
         atomic_write_text(tmp_path / "out", "x")
     assert listing(tmp_path) == ["out"]
+
+
+def test_safetensors_round_trip_with_metadata_and_shared_storage(tmp_path):
+    base = torch.arange(6.0)
+    state = {"a": base, "b": base.view(2, 3), "c": torch.zeros(0)}  # aliasing: written as separate tensors
+    write_safetensors(tmp_path / "w.safetensors", state, {"text": "x", "config": {"k": [1, 2]}})
+    loaded, meta = read_safetensors(tmp_path / "w.safetensors")
+    assert set(loaded) == {"a", "b", "c"} and torch.equal(loaded["b"], base.view(2, 3))
+    assert meta == {"text": "x", "config": {"k": [1, 2]}}
+    assert listing(tmp_path) == ["w.safetensors"]
+
+
+def test_every_weights_reader_says_the_same_about_a_corrupt_file(tmp_path):
+    from rrseg.engine.checkpoint import read_weights
+    from rrseg.integrations.common import load_rr
+    from rrseg.models import build_model
+    from rrseg.models.weights import load_pretrained
+    from rrseg.rebalance import RegionRebalance
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    readers = [lambda: read_weights(bad), lambda: load_pretrained(build_model("deeplabv3plus_tiny", 4), bad),
+               lambda: load_rr(RegionRebalance(8, 3, [3, 2, 1]), bad)]
+    messages = set()
+    for read in readers:
+        with pytest.raises(RRSegError) as e:
+            read()
+        messages.add(str(e.value))
+    assert len(messages) == 1 and messages.pop().startswith(f"{bad}: truncated or corrupt safetensors file (")
+
+
+def test_stale_temps_of_atomic_writes_are_removed(tmp_path):
+    (tmp_path / ".a.json.0123abcd.tmp").write_text("half")
+    (tmp_path / "a.json").write_text("{}")
+    remove_stale_temps(tmp_path)
+    remove_stale_temps(tmp_path / "absent")
+    assert listing(tmp_path) == ["a.json"]

@@ -1,6 +1,8 @@
 """Atomic file output: write to a temporary file in the same folder, fsync, then rename over the target.
 
-A crash or a failed write leaves either the old file or the new one, never a half-written file.
+A crash or a failed write leaves either the old file or the new one, never a half-written file. Also the one
+reader and writer of safetensors files (checkpoints, pretrained weights, the RR branch of the integrations),
+so that a file that cannot be read is one error wherever it is read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rrseg.errors import RRSegError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "atomic_open",
@@ -24,6 +29,10 @@ __all__ = [
     "check_writable",
     "ensure_writable_dir",
     "jsonable",
+    "read_safetensors",
+    "remove_stale_temps",
+    "safetensors_bytes",
+    "write_safetensors",
 ]
 
 
@@ -53,6 +62,9 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     if not os.access(p, os.W_OK | os.X_OK):
         raise RRSegError(f"{p}: output directory is not writable")
     return p
+
+
+_TEMP_PATTERN = ".*.tmp"  # the names _create_temp gives: .<target name>.<8 hex digits>.tmp
 
 
 def _create_temp(target: Path) -> tuple[int, str]:
@@ -128,3 +140,64 @@ def jsonable(obj: Any) -> Any:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> None:
+    """Remove the temporary files of atomic writes in ``folder`` that a killed process left behind."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for stale in folder.glob(_TEMP_PATTERN):
+            stale.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------ safetensors
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
+    """``state`` as a safetensors file: contiguous CPU tensors, shared storage cloned apart (safetensors refuses
+    aliasing); ``metadata`` values that are not strings are stored as JSON."""
+    from safetensors.torch import save
+
+    seen: set[tuple[int, int]] = set()
+    tensors = {}
+    for k, v in state.items():
+        t = v.detach().cpu().contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if t.numel() and key in seen:
+            t = t.clone()
+        seen.add(key)
+        tensors[k] = t
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    return save(tensors, metadata=meta)
+
+
+def write_safetensors(path: str | os.PathLike, state: dict[str, torch.Tensor],
+                      metadata: dict[str, Any] | None = None) -> None:
+    """Write ``state`` (and ``metadata``) to a safetensors file atomically."""
+    atomic_write_bytes(path, safetensors_bytes(state, metadata))
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (on ``device``) and metadata (JSON values decoded) of a safetensors file. A file that cannot be
+    read is an RRSegError naming it; one not named .safetensors (e.g. a .pt/.pth/.bin pickle) is said to be
+    refused as such, since it is never unpickled here."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        state = load_file(str(path), device=device)
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        if path.suffix.lower() != ".safetensors":
+            raise RRSegError(f"{path}: not a safetensors checkpoint ({e}); checkpoints are read as safetensors "
+                             f"only, a PyTorch pickle (.pt/.pth/.bin) is never unpickled here") from None
+        raise RRSegError(f"{path}: truncated or corrupt safetensors file ({e})") from None
+    meta: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    return state, meta

@@ -50,8 +50,28 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("optim: {lr: [1\n", [], r"invalid YAML"),
         ("loss: {pixel: {avg_non_ignore: maybe}}\n", [], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
         ("", ["loss.pixel.avg_non_ignore=maybe"], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
-        ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
+        ("loss: {pixel: {type: weighted_ce, avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
          r"'loss.pixel.divide_by_weight_sum': true .* needs loss.pixel.avg_non_ignore: true"),
+        # losses and datasets: the choices are the registries'; an option of another loss names both
+        ("loss: {pixel: {type: focl}}\n", [],
+         r"'loss.pixel.type': unknown pixel loss 'focl'; did you mean 'focal'\? "
+         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv\)$"),
+        ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
+         r"'loss.pixel.divide_by_weight_sum' is an option of weighted_ce, not of ce "
+         r"\(ce takes loss_weight, avg_non_ignore\)$"),
+        ("", ["loss.pixel.type=focal", "loss.pixel.sigma=4.0"],
+         r"'loss.pixel.sigma' is an option of blv, not of focal"),
+        ("", ["loss.pixel.prior=region"], r"'loss.pixel.prior' is an option of balanced_softmax, not of ce"),
+        ("", ["loss.pixel.gama=2"], r"unknown config key 'loss.pixel.gama'; did you mean 'loss.pixel.gamma'"),
+        ("", ["loss.pixel.type=weighted_ce", "loss.pixel.weight_scheme=sqrt"],
+         r"'loss.pixel.weight_scheme': 'sqrt' is not one of log, inv_sqrt"),
+        ("loss: {region: {type: rr, logit_scale: 5}}\n", [],
+         r"'loss.region.logit_scale' is an option of ceco, not of rr"),
+        ("", ["loss.region.trainable=true"], r"'loss.region.trainable' is an option of rr and ceco, not of none "
+                                            r"\(none takes no options\)$"),
+        ("data: {train: {type: pascal}}\n", [],
+         r"'data.train.type': unknown dataset 'pascal'; known: ade20k, ade20k_full, coco_stuff164k, cityscapes, "
+         r"folder$"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, overrides, match):
@@ -144,3 +164,42 @@ def test_older_no_decay_key_still_loads(old, new):
     assert data == {"optim": {"type": "sgd", "no_decay_norm_bias": old}}  # the caller's mapping is untouched
     with pytest.raises(ConfigError, match="both set"):
         parse_config({"optim": {"no_decay_norm_bias": old, "no_decay": "none"}})
+
+
+def test_loss_and_dataset_choices_come_from_the_registries():
+    from rrseg.data.builder import DATASETS
+    from rrseg.rebalance import PIXEL_LOSSES, REGION_LOSSES
+
+    for name in PIXEL_LOSSES:
+        assert type(parse_config({"loss": {"pixel": {"type": name}}}).loss.pixel) is PIXEL_LOSSES[name]
+    for name in REGION_LOSSES:
+        assert type(parse_config({"loss": {"region": {"type": name}}}).loss.region) is REGION_LOSSES[name]
+    # every name and alias build_dataset takes, as given (build_dataset resolves it)
+    for name in [*DATASETS, "ADE20K", "coco-stuff", "synthetic"]:
+        assert parse_config({"data": {"val": {"type": name}}}).data.val.type == name
+
+
+def test_a_loss_section_holds_its_loss_options_only():
+    cfg = load_config(REPO / "configs/demo.yaml", ["loss.pixel.type=balanced_softmax", "loss.pixel.prior=region"])
+    assert config_to_dict(cfg)["loss"]["pixel"] == {"type": "balanced_softmax", "loss_weight": 1.0,
+                                                     "avg_non_ignore": True, "prior": "region", "tau": 1.0}
+    assert config_to_dict(cfg)["loss"]["region"] == {"type": "none"}
+    assert config_to_dict(parse_config(config_to_dict(cfg))) == config_to_dict(cfg)
+
+
+# A dump of the flat sections every config.yaml and checkpoint held before losses were a registry.
+FLAT_PIXEL = {"type": "focal", "loss_weight": 1.0, "weight_scheme": "log", "gamma": 3.0, "prior": "pixel", "tau": 1.0,
+              "sigma": 4.0, "avg_non_ignore": False, "divide_by_weight_sum": False}
+FLAT_REGION = {"type": "rr", "loss_weight": 0.5, "trainable": False, "per_image": True, "prior": "region",
+               "smooth": None, "reduce_channels": 128, "hidden_channels": 512, "dropout": 0.1, "logit_scale": 5.0}
+
+
+def test_older_flat_loss_sections_still_load():
+    data = {"loss": {"pixel": dict(FLAT_PIXEL), "region": dict(FLAT_REGION)}}
+    cfg = parse_config(data)
+    assert data == {"loss": {"pixel": FLAT_PIXEL, "region": FLAT_REGION}}  # the caller's mapping is untouched
+    assert config_to_dict(cfg)["loss"]["pixel"] == {"type": "focal", "loss_weight": 1.0, "avg_non_ignore": False,
+                                                     "gamma": 3.0}
+    assert config_to_dict(cfg)["loss"]["region"] == {k: v for k, v in FLAT_REGION.items() if k != "logit_scale"}
+    none = parse_config({"loss": {"region": {**FLAT_REGION, "type": "none"}}})
+    assert config_to_dict(none)["loss"]["region"] == {"type": "none"}

@@ -234,7 +234,7 @@ CATALOGUE: list[tuple[Callable[[Ctx], list], str]] = [
     (other_architecture, r"^{ckpt}/ocrnet\.safetensors: checkpoint of another architecture: \d+ missing keys .*"
                          r"\(the checkpoint holds a ocrnet_tiny, the config builds a deeplabv3plus_tiny\)$"),
     (other_class_count, r"^{ckpt}/deeplab\.safetensors: weights do not fit this model: .* has shape \(6,.*\(7,"),
-    (truncated_checkpoint, r"^{tmp}/model\.safetensors: truncated or corrupt safetensors checkpoint"),
+    (truncated_checkpoint, r"^{tmp}/model\.safetensors: truncated or corrupt safetensors file"),
     (pickled_checkpoint_with_code, r"^{tmp}/model\.pth: not a safetensors checkpoint .* never unpickled"),
     (yaml_python_tag, r"^{tmp}/evil\.yaml: refused a YAML tag .*python/object/apply:os\.system.*plain data$"),
     (set_unknown_key, r"^{tmp}/run\.yaml: unknown config key 'schedule\.iterations'; did you mean 'schedule\.iters'"),

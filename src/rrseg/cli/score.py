@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-by", choices=("region", "pixel", "both"), default=None,
                    help="rank the frequency groups by region count (default), pixel count, or both (needs --counts)")
     p.add_argument("--class-names", help="text file with one class name per line")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     p.add_argument("-o", "--output", default="report.json", help="JSON report (default report.json)")
 
 

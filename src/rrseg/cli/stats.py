@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("label_dir", metavar="LABELS", help="a dataset (see above), or a folder of label files")
     add_dataset_arguments(p, split="train")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     p.add_argument("--suffix", default=None, help="label file name ending in a folder of labels (default .png)")
     p.add_argument("--on-bad-label", choices=("error", "skip"), default="error",
                    help="a value outside [0, C): stop with an error (default) or skip the file")

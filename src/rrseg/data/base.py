@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from rrseg.data.labels import check_label_dtype, read_label
+from rrseg.data.labels import check_label_dtype, read_label, reduce_zero_label
 from rrseg.data.meta import default_palette
 from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
 from rrseg.errors import RRSegError
@@ -158,13 +158,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return rgb
 
 
-def _zero_label_lut(ignore_index: int) -> np.ndarray:
-    lut = np.arange(256, dtype=np.int64) - 1
-    lut[0] = ignore_index
-    lut[255] = ignore_index
-    return lut
-
-
 class SegDataset(Dataset):
     """Image/label pairs with class names and a palette; items are ``{"image", "label", "meta"}`` dicts.
 
@@ -208,7 +201,6 @@ class SegDataset(Dataset):
         self.root = Path(root) if root is not None else None
         self.split = split
         self.name = name or type(self).__name__
-        self._lut = _zero_label_lut(self.ignore_index) if self.reduce_zero_label else None
 
     # ---- what other parts read -------------------------------------------------------------------------
     @property
@@ -235,14 +227,7 @@ class SegDataset(Dataset):
     # ---- loading -----------------------------------------------------------------------------------------
     def convert_label(self, raw: np.ndarray) -> np.ndarray:
         """Raw label values -> train ids (reduce_zero_label); subclasses may add their own id mapping."""
-        if self._lut is None:
-            return raw
-        if raw.dtype == np.uint8:
-            out = self._lut[raw]
-        else:
-            out = raw.astype(np.int64) - 1
-            out[(raw == 0) | (raw == self.ignore_index)] = self.ignore_index
-        return out
+        return reduce_zero_label(raw, self.ignore_index) if self.reduce_zero_label else raw
 
     def load_label(self, index: int, image_size: tuple[int, int] | None = None) -> np.ndarray:
         """The checked label map of sample ``index`` in train ids (uint8 when it fits, else int64)."""
@@ -316,15 +301,16 @@ class SegDataset(Dataset):
 
 
 def seg_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack images and labels of equal size into [B, 3, H, W] / [B, H, W]; metas stay a list of dicts."""
+    """Stack images of equal size into [B, 3, H, W] (their dtype) and labels into int64 [B, H, W], as plain
+    tensors; metas stay a list of dicts. The one collate function: the trainer's loaders use it too."""
     shapes = {tuple(item["image"].shape) for item in batch}
     if len(shapes) > 1:
         raise RRSegError(
             f"cannot batch images of different sizes {sorted(shapes)}; crop/pad them to one size "
             "(train_transforms does) or use batch size 1"
         )
-    return {
-        "image": torch.stack([torch.as_tensor(item["image"]) for item in batch]),
-        "label": torch.stack([torch.as_tensor(item["label"]) for item in batch]),
-        "meta": [item["meta"] for item in batch],
-    }
+    # as_subclass: tv_tensors stay out of the batch; reshape: a [1, H, W] mask from a transform is [H, W]
+    images = torch.stack([torch.as_tensor(item["image"]).as_subclass(torch.Tensor) for item in batch])
+    labels = torch.stack([torch.as_tensor(item["label"]).as_subclass(torch.Tensor).long()
+                          .reshape(item["label"].shape[-2:]) for item in batch])
+    return {"image": images, "label": labels, "meta": [item.get("meta", {}) for item in batch]}

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rrseg.data.base import SegDataset
 from rrseg.data.builder import dataset_class, detect_layout
 from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
+from rrseg.parallel import parallel_map
 
 __all__ = ["CheckReport", "Problem", "SplitReport", "check_dataset", "resolve_dataset", "verify_samples"]
 
@@ -108,23 +108,9 @@ def resolve_dataset(path: str | os.PathLike, name: str | None = None) -> tuple[s
     return detect_layout(p)
 
 
-_WORKER_DATASET: SegDataset | None = None
-
-
-def _init_worker(dataset: SegDataset) -> None:
-    global _WORKER_DATASET
-    _WORKER_DATASET = dataset  # sent once per worker process, not once per chunk
-
-
-def _check_range(indices: range, dataset: SegDataset | None = None) -> list[tuple[int, str, str]]:
-    dataset = dataset if dataset is not None else _WORKER_DATASET
-    assert dataset is not None
-    out = []
-    for i in indices:
-        err = dataset.check_sample(i)
-        if err is not None:
-            out.append((i, err.kind, str(err)))
-    return out
+def _check_one(index: int, dataset: SegDataset) -> tuple[int, str, str] | None:
+    err = dataset.check_sample(index)
+    return None if err is None else (index, err.kind, str(err))
 
 
 def check_dataset(
@@ -149,7 +135,6 @@ def check_dataset(
         report.splits.append(SplitReport("-", problems=[Problem(e.kind, str(e))]))
         return report
     wanted = list(splits) if splits else available
-    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     report: CheckReport | None = None
     if not wanted:
         probe = cls(root, split="__none__", strict=False, **options)  # type: ignore[call-arg]
@@ -175,40 +160,15 @@ def verify_samples(dataset: SegDataset, workers: int = 1, progress: bool = False
     """Decode and check every sample of ``dataset`` (as training would read it); raise the first problem
     found, a :class:`DataError` naming the file, with how many more there are. Training calls this before
     it writes anything, so bad data stops a run at the start, not hours into it."""
-    found = _check_samples(dataset, max(1, workers), progress, what or dataset.split)
+    found = _check_samples(dataset, workers, progress, what or dataset.split)
     if found:
         _, kind, message = min(found)
         more = f" (and {len(found) - 1} more problems; `rrseg check-data` lists them all)" if len(found) > 1 else ""
         raise DataError(kind, message + more)
 
 
-def _check_samples(ds: SegDataset, workers: int, progress: bool, split: str) -> list[tuple[int, str, str]]:
-    n = len(ds)
-    if n == 0:
-        return []
-    chunk = max(1, min(256, n // (workers * 8) or 1))
-    jobs = [range(i, min(n, i + chunk)) for i in range(0, n, chunk)]
-    bar = task = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task(f"checking {split}", total=n)
-    found: list[tuple[int, str, str]] = []
-    try:
-        if workers <= 1 or len(jobs) == 1:
-            for idx in jobs:
-                found += _check_range(idx, ds)
-                if bar is not None:
-                    bar.advance(task, len(idx))
-        else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ds,)) as pool:
-                for idx, res in zip(jobs, pool.map(_check_range, jobs)):
-                    found += res
-                    if bar is not None:
-                        bar.advance(task, len(idx))
-    finally:
-        if bar is not None:
-            bar.stop()
-    return found
+def _check_samples(ds: SegDataset, workers: int | None, progress: bool, split: str) -> list[tuple[int, str, str]]:
+    # the dataset goes to each worker process once; the problems come back in sample order
+    found = parallel_map(_check_one, range(len(ds)), workers, shared=ds, progress=progress,
+                         description=f"checking {split}")
+    return [problem for problem in found if problem is not None]

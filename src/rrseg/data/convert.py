@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 from rrseg.data.labels import read_label
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_bytes
+from rrseg.parallel import parallel_map
 
 __all__ = [
     "CITYSCAPES_ID_TO_TRAINID",
@@ -104,43 +104,20 @@ def convert_labels(
 ) -> ConvertReport:
     """Map each (source, destination) label file through ``lut``; ``expected[v]`` marks legal raw values."""
     expected = np.ones(256, bool) if expected is None else expected
-    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     jobs = [(str(s), str(d), lut, expected, overwrite) for s, d in pairs]
     for d in {Path(d).parent for _, d in pairs}:
         d.mkdir(parents=True, exist_ok=True)
     report = ConvertReport()
-    bar = task = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress()
-        bar.start()
-        task = bar.add_task(description, total=len(jobs))
-    try:
-        if workers <= 1 or len(jobs) < 2:
-            results = map(_convert_one, jobs)
-            pool = None
+    for status, message, odd in parallel_map(_convert_one, jobs, workers, progress=progress, description=description,
+                                             transient=False):
+        if status == "converted":
+            report.converted += 1
+        elif status == "skipped":
+            report.skipped += 1
         else:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(_convert_one, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
-        try:
-            for status, message, odd in results:
-                if status == "converted":
-                    report.converted += 1
-                elif status == "skipped":
-                    report.skipped += 1
-                else:
-                    report.failed.append(message or "unknown failure")
-                for v in odd:
-                    report.unexpected[v] = report.unexpected.get(v, 0) + 1
-                if bar is not None:
-                    bar.advance(task)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-    finally:
-        if bar is not None:
-            bar.stop()
+            report.failed.append(message or "unknown failure")
+        for v in odd:
+            report.unexpected[v] = report.unexpected.get(v, 0) + 1
     return report
 
 

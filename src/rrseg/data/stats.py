@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from rrseg.data.labels import check_label_dtype, find_files, read_label
+from rrseg.data.labels import check_label_dtype, find_files, read_label, reduce_zero_label
 from rrseg.errors import RRSegError
+from rrseg.parallel import parallel_map
 from rrseg.rebalance.counts import ClassCounts
 
 __all__ = ["compute_stats", "label_histogram", "plot_class_counts", "spearman", "stats_files", "uint8_histogram"]
@@ -71,10 +71,7 @@ def label_histogram(
             return np.zeros(num_classes, np.int64), {neg: int((flat == neg).sum())}
     raw = uint8_histogram(flat) if flat.dtype == np.uint8 else np.bincount(flat, minlength=256)
     values = np.flatnonzero(raw)
-    if reduce_zero:  # 0 -> ignore, v -> v - 1, ignore stays ignore
-        mapped = np.where((values == 0) | (values == ignore_index), ignore_index, values - 1)
-    else:
-        mapped = values
+    mapped = reduce_zero_label(values, ignore_index) if reduce_zero else values  # on the values, not the pixels
     hist = np.zeros(num_classes, np.int64)
     bad: dict[int, int] = {}
     for v, m in zip(values.tolist(), mapped.tolist()):
@@ -93,15 +90,6 @@ def _work(args: tuple[str, int, bool, int, np.dtype | None, str]) -> tuple[str, 
     except RRSegError as e:
         return path, None, {}, str(e)
     return path, hist, bad, None
-
-
-def _map(fn: Callable, items: Sequence, workers: int) -> Iterable:
-    if workers <= 1 or len(items) < 2:
-        yield from map(fn, items)
-        return
-    chunk = max(1, min(64, len(items) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fn, items, chunksize=chunk)
 
 
 def compute_stats(
@@ -126,7 +114,6 @@ def compute_stats(
         raise ValueError(f"on_bad_label must be 'error' or 'skip', got {on_bad_label!r}")
     if not label_files:
         raise RRSegError("no label files to count")
-    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
     dtype = None if label_dtype is None else np.dtype(label_dtype)
     items = [(str(p), num_classes, reduce_zero_label, ignore_index, dtype, label_dtype_hint) for p in label_files]
     image_counts = np.zeros(num_classes, np.int64)
@@ -134,35 +121,23 @@ def compute_stats(
     skipped: list[dict] = []
     counted = 0
 
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("counting labels", total=len(items))
-    try:
-        for path, hist, bad, error in _map(_work, items, workers):
-            if bar is not None:
-                bar.advance(task)
-            if error is not None or bad:
-                if on_bad_label == "error":
-                    if error is not None:
-                        raise RRSegError(error)
-                    value = min(bad)
-                    shift = " (minus 1 with reduce_zero_label)" if reduce_zero_label else ""
-                    raise RRSegError(
-                        f"{path}: label value {value}{shift} ({bad[value]} pixels) is outside [0, {num_classes}) "
-                        f"and is not the ignore value {ignore_index}"
-                    )
-                skipped.append({"path": path, "error": error, "bad_values": bad})
-                continue
-            image_counts += hist > 0
-            pixel_counts += hist
-            counted += 1
-    finally:
-        if bar is not None:
-            bar.stop()
+    for path, hist, bad, error in parallel_map(_work, items, workers, progress=progress,
+                                               description="counting labels"):
+        if error is not None or bad:
+            if on_bad_label == "error":
+                if error is not None:
+                    raise RRSegError(error)
+                value = min(bad)
+                shift = " (minus 1 with reduce_zero_label)" if reduce_zero_label else ""
+                raise RRSegError(
+                    f"{path}: label value {value}{shift} ({bad[value]} pixels) is outside [0, {num_classes}) "
+                    f"and is not the ignore value {ignore_index}"
+                )
+            skipped.append({"path": path, "error": error, "bad_values": bad})
+            continue
+        image_counts += hist > 0
+        pixel_counts += hist
+        counted += 1
     info = {
         "num_images": counted,
         "skipped": skipped,

@@ -31,7 +31,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +42,7 @@ from PIL import Image, ImageDraw
 from rrseg.data.stats import spearman
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from rrseg.parallel import chunk_size, default_workers, parallel_map
 
 logger = logging.getLogger(__name__)
 
@@ -585,7 +585,7 @@ def make_synthetic(
                else design_pretraining_classes(num_classes, num_train, num_val))
     if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
         raise RRSegError(f"{out}: already exists and is not empty (use --overwrite to replace it)")
-    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, int(workers))
+    workers = default_workers(workers)
     parent = ensure_writable_dir(out.resolve().parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     try:
@@ -600,12 +600,14 @@ def make_synthetic(
                 continue
             members = assign_classes([getattr(d, key) for d in designs], n,
                                      np.random.default_rng([seed, split_id, 2**31]))
-            chunk = max(1, math.ceil(n / (workers * 4)))
+            chunk = chunk_size(n, workers)  # the images do not depend on it: each has its own seed
             for start in range(0, n, chunk):
                 jobs.append((designs, members[start:start + chunk], (w, h), seed, split_id, start,
                              str(img_dir), str(lbl_dir), palette))
         total = num_train + num_val
-        _run_jobs(jobs, workers, total, progress)
+        for _ in parallel_map(_render_chunk, jobs, workers, progress=progress, description="rendering", total=total,
+                              advance=int):
+            pass
         spec = {
             "name": f"synthetic-{kind}",
             "classes": [d.name for d in designs],
@@ -646,27 +648,3 @@ def make_synthetic(
         logger.info(format_statistics(stats) if kind == "longtail" else f"{num_classes} classes, class-balanced "
                     f"({designs[0].train_images} training images each)")
     return out
-
-
-def _run_jobs(jobs: list[tuple], workers: int, total: int, progress: bool) -> None:
-    bar = task = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("rendering", total=total)
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            results = map(_render_chunk, jobs)
-            for n in results:
-                if bar is not None:
-                    bar.advance(task, n)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for n in pool.map(_render_chunk, jobs):
-                    if bar is not None:
-                        bar.advance(task, n)
-    finally:
-        if bar is not None:
-            bar.stop()

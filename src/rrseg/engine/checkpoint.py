@@ -11,7 +11,6 @@ crash at any moment leaves the previous checkpoint loadable. The last ``keep_las
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
 import random
@@ -21,12 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 from torch import nn
 
 from rrseg.errors import RRSegError
-from rrseg.io import atomic_write_bytes, atomic_write_text
+from rrseg.io import atomic_write_text, read_safetensors, safetensors_bytes, write_safetensors
 
 __all__ = [
     "capture_rng",
@@ -35,6 +32,7 @@ __all__ = [
     "load_state",
     "load_weights",
     "read_weights",
+    "remove_partial_checkpoints",
     "restore_rng",
     "save_training_checkpoint",
     "save_weights",
@@ -52,28 +50,8 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _tensors_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous CPU tensors, with shared storage cloned apart (safetensors refuses aliasing)."""
-    seen: set[tuple[int, int]] = set()
-    out = {}
-    for k, v in state.items():
-        t = v.detach().cpu().contiguous()
-        key = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if t.numel() and key in seen:
-            t = t.clone()
-        seen.add(key)
-        out[k] = t
-    return out
-
-
-def weights_bytes(state: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    return save(_tensors_for_safetensors(state), metadata=meta)
-
-
-def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    """Write a safetensors file atomically; ``metadata`` values that are not strings are stored as JSON."""
-    atomic_write_bytes(path, weights_bytes(state, metadata))
+# The safetensors reader and writer are rrseg.io's (one error text wherever weights are read).
+save_weights = write_safetensors
 
 
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -81,24 +59,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     path = Path(path)
     if not path.is_file():
         raise RRSegError(f"{path}: checkpoint not found")
-    try:
-        state = load_file(str(path))
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        if path.suffix.lower() != ".safetensors":  # e.g. a .pt/.pth/.bin pickle: say what is expected
-            raise RRSegError(f"{path}: not a safetensors checkpoint ({e}); checkpoints are read as safetensors "
-                             f"only, a PyTorch pickle (.pt/.pth/.bin) is never unpickled here") from None
-        raise RRSegError(f"{path}: truncated or corrupt safetensors checkpoint ({e})") from None
-    meta: dict[str, Any] = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            meta[k] = v
-    return state, meta
+    return read_safetensors(path)
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
@@ -166,15 +127,14 @@ def save_training_checkpoint(
     """Write ``checkpoints/iter_NNNNNNN`` atomically, point ``latest`` at it, prune older ones."""
     root = Path(work_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".iter_*"):  # left by a process killed while writing
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_partial_checkpoints(work_dir)
     name = f"iter_{iteration:07d}"
     final = root / name
     tmp = root / f".{name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
         for fname, data in (
-            ("model.safetensors", weights_bytes(model_state, {**metadata, "iteration": iteration})),
+            ("model.safetensors", safetensors_bytes(model_state, {**metadata, "iteration": iteration})),
             ("state.pt", _torch_bytes(state)),
         ):
             with open(tmp / fname, "wb") as f:
@@ -199,6 +159,13 @@ def save_training_checkpoint(
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial_checkpoints(work_dir: str | os.PathLike) -> None:
+    """Remove the checkpoint folders a process killed while writing left under their temporary names
+    (``.iter_NNNNNNN.tmp-PID``, ``.iter_NNNNNNN.old-PID``)."""
+    for stale in (Path(work_dir) / CKPT_DIR).glob(".iter_*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _torch_bytes(obj: Any) -> bytes:

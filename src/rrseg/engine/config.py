@@ -14,6 +14,7 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,9 @@ from typing import Any, Literal
 import yaml
 
 from rrseg.errors import RRSegError
+from rrseg.rebalance.base import NoRegionLoss, PixelLossOptions, RegionLossOptions
+from rrseg.rebalance.pixel import CrossEntropyOptions
+from rrseg.rebalance.registry import loss_class, loss_option_names, loss_registry
 
 __all__ = [
     "Config",
@@ -42,7 +46,7 @@ class ConfigError(RRSegError):
 
 @dataclass
 class DatasetConfig:
-    type: str = "folder"  # ade20k | ade20k_full | coco_stuff164k | cityscapes | folder
+    type: str = "folder"  # a name rrseg.data.build_dataset takes (rrseg.data.DATASETS, or an alias of one)
     root: str = ""
     split: str = "train"
     options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset class
@@ -78,42 +82,14 @@ class ModelConfig:
 
 
 @dataclass
-class PixelLossConfig:
-    # ce | weighted_ce | focal | balanced_softmax | blv
-    type: str = "ce"
-    loss_weight: float = 1.0
-    weight_scheme: str = "log"  # weighted_ce: log (w = 1 + log(max f / f)) | inv_sqrt
-    gamma: float = 2.0  # focal
-    prior: str = "pixel"  # balanced_softmax: pixel | region counts
-    tau: float = 1.0  # balanced_softmax
-    sigma: float = 4.0  # blv
-    # every pixel loss and the auxiliary CE: the sum of per-pixel losses (class-weighted for weighted_ce) over
-    # the labelled pixels (true, mmseg >= 0.23) or over all pixels, ignored ones included (false, mmseg 0.17:
-    # what the released configs ran; it sets the pixel losses' weight against RR)
-    avg_non_ignore: bool = True
-    # weighted_ce: divide by the sum of the labelled pixels' class weights (PyTorch's rule); needs avg_non_ignore
-    divide_by_weight_sum: bool = False
-
-
-@dataclass
-class RegionLossConfig:
-    type: str = "none"  # none | rr | ceco
-    loss_weight: float = 1.0
-    trainable: bool = False
-    per_image: bool = False
-    prior: str = "region"  # region | pixel | none
-    smooth: float | None = None  # None: 0.5 for rr, 1.0 for ceco
-    reduce_channels: int = 128
-    hidden_channels: int = 512
-    dropout: float = 0.1
-    logit_scale: float = 5.0
-
-
-@dataclass
 class LossConfig:
-    pixel: PixelLossConfig = field(default_factory=PixelLossConfig)
+    # `type` names a pixel loss of rrseg.rebalance.PIXEL_LOSSES; the section's other keys are that loss's
+    # options (its options class: every pixel loss takes loss_weight and avg_non_ignore)
+    pixel: PixelLossOptions = field(default_factory=CrossEntropyOptions)
     aux_weight: float | None = None  # None: the model's own (0.4 for mmseg-style FCN auxiliary heads)
-    region: RegionLossConfig = field(default_factory=RegionLossConfig)
+    # `type` names a region loss of rrseg.rebalance.REGION_LOSSES (none, or a branch the model carries in
+    # training) and the other keys are its options
+    region: RegionLossOptions = field(default_factory=NoRegionLoss)
     # class counts: a file (JSON from `rrseg stats` or released .txt), a released name ("ade20k"), or
     # None to count the training labels once (cached in the work dir)
     counts: str | None = None
@@ -191,21 +167,25 @@ class Config:
     name: str = ""  # a label for reports; defaults to the config file's stem
 
 
-# Allowed values of string fields that select an implementation.
+# Allowed values of string fields that select an implementation. The loss sections' `type` and options come
+# from the loss registry (rrseg.rebalance.registry), dataset types from the dataset registry (REGISTERED).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.train.type": ("ade20k", "ade20k_full", "coco_stuff164k", "cityscapes", "folder"),
-    "data.val.type": ("ade20k", "ade20k_full", "coco_stuff164k", "cityscapes", "folder"),
-    "loss.pixel.type": ("ce", "weighted_ce", "focal", "balanced_softmax", "blv"),
-    "loss.pixel.weight_scheme": ("log", "inv_sqrt"),
-    "loss.pixel.prior": ("pixel", "region"),
-    "loss.region.type": ("none", "rr", "ceco"),
-    "loss.region.prior": ("region", "pixel", "none"),
     "optim.type": ("sgd", "adamw"),
     "eval.mode": ("whole", "slide"),
     "eval.group_by": ("region", "pixel", "both"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),
 }
+
+
+def _dataset_name(name: str) -> None:
+    from rrseg.data.builder import dataset_class  # here: the datasets import torchvision's transforms lazily
+
+    dataset_class(name)  # the names and aliases build_dataset takes; else an error naming the known ones
+
+
+# String fields that name an entry of a registry: the check raises an RRSegError naming the known names.
+REGISTERED: dict[str, Callable[[str], Any]] = {"data.train.type": _dataset_name, "data.val.type": _dataset_name}
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -311,11 +291,11 @@ def _check_path(key: str) -> None:
     for i, part in enumerate(key.split(".")):
         if cls is dict:
             return
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = _section_fields(cls)
         if part not in fields:
             prefix = ".".join(key.split(".")[:i])
             _unknown(part, list(fields), prefix)
-        cls = _dataclass_of(_hints(cls)[part])
+        cls = _dataclass_of(fields[part])
         if cls is None:
             if i != len(key.split(".")) - 1:
                 raise ConfigError(f"--set {key}: {'.'.join(key.split('.')[: i + 1])} is not a section")
@@ -334,6 +314,21 @@ def _unknown(key: str, valid: list[str], prefix: str) -> typing.NoReturn:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _is_loss_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, (PixelLossOptions, RegionLossOptions))
+
+
+def _section_fields(cls: type) -> dict[str, Any]:
+    """{key: type} of a schema section; a loss section's are those of every registered loss of its kind (which
+    of them a section may hold depends on its ``type``: see ``_build_loss``)."""
+    classes = loss_registry(cls.KIND).values() if _is_loss_section(cls) else [cls]
+    out: dict[str, Any] = {}
+    for c in classes:
+        hints = _hints(c)
+        out.update({f.name: hints[f.name] for f in dataclasses.fields(c)})
+    return out
 
 
 def _dataclass_of(tp: Any) -> Any:
@@ -390,7 +385,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r}: expected a section (mapping), got {value!r}")
-        return _build(tp, value, key)
+        return _build_loss(tp, value, key) if _is_loss_section(tp) else _build(tp, value, key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -423,21 +418,57 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
             close = difflib.get_close_matches(str(kwargs[key]), CHOICES[full], n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"config key {full!r}: {kwargs[key]!r} is not one of {', '.join(CHOICES[full])}{hint}")
+        if full in REGISTERED:
+            try:
+                REGISTERED[full](kwargs[key])
+            except RRSegError as e:
+                raise ConfigError(f"config key {full!r}: {e}") from None
     return cls(**kwargs)
+
+
+def _build_loss(base: Any, data: dict, prefix: str) -> Any:
+    """A loss section: ``type`` picks the registered loss, whose options class checks and fills the other keys;
+    a key of another loss is an error naming the key and the loss, as is an unknown ``type``."""
+    name = _coerce(data.get("type", base.type), str, f"{prefix}.type")  # the base's type: the default loss
+    try:
+        cls = loss_class(base.KIND, name)
+    except RRSegError as e:
+        raise ConfigError(f"config key '{prefix}.type': {e}") from None
+    own = set(loss_option_names(cls))
+    for key in data:
+        if key == "type" or key in own:
+            continue
+        owners = [n for n, c in loss_registry(base.KIND).items() if key in loss_option_names(c)]
+        if not owners:
+            _unknown(str(key), list(_section_fields(base)), prefix)
+        raise ConfigError(f"config key '{prefix}.{key}' is an option of {' and '.join(owners)}, not of {name} "
+                          f"({name} takes {', '.join(loss_option_names(cls)) or 'no options'})")
+    return _build(cls, {**data, "type": name}, prefix)
 
 
 def _check_combinations(cfg: Config) -> Config:
     """Keys that are valid alone but not together."""
     p = cfg.loss.pixel
-    if p.divide_by_weight_sum and not p.avg_non_ignore:
+    if getattr(p, "divide_by_weight_sum", False) and not p.avg_non_ignore:
         raise ConfigError("config key 'loss.pixel.divide_by_weight_sum': true divides by the labelled pixels' "
                           "weights and needs loss.pixel.avg_non_ignore: true")
     return cfg
 
 
+# The keys every dump of a loss section held (config.yaml in a work dir, a checkpoint's metadata) when each
+# section was one flat union of all its losses' parameters, before losses were a registry.
+_FLAT_LOSS_KEYS = {
+    "pixel": {"type", "loss_weight", "weight_scheme", "gamma", "prior", "tau", "sigma"},
+    "region": {"type", "loss_weight", "trainable", "per_image", "prior", "smooth", "reduce_channels",
+               "hidden_channels", "dropout", "logit_scale"},
+}
+
+
 def _upgrade(data: dict) -> dict:
     """Keys of earlier versions, translated exactly, so that older configs and checkpoint metadata still load:
-    ``optim.no_decay_norm_bias: true | false`` is ``optim.no_decay: norm_bias | none``."""
+    ``optim.no_decay_norm_bias: true | false`` is ``optim.no_decay: norm_bias | none``; a dumped flat loss
+    section (every loss's parameters) keeps only those of its loss (the others had no effect)."""
+    data = _upgrade_flat_losses(data)
     optim = data.get("optim")
     if not isinstance(optim, dict) or "no_decay_norm_bias" not in optim:
         return data
@@ -450,6 +481,23 @@ def _upgrade(data: dict) -> dict:
     optim = {k: v for k, v in optim.items() if k != "no_decay_norm_bias"}
     optim["no_decay"] = "norm_bias" if old else "none"
     return {**data, "optim": optim}
+
+
+def _upgrade_flat_losses(data: dict) -> dict:
+    loss = data.get("loss")
+    if not isinstance(loss, dict):
+        return data
+    upgraded = dict(loss)
+    for kind, keys in _FLAT_LOSS_KEYS.items():
+        section = loss.get(kind)
+        if not isinstance(section, dict) or not keys <= set(section) or not isinstance(section["type"], str):
+            continue
+        try:
+            own = {"type", *loss_option_names(loss_class(kind, section["type"]))}
+        except RRSegError:
+            continue  # an unknown type: reported as such by the schema check
+        upgraded[kind] = {k: v for k, v in section.items() if k in own}
+    return {**data, "loss": upgraded}
 
 
 def parse_config(data: dict) -> Config:

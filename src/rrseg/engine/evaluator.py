@@ -14,17 +14,15 @@ from torch import Tensor, nn
 
 from rrseg.engine.config import EvalConfig
 from rrseg.metrics.confusion import ConfusionMatrix
+from rrseg.models.segmentor import SIZE_DIVISOR, pad_to_multiple
 
 __all__ = ["evaluate", "predict_probs"]
-
-PAD_MULTIPLE = 32  # every backbone here downsamples by 32 at most
 
 
 def _forward(model: nn.Module, images: Tensor) -> Tensor:
     """Logits at the input size; pads to a multiple of 32 (bottom/right) and crops back."""
     h, w = images.shape[-2:]
-    ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
-    x = F.pad(images, (0, pw, 0, ph)) if ph or pw else images
+    x = pad_to_multiple(images, SIZE_DIVISOR)  # any model (a Segmentor pads to its size_divisor as well)
     logits = model(x)
     if not isinstance(logits, Tensor):  # a model left in train mode would return SegOutput
         logits = logits.logits

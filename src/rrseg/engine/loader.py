@@ -14,7 +14,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from rrseg.data.base import seg_collate
+
 __all__ = ["InfiniteSampler", "SeededTransformDataset", "ShardSampler", "collate"]
+
+collate = seg_collate  # the data package's collate function, under the name the engine has used
 
 
 class InfiniteSampler(Sampler):
@@ -86,11 +90,3 @@ class SeededTransformDataset(Dataset):
             if self.transforms is not None:
                 item["image"], item["label"] = self.transforms(item["image"], item["label"])
         return item
-
-
-def collate(items: list[dict]) -> dict:
-    """Stack images (float) and labels (int64, [B, H, W]); keep metadata as a list."""
-    images = torch.stack([torch.as_tensor(it["image"]).as_subclass(torch.Tensor) for it in items])
-    labels = torch.stack([torch.as_tensor(it["label"]).as_subclass(torch.Tensor).long().reshape(it["label"].shape[-2:])
-                          for it in items])
-    return {"image": images.float(), "label": labels, "meta": [it.get("meta", {}) for it in items]}

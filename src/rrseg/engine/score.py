@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from rrseg.data.labels import check_label_dtype, find_files, read_label, reduce_zero_label
 from rrseg.errors import RRSegError
 from rrseg.metrics.confusion import ConfusionMatrix, SegMetrics
+from rrseg.parallel import parallel_map
 
 __all__ = ["GT_SUFFIXES", "match_pairs", "score_folders"]
 
@@ -102,15 +102,9 @@ def score_folders(
     255 (ADE20K-Full's 65535); ``gt_files`` / ``gt_dtype``: a dataset's label files and pixel type."""
     pairs = match_pairs(pred_dir, gt_dir, gt_suffixes, gt_files)
     items = [(str(p), str(g), num_classes, reduce_zero, ignore_index, gt_dtype, gt_dtype_hint) for p, g in pairs]
-    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
     total = np.zeros((num_classes, num_classes), np.int64)
     problems: list[str] = []
-    if workers > 1 and len(items) > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            results = list(pool.map(_score_pair, items, chunksize=max(1, len(items) // (workers * 8))))
-    else:
-        results = [_score_pair(it) for it in items]
-    for mat, problem in results:
+    for mat, problem in parallel_map(_score_pair, items, workers):
         if problem is not None:
             problems.append(problem)
         else:

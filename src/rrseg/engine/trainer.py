@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -33,18 +32,10 @@ from rrseg.engine.evaluator import evaluate
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
 from rrseg.errors import RRSegError
-from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir
+from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir, remove_stale_temps
 from rrseg.metrics.groups import ranked_groups
 from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
-from rrseg.rebalance import (
-    BalancedSoftmaxLoss,
-    BLVLoss,
-    ClassCounts,
-    Criterion,
-    CrossEntropyLoss,
-    FocalLoss,
-    class_weights,
-)
+from rrseg.rebalance import ClassCounts, Criterion, CrossEntropyLoss
 
 logger = logging.getLogger(__name__)
 
@@ -119,24 +110,12 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
                     ignore_index: int = 255) -> Criterion:
     """The pixel term, the auxiliary CE (when the model has an auxiliary head) and the model's region
     term (RR / CeCo), as one named sum."""
-    p = cfg.loss.pixel
-    common = {"ignore_index": ignore_index, "avg_non_ignore": p.avg_non_ignore}
-    if p.type == "ce":
-        pixel = CrossEntropyLoss("loss_ce", p.loss_weight, **common)
-    elif p.type == "weighted_ce":
-        pixel = CrossEntropyLoss("loss_wce", p.loss_weight, weight=class_weights(counts, p.weight_scheme),
-                                 divide_by_weight_sum=p.divide_by_weight_sum, **common)
-    elif p.type == "focal":
-        pixel = FocalLoss("loss_focal", p.loss_weight, gamma=p.gamma, **common)
-    elif p.type == "balanced_softmax":
-        pixel = BalancedSoftmaxLoss(counts, num_classes, "loss_bsm", p.loss_weight, prior=p.prior, tau=p.tau,
-                                    **common)
-    else:
-        pixel = BLVLoss(counts, num_classes, "loss_blv", p.loss_weight, sigma=p.sigma, **common)
-    terms: list[nn.Module] = [pixel]
+    pixel = cfg.loss.pixel  # the registered loss's options (rrseg.rebalance.PIXEL_LOSSES)
+    terms: list[nn.Module] = [pixel.build(counts, num_classes, ignore_index)]
     aux_weight = cfg.loss.aux_weight if cfg.loss.aux_weight is not None else getattr(model, "aux_loss_weight", 0.0)
     if getattr(model, "auxiliary_head", None) is not None and aux_weight:
-        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", **common))
+        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", ignore_index=ignore_index,
+                                      avg_non_ignore=pixel.avg_non_ignore))
     if getattr(model, "rebalance", None) is not None:
         terms.append(model.rebalance)
     return Criterion(terms)
@@ -145,18 +124,7 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
 def rebalance_spec(cfg: Config, counts: ClassCounts, ignore_index: int = 255) -> dict | None:
     """The model's ``rebalance`` setting from ``loss.region``; ``ignore_index`` is the training data's, so that
     RR drops the pixels the pixel loss ignores (the release hard-codes 255)."""
-    r = cfg.loss.region
-    if r.type == "none":
-        return None
-    spec = {
-        "type": r.type, "counts": counts, "loss_weight": r.loss_weight, "trainable": r.trainable,
-        "per_image": r.per_image, "prior": r.prior, "reduce_channels": r.reduce_channels,
-        "hidden_channels": r.hidden_channels, "dropout": r.dropout, "logit_scale": r.logit_scale,
-        "ignore_index": ignore_index,
-    }
-    if r.smooth is not None:
-        spec["smooth"] = r.smooth
-    return spec
+    return cfg.loss.region.spec(counts, ignore_index)
 
 
 def convert_sync_bn(model: nn.Module) -> nn.Module:
@@ -293,11 +261,8 @@ class Trainer:
         """What a killed run can leave: temporary files of atomic writes, a half-written checkpoint folder,
         a log line cut short (the next record would be glued to it)."""
         for folder in (self.work_dir, self.work_dir / "eval", self.work_dir / ckpt.CKPT_DIR):
-            if folder.is_dir():
-                for stale in folder.glob(".*.tmp"):
-                    stale.unlink(missing_ok=True)
-        for stale in (self.work_dir / ckpt.CKPT_DIR).glob(".iter_*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_stale_temps(folder)
+        ckpt.remove_partial_checkpoints(self.work_dir)
         log = self.work_dir / "log.jsonl"
         if log.is_file() and log.stat().st_size:
             with open(log, "rb+") as f:

@@ -127,25 +127,18 @@ def rr_loss(rr: RegionRebalance, features: Tensor, labels: Tensor, training: boo
 
 def save_rr(rr: RegionRebalance, path: str | os.PathLike) -> None:
     """Write the RR branch (weights, BatchNorm statistics, prior) to a safetensors file, atomically."""
-    from safetensors.torch import save
+    from rrseg.io import write_safetensors
 
-    from rrseg.io import atomic_write_bytes
-
-    state = {k: v.detach().cpu().contiguous() for k, v in rr.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={"format": "pt", "rrseg": "region_rebalance"}))
+    write_safetensors(path, rr.state_dict(), metadata={"format": "pt", "rrseg": "region_rebalance"})
 
 
 def load_rr(rr: RegionRebalance, path: str | os.PathLike) -> RegionRebalance:
     """Load a branch written by :func:`save_rr` into ``rr`` (same sizes and options)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from rrseg.io import read_safetensors
 
     if not os.path.isfile(path):
         raise RRSegError(f"{path}: RR state file not found")
-    try:
-        state = load_file(str(path), device=str(rr.log_prior.device))
-    except (SafetensorError, OSError) as e:
-        raise RRSegError(f"{path}: not a readable safetensors file ({e})") from None
+    state, _ = read_safetensors(path, device=str(rr.log_prior.device))
     try:
         rr.load_state_dict(state)
     except RuntimeError as e:

@@ -11,7 +11,6 @@ outputs are the same with or without it, and :meth:`Segmentor.inference_state_di
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,23 +18,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
-from rrseg.rebalance import ClassCounts, RegionRebalance
+from rrseg.rebalance import RegionRebalance
+from rrseg.rebalance.registry import list_losses, loss_class
 from rrseg.types import SegOutput
 
-__all__ = ["RebalanceSpec", "Segmentor", "build_rebalance"]
+__all__ = ["SIZE_DIVISOR", "RebalanceSpec", "Segmentor", "build_rebalance", "pad_to_multiple"]
 
 RebalanceSpec = None | str | Mapping[str, Any] | RegionRebalance
 
-_RR_FIXED = {"self", "in_channels", "num_classes", "counts"}
-_RR_OPTIONS = sorted(set(inspect.signature(RegionRebalance.__init__).parameters) - _RR_FIXED)
+SIZE_DIVISOR = 32  # every backbone here downsamples by 32 at most: eval inputs are padded to a multiple of it
 
 
-def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> RegionRebalance | None:
-    """A RegionRebalance from a model's ``rebalance`` setting.
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Zero-pad [..., H, W] at the bottom and right to multiples of ``multiple`` (the caller crops back)."""
+    h, w = images.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
 
-    ``spec``: None or "none"; a RegionRebalance (used as is); "rr"/"ceco" (only valid with ``prior="none"``
-    semantics, so normally a dict); or a dict ``{"type": "rr" | "ceco", "counts": <anything ClassCounts.load
-    takes>, **RegionRebalance options}``. "ceco" is RR with ``etf=True`` (fixed simplex-ETF classifier).
+
+def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> nn.Module | None:
+    """The region branch from a model's ``rebalance`` setting.
+
+    ``spec``: None or "none"; a RegionRebalance (used as is); a registered region loss's name (only valid with
+    ``prior="none"`` semantics, so normally a dict); or a dict ``{"type": name, "counts": <anything
+    ClassCounts.load takes>, **options}``, the name one of ``rrseg.rebalance.REGION_LOSSES`` (whose
+    ``module`` builds the branch: "rr" and "ceco" a RegionRebalance, "ceco" with ``etf=True``).
     """
     if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
         return None
@@ -49,39 +56,16 @@ def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> 
         return spec
     if isinstance(spec, str):
         spec = {"type": spec}
+    names = list_losses("region")
     if not isinstance(spec, Mapping):
         raise RRSegError(
-            f"rebalance: expected None, 'none', 'rr', 'ceco' or a mapping, got {type(spec).__name__}"
+            f"rebalance: expected None, {', '.join(repr(n) for n in names)} or a mapping, got {type(spec).__name__}"
         )
     options = dict(spec)
     kind = str(options.pop("type", "rr")).lower()
-    if kind == "none":
-        return None
-    if kind not in ("rr", "ceco"):
-        raise RRSegError(f"rebalance: type must be 'rr', 'ceco' or 'none', got {kind!r}")
-    if kind == "ceco":
-        if options.get("etf", True) is not True:
-            raise RRSegError("rebalance: type 'ceco' is RR with etf=True; do not set etf=False")
-        options["etf"] = True
-    counts = options.pop("counts", None)
-    unknown = sorted(set(options) - set(_RR_OPTIONS))
-    if unknown:
-        raise RRSegError(
-            f"rebalance: unknown option {unknown[0]!r}; valid options: counts, {', '.join(_RR_OPTIONS)}"
-        )
-    if counts is None and options.get("prior", "region") != "none":
-        raise RRSegError(
-            f"rebalance: type {kind!r} needs class counts ('counts': a list, stats JSON or released "
-            "*_image_label_stats.txt), or prior='none'"
-        )
-    if counts is not None and not isinstance(counts, ClassCounts):
-        counts = ClassCounts.load(counts, num_classes)
-    try:
-        return RegionRebalance(in_channels, num_classes, counts, **options)
-    except (TypeError, ValueError) as e:
-        if isinstance(e, RRSegError):
-            raise
-        raise RRSegError(f"rebalance: {e}") from None
+    if kind not in names:
+        raise RRSegError(f"rebalance: type must be one of {', '.join(names)}, got {kind!r}")
+    return loss_class("region", kind).module(in_channels, num_classes, options)
 
 
 class Segmentor(nn.Module):
@@ -107,7 +91,7 @@ class Segmentor(nn.Module):
         aux_loss_weight: float = 0.4,
         cascade: bool = False,
         rebalance: RebalanceSpec = None,
-        size_divisor: int = 32,
+        size_divisor: int = SIZE_DIVISOR,
         input_size: tuple[int, int] | None = None,
         output_stride: int = 4,
         name: str = "",
@@ -127,11 +111,11 @@ class Segmentor(nn.Module):
         self.input_size = tuple(input_size) if input_size is not None else None
         self.output_stride = int(output_stride)
         self.name = name
-        self.rebalance: RegionRebalance | None = None
+        self.rebalance: nn.Module | None = None
         self.set_rebalance(rebalance)
 
     # ----------------------------------------------------------------------------------------------- setup
-    def set_rebalance(self, spec: RebalanceSpec) -> RegionRebalance | None:
+    def set_rebalance(self, spec: RebalanceSpec) -> nn.Module | None:
         """Attach (or with None remove) the RR / CeCo branch; see :func:`build_rebalance`."""
         self.rebalance = build_rebalance(spec, self.feature_channels, self.num_classes)
         return self.rebalance
@@ -190,17 +174,15 @@ class Segmentor(nn.Module):
             )
 
     def _pad_for_eval(self, images: Tensor) -> Tensor:
+        if self.input_size is None:
+            return pad_to_multiple(images, self.size_divisor)
         h, w = images.shape[-2:]
-        if self.input_size is not None:
-            th, tw = self.input_size
-            if h > th or w > tw:
-                raise RRSegError(
-                    f"{self.name}: input {h}x{w} is larger than the {th}x{tw} the model was built for; "
-                    "use sliding-window inference with that crop size"
-                )
-        else:
-            th = -(-h // self.size_divisor) * self.size_divisor
-            tw = -(-w // self.size_divisor) * self.size_divisor
+        th, tw = self.input_size
+        if h > th or w > tw:
+            raise RRSegError(
+                f"{self.name}: input {h}x{w} is larger than the {th}x{tw} the model was built for; "
+                "use sliding-window inference with that crop size"
+            )
         if (th, tw) == (h, w):
             return images
         return F.pad(images, (0, tw - w, 0, th - h))

@@ -14,7 +14,7 @@ from functools import partial
 from rrseg.models.backbones import TimmBackbone, convnext_backbone, swin_backbone
 from rrseg.models.heads import FCNHead, UPerHead
 from rrseg.models.registry import ModelVariant, register_variants
-from rrseg.models.segmentor import RebalanceSpec, Segmentor
+from rrseg.models.segmentor import SIZE_DIVISOR, RebalanceSpec, Segmentor
 
 __all__ = ["build_upernet"]
 
@@ -32,7 +32,7 @@ def build_upernet(
     neck=None,
     in_channels: list[int] | None = None,
     input_size: tuple[int, int] | None = None,
-    size_divisor: int = 32,
+    size_divisor: int = SIZE_DIVISOR,
 ) -> Segmentor:
     in_channels = list(in_channels or backbone.channels)
     head = UPerHead(in_channels, channels, num_classes, dropout=dropout)

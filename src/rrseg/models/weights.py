@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
+from rrseg.io import read_safetensors
 from rrseg.models.convert import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
 
 logger = logging.getLogger(__name__)
@@ -84,13 +85,7 @@ def _group(keys: list[str], limit: int = 8) -> str:
 
 def _read_file(path: Path) -> dict:
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise RRSegError(f"{path}: not a readable safetensors file ({e})") from None
+        return read_safetensors(path)[0]
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle / zip errors come in many types; all mean the same to the user

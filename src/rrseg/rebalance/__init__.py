@@ -1,23 +1,56 @@
-"""Losses that fight class imbalance. Region Rebalance first; each other method is one module."""
+"""Losses that fight class imbalance. Region Rebalance first; each other method is one module, registered by
+name in :mod:`rrseg.rebalance.registry`."""
 
-from rrseg.rebalance.base import Criterion, LossTerm, resize_logits
-from rrseg.rebalance.blv import BLVLoss
+from rrseg.rebalance.base import Criterion, LossTerm, NoRegionLoss, PixelLossOptions, RegionLossOptions, resize_logits
+from rrseg.rebalance.blv import BLVLoss, BLVOptions
 from rrseg.rebalance.counts import ClassCounts, CountsError
-from rrseg.rebalance.pixel import BalancedSoftmaxLoss, CrossEntropyLoss, FocalLoss, class_weights
-from rrseg.rebalance.region import RegionPool, RegionRebalance, region_pool, region_table, simplex_etf
+from rrseg.rebalance.pixel import (
+    BalancedSoftmaxLoss,
+    BalancedSoftmaxOptions,
+    CrossEntropyLoss,
+    CrossEntropyOptions,
+    FocalLoss,
+    FocalOptions,
+    WeightedCEOptions,
+    class_weights,
+)
+from rrseg.rebalance.region import (
+    CeCoOptions,
+    RegionPool,
+    RegionRebalance,
+    RROptions,
+    region_pool,
+    region_table,
+    simplex_etf,
+)
+from rrseg.rebalance.registry import PIXEL_LOSSES, REGION_LOSSES, list_losses, loss_class
 
 __all__ = [
+    "PIXEL_LOSSES",
+    "REGION_LOSSES",
     "BLVLoss",
+    "BLVOptions",
     "BalancedSoftmaxLoss",
+    "BalancedSoftmaxOptions",
+    "CeCoOptions",
     "ClassCounts",
     "CountsError",
     "Criterion",
     "CrossEntropyLoss",
+    "CrossEntropyOptions",
     "FocalLoss",
+    "FocalOptions",
     "LossTerm",
+    "NoRegionLoss",
+    "PixelLossOptions",
+    "RROptions",
+    "RegionLossOptions",
     "RegionPool",
     "RegionRebalance",
+    "WeightedCEOptions",
     "class_weights",
+    "list_losses",
+    "loss_class",
     "region_pool",
     "region_table",
     "resize_logits",

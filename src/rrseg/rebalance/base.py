@@ -1,17 +1,26 @@
-"""The loss-term interface: ``term(out: SegOutput, labels) -> scalar``, with a ``name`` for logging.
+"""The loss-term interface: ``term(out: SegOutput, labels) -> scalar``, with a ``name`` for logging, and the
+options classes through which a config names and sets up a loss.
 
 A training criterion is a named sum of such terms (pixel CE, auxiliary CE, RR, ...). A new rebalancing
-method is one new module that subclasses :class:`LossTerm`.
+method is one new module holding a :class:`LossTerm` and its options class (a dataclass subclassing
+:class:`PixelLossOptions` or :class:`RegionLossOptions`), plus one entry in :mod:`rrseg.rebalance.registry`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.types import SegOutput
 
-__all__ = ["Criterion", "LossTerm", "resize_logits"]
+if TYPE_CHECKING:
+    from rrseg.rebalance.counts import ClassCounts
+
+__all__ = ["Criterion", "LossTerm", "NoRegionLoss", "PixelLossOptions", "RegionLossOptions", "resize_logits"]
 
 
 def resize_logits(logits: Tensor, labels: Tensor) -> Tensor:
@@ -45,3 +54,62 @@ class Criterion(nn.Module):
 
     def forward(self, out: SegOutput, labels: Tensor) -> dict[str, Tensor]:
         return {term.name: term(out, labels) for term in self.terms}
+
+
+# ------------------------------------------------------------------------------------------------ options
+# A loss's options class is a dataclass: its fields are the keys of its config section (``loss.pixel`` or
+# ``loss.region``) with their types and defaults, which the config checks and fills in. ``type`` is the name
+# the loss is registered under; each subclass sets it as its default (the bases' is the loss a config gets
+# when it names none, so a subclass that forgets is refused as a second registration of that name).
+
+
+@dataclass
+class PixelLossOptions:
+    """The options every pixel loss takes; a pixel loss's options class adds its own and ``build``."""
+
+    KIND: ClassVar[str] = "pixel"
+    type: str = "ce"
+    loss_weight: float = 1.0
+    # every pixel loss and the auxiliary CE: the sum of per-pixel losses (class-weighted for weighted_ce) over
+    # the labelled pixels (true, mmseg >= 0.23) or over all pixels, ignored ones included (false, mmseg 0.17:
+    # what the released configs ran; it sets the pixel losses' weight against RR)
+    avg_non_ignore: bool = True
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> LossTerm:
+        """The loss term, for class ``counts`` over ``num_classes`` classes and the data's ``ignore_index``."""
+        raise NotImplementedError(f"pixel loss {self.type!r} has no build()")
+
+
+@dataclass
+class RegionLossOptions:
+    """The options of a region loss: a training-only branch of the model (``model.rebalance``), which the
+    model builds since its input is the model's features. ``spec`` is the model's ``rebalance`` setting
+    (``build_model(rebalance=...)``); ``module`` builds the branch from such a setting."""
+
+    KIND: ClassVar[str] = "region"
+    type: str = "none"
+
+    def spec(self, counts: ClassCounts, ignore_index: int = 255) -> dict[str, Any] | None:
+        """``{"type", "counts", **options, "ignore_index"}``: the options as set, the data's ignore index."""
+        options = {k: v for k, v in dataclasses.asdict(self).items() if k != "type"}
+        return {"type": self.type, "counts": counts, **options, "ignore_index": ignore_index}
+
+    @classmethod
+    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> nn.Module | None:
+        """The branch for features of ``in_channels`` channels from a ``rebalance`` setting's ``options``
+        (``counts`` and the module's keyword arguments: those of the config and any other it takes)."""
+        raise NotImplementedError(f"region loss {cls.type!r} has no module()")
+
+
+@dataclass
+class NoRegionLoss(RegionLossOptions):
+    """none: no region term."""
+
+    type: str = "none"
+
+    def spec(self, counts: ClassCounts, ignore_index: int = 255) -> None:
+        return None
+
+    @classmethod
+    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> None:
+        return None

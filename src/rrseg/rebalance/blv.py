@@ -8,15 +8,18 @@ sigma = 4. Inference is unchanged. Averaging (``avg_non_ignore``) as the other p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from rrseg.rebalance.base import PixelLossOptions
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.rebalance.pixel import _PixelTerm
 from rrseg.types import SegOutput
 
-__all__ = ["BLVLoss"]
+__all__ = ["BLVLoss", "BLVOptions"]
 
 
 class BLVLoss(_PixelTerm):
@@ -45,3 +48,15 @@ class BLVLoss(_PixelTerm):
         noise = (torch.randn_like(logits) * self.sigma).clamp_(-1.0, 1.0).abs_()
         perturbed = logits + noise * self.scale.view(1, -1, 1, 1)
         return self.loss_weight * self._ce(perturbed, labels)
+
+
+@dataclass
+class BLVOptions(PixelLossOptions):
+    """blv: CE on logits perturbed by |N(0, sigma)| clipped to [0, 1], scaled per class (pixel frequencies)."""
+
+    type: str = "blv"
+    sigma: float = 4.0
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> BLVLoss:
+        return BLVLoss(counts, num_classes, "loss_blv", self.loss_weight, sigma=self.sigma, ignore_index=ignore_index,
+                       avg_non_ignore=self.avg_non_ignore)

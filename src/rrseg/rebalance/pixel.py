@@ -11,16 +11,28 @@ for ``F.cross_entropy(weight=...)``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rrseg.rebalance.base import LossTerm, resize_logits
+from rrseg.rebalance.base import LossTerm, PixelLossOptions, resize_logits
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.types import SegOutput
 
-__all__ = ["BalancedSoftmaxLoss", "CrossEntropyLoss", "FocalLoss", "class_weights"]
+__all__ = [
+    "BalancedSoftmaxLoss",
+    "BalancedSoftmaxOptions",
+    "CrossEntropyLoss",
+    "CrossEntropyOptions",
+    "FocalLoss",
+    "FocalOptions",
+    "WeightedCEOptions",
+    "class_weights",
+]
 
 
 def class_weights(counts: ClassCounts, scheme: str, kind: str = "pixel") -> Tensor:
@@ -111,6 +123,32 @@ class CrossEntropyLoss(_PixelTerm):
         return self.loss_weight * loss
 
 
+@dataclass
+class CrossEntropyOptions(PixelLossOptions):
+    """ce: plain pixel cross-entropy."""
+
+    type: str = "ce"
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> CrossEntropyLoss:
+        return CrossEntropyLoss("loss_ce", self.loss_weight, ignore_index=ignore_index,
+                                avg_non_ignore=self.avg_non_ignore)
+
+
+@dataclass
+class WeightedCEOptions(PixelLossOptions):
+    """weighted_ce: cross-entropy with per-class weights from the pixel frequencies (:func:`class_weights`)."""
+
+    type: str = "weighted_ce"
+    weight_scheme: Literal["log", "inv_sqrt"] = "log"  # log: w = 1 + log(max f / f); inv_sqrt: 1 / sqrt(f), mean 1
+    # divide by the sum of the labelled pixels' class weights (PyTorch's rule); needs avg_non_ignore
+    divide_by_weight_sum: bool = False
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> CrossEntropyLoss:
+        return CrossEntropyLoss("loss_wce", self.loss_weight, weight=class_weights(counts, self.weight_scheme),
+                                divide_by_weight_sum=self.divide_by_weight_sum, ignore_index=ignore_index,
+                                avg_non_ignore=self.avg_non_ignore)
+
+
 class FocalLoss(_PixelTerm):
     """Focal loss (Lin et al. 2017): CE scaled by (1 - p_t)^gamma, averaged as ``avg_non_ignore`` says."""
 
@@ -138,6 +176,18 @@ class FocalLoss(_PixelTerm):
         return self.loss_weight * (loss.mean() if self.avg_non_ignore else loss.sum() / labels.numel())
 
 
+@dataclass
+class FocalOptions(PixelLossOptions):
+    """focal: CE scaled by (1 - p_t)^gamma."""
+
+    type: str = "focal"
+    gamma: float = 2.0
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> FocalLoss:
+        return FocalLoss("loss_focal", self.loss_weight, gamma=self.gamma, ignore_index=ignore_index,
+                         avg_non_ignore=self.avg_non_ignore)
+
+
 class BalancedSoftmaxLoss(_PixelTerm):
     """Logit adjustment / balanced softmax at pixel level: CE on logits + log prior (training only)."""
 
@@ -163,3 +213,16 @@ class BalancedSoftmaxLoss(_PixelTerm):
             return logits.sum() * 0.0
         adjusted = logits + self.log_prior.view(1, -1, 1, 1)
         return self.loss_weight * self._ce(adjusted, labels)
+
+
+@dataclass
+class BalancedSoftmaxOptions(PixelLossOptions):
+    """balanced_softmax: CE on logits + tau * log prior, the prior from pixel or region (image) counts."""
+
+    type: str = "balanced_softmax"
+    prior: Literal["pixel", "region"] = "pixel"
+    tau: float = 1.0
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> BalancedSoftmaxLoss:
+        return BalancedSoftmaxLoss(counts, num_classes, "loss_bsm", self.loss_weight, prior=self.prior, tau=self.tau,
+                                   ignore_index=ignore_index, avg_non_ignore=self.avg_non_ignore)

@@ -14,18 +14,31 @@ with weights given by the adjoint of bilinear upsampling applied to the class ma
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rrseg.errors import RRSegError
+from rrseg.rebalance.base import RegionLossOptions
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.types import SegOutput
 
-__all__ = ["DEBUG_CHECKS", "RegionPool", "RegionRebalance", "region_pool", "region_table", "simplex_etf"]
+__all__ = [
+    "DEBUG_CHECKS",
+    "CeCoOptions",
+    "RROptions",
+    "RegionPool",
+    "RegionRebalance",
+    "region_pool",
+    "region_table",
+    "simplex_etf",
+]
 
 # Synchronous label checks with the named error on accelerators too (slower: one host sync per step).
 DEBUG_CHECKS = os.environ.get("RRSEG_DEBUG", "") not in ("", "0")
@@ -300,3 +313,64 @@ class RegionRebalance(nn.Module):
             f"num_classes={self.num_classes}, smooth={self.smooth}, loss_weight={self.loss_weight}, "
             f"per_image={self.per_image}, etf={self.etf}"
         )
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+@dataclass
+class RROptions(RegionLossOptions):
+    """rr: Region Rebalance, the released defaults (frozen branch, region-count prior, soft targets 0.5)."""
+
+    type: str = "rr"
+    loss_weight: float = 1.0
+    trainable: bool = False
+    per_image: bool = False
+    prior: Literal["region", "pixel", "none"] = "region"
+    smooth: float | None = None  # None: 0.5 for rr, 1.0 for ceco
+    reduce_channels: int = 128
+    hidden_channels: int = 512
+    dropout: float = 0.1
+
+    @classmethod
+    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:
+        """A :class:`RegionRebalance`; ``options``: ``counts`` and its keyword arguments."""
+        options = dict(options)
+        counts = options.pop("counts", None)
+        unknown = sorted(set(options) - set(_RR_OPTIONS))
+        if unknown:
+            raise RRSegError(
+                f"rebalance: unknown option {unknown[0]!r}; valid options: counts, {', '.join(_RR_OPTIONS)}"
+            )
+        if counts is None and options.get("prior", "region") != "none":
+            raise RRSegError(
+                f"rebalance: type {cls.type!r} needs class counts ('counts': a list, stats JSON or released "
+                "*_image_label_stats.txt), or prior='none'"
+            )
+        if counts is not None and not isinstance(counts, ClassCounts):
+            counts = ClassCounts.load(counts, num_classes)
+        try:
+            return RegionRebalance(in_channels, num_classes, counts, **options)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, RRSegError):
+                raise
+            raise RRSegError(f"rebalance: {e}") from None
+
+
+@dataclass
+class CeCoOptions(RROptions):
+    """ceco: RR with a fixed simplex-ETF classifier over L2-normalised region features (CeCo, CVPR 2023)."""
+
+    type: str = "ceco"
+    logit_scale: float = 5.0
+
+    @classmethod
+    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:
+        if options.get("etf", True) is not True:
+            raise RRSegError("rebalance: type 'ceco' is RR with etf=True; do not set etf=False")
+        return super().module(in_channels, num_classes, {**options, "etf": True})
+
+
+# what a ``rebalance`` setting may pass to RegionRebalance besides counts (the model supplies the sizes)
+_RR_OPTIONS = sorted(set(inspect.signature(RegionRebalance.__init__).parameters)
+                     - {"self", "in_channels", "num_classes", "counts"})

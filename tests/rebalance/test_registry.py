@@ -1,0 +1,108 @@
+"""The loss registry: names -> options classes; a new method is one options class and one entry."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from rrseg.engine.config import ConfigError, parse_config
+from rrseg.engine.trainer import build_criterion, rebalance_spec
+from rrseg.errors import RRSegError
+from rrseg.models import build_model
+from rrseg.models.segmentor import build_rebalance
+from rrseg.rebalance import (
+    PIXEL_LOSSES,
+    REGION_LOSSES,
+    ClassCounts,
+    CrossEntropyLoss,
+    LossTerm,
+    PixelLossOptions,
+    RegionLossOptions,
+    list_losses,
+    loss_class,
+)
+
+COUNTS = ClassCounts(np.array([9, 5, 2, 1]), np.array([900, 500, 20, 10]))
+
+
+def test_names_and_unknown_names():
+    assert list_losses("pixel") == ["ce", "weighted_ce", "focal", "balanced_softmax", "blv"]
+    assert list_losses("region") == ["none", "rr", "ceco"]
+    with pytest.raises(RRSegError, match=r"^unknown pixel loss 'focl'; did you mean 'focal'\? \(known: ce, "
+                                         r"weighted_ce, focal, balanced_softmax, blv\)$"):
+        loss_class("pixel", "focl")
+    with pytest.raises(RRSegError, match=r"^unknown region loss 'xyz' \(known: none, rr, ceco\)$"):
+        loss_class("region", "xyz")
+    with pytest.raises(RRSegError, match=r"^rebalance: type must be one of none, rr, ceco, got 'focal'$"):
+        build_rebalance({"type": "focal", "counts": [4, 3, 2, 1]}, 32, 4)
+
+
+@pytest.mark.parametrize("name", list(PIXEL_LOSSES))
+def test_every_pixel_loss_declares_typed_options_and_builds_its_term(name):
+    cls = PIXEL_LOSSES[name]
+    assert issubclass(cls, PixelLossOptions) and cls.type == name
+    assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(cls))  # every option has a default
+    term = cls().build(COUNTS, 4, ignore_index=200)
+    assert isinstance(term, LossTerm) and term.ignore_index == 200
+
+
+@pytest.mark.parametrize("name", list(REGION_LOSSES))
+def test_every_region_loss_gives_the_model_its_branch(name):
+    cls = REGION_LOSSES[name]
+    assert issubclass(cls, RegionLossOptions) and cls.type == name
+    spec = cls().spec(COUNTS, 200)
+    branch = build_rebalance(spec, 16, 4)
+    assert (branch is None) == (name == "none")
+    if branch is not None:
+        assert branch.ignore_index == 200 and branch.etf == (name == "ceco")
+
+
+@dataclass
+class HalfCEOptions(PixelLossOptions):
+    """A method added the documented way: its options class, here with one option of its own."""
+
+    type: str = "half_ce"
+    half: float = 0.5
+
+    def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> LossTerm:
+        return CrossEntropyLoss("loss_half", self.loss_weight * self.half, ignore_index=ignore_index,
+                                avg_non_ignore=self.avg_non_ignore)
+
+
+def test_a_new_method_is_one_options_class_and_one_entry(monkeypatch):
+    monkeypatch.setitem(PIXEL_LOSSES, "half_ce", HalfCEOptions)
+    cfg = parse_config({"loss": {"pixel": {"type": "half_ce", "half": 0.25}}})
+    criterion = build_criterion(cfg, build_model("ocrnet_tiny", num_classes=4), COUNTS, 4)
+    assert criterion.terms[0].name == "loss_half" and criterion.terms[0].loss_weight == 0.25
+    with pytest.raises(ConfigError, match=r"'loss.pixel.half': expected float, got 'x'"):
+        parse_config({"loss": {"pixel": {"type": "half_ce", "half": "x"}}})
+    with pytest.raises(ConfigError, match=r"'loss.pixel.half' is an option of half_ce, not of focal"):
+        parse_config({"loss": {"pixel": {"type": "focal", "half": 0.25}}})
+
+
+def test_region_spec_is_the_models_rebalance_setting():
+    cfg = parse_config({"loss": {"region": {"type": "ceco", "loss_weight": 0.8}}})
+    spec = rebalance_spec(cfg, COUNTS, 200)
+    assert spec["type"] == "ceco" and spec["counts"] is COUNTS and spec["ignore_index"] == 200
+    assert spec["loss_weight"] == 0.8 and spec["logit_scale"] == 5.0
+    assert rebalance_spec(parse_config({}), COUNTS) is None
+    torch.manual_seed(0)
+    model = build_model("ocrnet_tiny", num_classes=4, rebalance=spec)
+    assert model.rebalance.etf and model.rebalance.loss_weight == 0.8
+
+
+def test_an_options_class_must_name_itself():
+    from rrseg.rebalance.registry import _table
+
+    @dataclass
+    class Forgot(PixelLossOptions):  # no `type` default of its own: it would take the default loss's name
+        extra: int = 1
+
+    with pytest.raises(ValueError, match=r"Forgot: loss name 'ce' registered twice"):
+        _table(PixelLossOptions, *PIXEL_LOSSES.values(), Forgot)
+    with pytest.raises(TypeError, match="subclassing PixelLossOptions"):
+        _table(PixelLossOptions, RegionLossOptions)
