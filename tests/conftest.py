@@ -1,4 +1,5 @@
-"""Shared test helpers: the CLI as a real subprocess, and label PNGs written to disk."""
+"""Shared test helpers: the CLI as a real subprocess, label PNGs written to disk, a tiny synthetic dataset and
+training config."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 SRC_DIR = Path(__file__).resolve().parents[1] / "src"
@@ -155,3 +157,42 @@ def write_ade20k_full(parent: Path, n_train: int = 4, n_val: int = 2, h: int = 4
 def ade20k_full(tmp_path) -> Path:
     """A small ADE20K-Full dataset (4 training, 2 validation images of 64x48); the ``ADE20K_2021_17_01`` folder."""
     return write_ade20k_full(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    from rrseg.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("data") / "synthetic", num_classes=6, num_train=24, num_val=8,
+                          size=(48, 32), seed=0, workers=1, verbose=False)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_dataset):
+    """Write a tiny training config; keyword overrides are merged into its sections."""
+
+    def make(name: str = "cfg", **sections) -> Path:
+        cfg = {
+            "model": {"name": "deeplabv3plus_tiny"},
+            "data": {
+                "train": {"type": "folder", "root": str(tiny_dataset), "split": "train"},
+                "val": {"type": "folder", "root": str(tiny_dataset), "split": "val"},
+                "batch_size": 4, "workers": 0, "crop_size": [32, 32], "scale": [48, 32], "ratio_range": [0.75, 1.5],
+            },
+            "optim": {"type": "adamw", "lr": 0.002},
+            "schedule": {"iters": 6, "warmup_iters": 2},
+            "loss": {"counts": str(tiny_dataset / "counts.json")},
+            "eval": {"interval": 3, "batch_size": 4},
+            "train": {"log_interval": 1, "checkpoint_interval": 2, "keep_last": 2, "progress": False},
+            "work_dir": str(tmp_path / name),
+        }
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                cfg[section].update(values)
+            else:
+                cfg[section] = values
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make

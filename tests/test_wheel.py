@@ -119,7 +119,7 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     loaded = [line for line in out.splitlines() if "demo_small_backbone.safetensors: loaded" in line]
     assert len(loaded) == 1 and Path(loaded[0].split(":")[0]).resolve().is_relative_to(site.resolve()), out
     assert (run / "inference.safetensors").is_file() and (run / "report.json").is_file()
-    classes = _run([python, "-c", "from rrseg.data.meta import ade20k_full_classes as c; print(len(c()))"], env,
+    classes = _run([python, "-c", "from rrseg.data.classes import ade20k_full_classes as c; print(len(c()))"], env,
                    elsewhere)
     assert classes.strip() == "847"
     print(f"wheel test: {time.monotonic() - start:.0f} s")

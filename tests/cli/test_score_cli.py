@@ -170,7 +170,7 @@ def test_bad_counts_and_names(tmp_path, folders, call_rrseg):
 
 
 def test_score_folders_parallel_equals_serial(folders):
-    from rrseg.engine.score import score_folders
+    from rrseg.tools.score import score_folders
 
     pred_dir, gt_dir, pairs = folders
     serial, n = score_folders(pred_dir, gt_dir, C, workers=1)
@@ -181,7 +181,7 @@ def test_score_folders_parallel_equals_serial(folders):
 
 
 def test_cityscapes_gtfine_names_match_plain_prediction_stems(tmp_path, write_label):
-    from rrseg.engine.score import score_folders
+    from rrseg.tools.score import score_folders
 
     write_label(tmp_path / "pred" / "frankfurt_000000_000294.png", np.eye(4, dtype=np.uint8))
     write_label(tmp_path / "gt" / "frankfurt" / "frankfurt_000000_000294_gtFine_labelTrainIds.png",
@@ -191,7 +191,7 @@ def test_cityscapes_gtfine_names_match_plain_prediction_stems(tmp_path, write_la
 
 
 def test_score_folders_leaves_torch_threads_alone(folders):
-    from rrseg.engine.score import score_folders
+    from rrseg.tools.score import score_folders
 
     pred_dir, gt_dir, _ = folders
     before = torch.get_num_threads()

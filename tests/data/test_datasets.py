@@ -20,7 +20,7 @@ from rrseg.data import (
     detect_layout,
     seg_collate,
 )
-from rrseg.data.meta import ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, COCO_STUFF_CLASSES
+from rrseg.data.classes import ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, COCO_STUFF_CLASSES
 from rrseg.errors import RRSegError
 
 from .conftest import random_pair, save_image, save_label

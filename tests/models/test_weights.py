@@ -15,7 +15,7 @@ from torch import nn
 
 from rrseg.errors import RRSegError
 from rrseg.models import build_model
-from rrseg.models.convert import _unfold_to_official
+from rrseg.models.checkpoint_conversion import _unfold_to_official
 from rrseg.models.weights import load_pretrained, read_state_dict
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_env as _cli_env
-from tests.engine.conftest import tiny_config, tiny_dataset  # noqa: F401  (shared fixtures, reused as they are)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from rrseg.engine import checkpoint as ckpt
-from rrseg.engine.experiment import read_log
+from rrseg.tools.experiment import read_log
 from tests.engine.test_trainer import same_weights
 
 TOTAL, INTERVAL, KILLS = 16, 3, 5

@@ -22,9 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rrseg.engine.compare import compare_reports, format_comparison, load_report
     from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
     from rrseg.metrics.report import plot_iou_vs_count
+    from rrseg.tools.compare import compare_reports, format_comparison, load_report
 
     _, a = load_report(args.run_a)
     b_path, b = load_report(args.run_b)

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rrseg.data.convert import convert_cityscapes, convert_coco_stuff
+    from rrseg.data.label_conversion import convert_cityscapes, convert_coco_stuff
 
     progress = sys.stderr.isatty()
     if args.kind == "coco-stuff":

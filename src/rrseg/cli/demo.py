@@ -24,7 +24,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rrseg.engine.demo import PARALLEL_DEFAULT
+    from rrseg.tools.demo import PARALLEL_DEFAULT
 
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--iters", type=int, help="iterations per run, instead of the config's schedule")
@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rrseg.engine.demo import run_demo
     from rrseg.errors import RRSegError
+    from rrseg.tools.demo import run_demo
 
     if args.minutes is not None:
         raise RRSegError("--minutes was removed: the demo always trains its config's full schedule "

@@ -42,12 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rrseg.cli._labels import label_source
     from rrseg.data.labels import read_class_names
-    from rrseg.engine.score import score_folders
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_write_json
     from rrseg.metrics.groups import ranked_groups
     from rrseg.metrics.report import build_report, format_report
     from rrseg.rebalance.counts import ClassCounts
+    from rrseg.tools.score import score_folders
 
     src = label_source(args.gt_dir, args)
     dataset, num_classes = src.dataset, src.num_classes

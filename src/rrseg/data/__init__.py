@@ -25,8 +25,8 @@ _EXPORTS = {
     "build_dataset": "builder",
     "dataset_class": "builder",
     "detect_layout": "builder",
-    "DataError": "problems",
-    "PROBLEM_KINDS": "problems",
+    "DataError": "errors",
+    "PROBLEM_KINDS": "errors",
     "IMAGENET_MEAN": "transforms",
     "IMAGENET_STD": "transforms",
     "train_transforms": "transforms",
@@ -68,8 +68,8 @@ if TYPE_CHECKING:
     from rrseg.data.check import check_dataset
     from rrseg.data.cityscapes import CityscapesDataset
     from rrseg.data.coco_stuff import COCOStuff164kDataset
+    from rrseg.data.errors import PROBLEM_KINDS, DataError
     from rrseg.data.folder import FolderDataset, load_folder_spec
-    from rrseg.data.problems import PROBLEM_KINDS, DataError
     from rrseg.data.synthetic import make_synthetic
     from rrseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transforms, train_transforms
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.meta import ADE20K_CLASSES, ADE20K_PALETTE
+from rrseg.data.classes import ADE20K_CLASSES, ADE20K_PALETTE
 
 __all__ = ["ADE20KDataset"]
 

@@ -7,7 +7,7 @@ release (Mask2Former and the long-tail papers use the same files)::
     ADE20K_2021_17_01/annotations_detectron2/{training,validation}/*.tif   (uint16, mode I;16)
 
 Label values are train ids 0..846 (the order of ``ADE20K_SEM_SEG_FULL_CATEGORIES``; class names in
-:func:`rrseg.data.meta.ade20k_full_classes`) and 65535 where no class is labelled.
+:func:`rrseg.data.classes.ade20k_full_classes`) and 65535 where no class is labelled.
 
 The ignore index is 65535, the value in the file itself: no id is remapped, so ids above 255 (and 255,
 a real class here) stay what they are, and ``rrseg stats`` / ``rrseg score`` on the raw TIFFs, the
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.meta import ade20k_full_classes
+from rrseg.data.classes import ade20k_full_classes
 
 __all__ = ["ADE20K_FULL_IGNORE_INDEX", "ADE20KFullDataset"]
 

@@ -1,6 +1,6 @@
 """The dataset base class: (image, label) file pairs, checked loading, class names and palette.
 
-Every problem with a file raises :class:`~rrseg.data.problems.DataError` (an ``RRSegError``) whose ``kind``
+Every problem with a file raises :class:`~rrseg.data.errors.DataError` (an ``RRSegError``) whose ``kind``
 names the problem and whose one-line message names the file, so that training and ``rrseg check-data`` report
 the same thing in the same words.
 """
@@ -18,9 +18,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from rrseg.data.classes import default_palette
+from rrseg.data.errors import PROBLEM_KINDS, WARNING_KINDS, DataError
 from rrseg.data.labels import check_label_dtype, read_label, reduce_zero_label
-from rrseg.data.meta import default_palette
-from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
 from rrseg.errors import RRSegError
 
 __all__ = [

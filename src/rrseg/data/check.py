@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rrseg.data.base import SegDataset
 from rrseg.data.builder import dataset_class, detect_layout
-from rrseg.data.problems import PROBLEM_KINDS, WARNING_KINDS, DataError
+from rrseg.data.errors import PROBLEM_KINDS, WARNING_KINDS, DataError
 from rrseg.parallel import parallel_map
 
 __all__ = ["CheckReport", "Problem", "SplitReport", "check_dataset", "resolve_dataset", "verify_samples"]

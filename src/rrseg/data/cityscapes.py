@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.meta import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from rrseg.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
 __all__ = ["CityscapesDataset"]
 

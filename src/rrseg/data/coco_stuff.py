@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.meta import COCO_STUFF_CLASSES, COCO_STUFF_PALETTE
+from rrseg.data.classes import COCO_STUFF_CLASSES, COCO_STUFF_PALETTE
 
 __all__ = ["COCOStuff164kDataset"]
 

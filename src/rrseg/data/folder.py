@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from rrseg.data.base import IMAGE_SUFFIXES, SegDataset, scan_pairs
-from rrseg.data.problems import DataError
+from rrseg.data.errors import DataError
 
 __all__ = ["FolderDataset", "FolderSpec", "load_folder_spec"]
 

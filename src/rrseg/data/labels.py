@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from rrseg.data.problems import DataError
+from rrseg.data.errors import DataError
 from rrseg.errors import RRSegError
 
 __all__ = ["check_label_dtype", "find_files", "read_class_names", "read_label", "reduce_zero_label"]
@@ -42,7 +42,7 @@ def read_label(path: str | os.PathLike, writable: bool = True) -> np.ndarray:
     """The label map of an index PNG or TIFF as a 2-D integer array in native byte order (uint8 for 8-bit
     files, uint16 for 16-bit ones); ``writable=False`` saves a copy when the array is only read.
 
-    Raises :class:`~rrseg.data.problems.DataError` (an ``RRSegError``) naming the file for an unreadable,
+    Raises :class:`~rrseg.data.errors.DataError` (an ``RRSegError``) naming the file for an unreadable,
     truncated or corrupt file, for a colour (RGB/RGBA) image where an index image is expected, and for
     pixels that are not integers (a float TIFF, kind ``label_dtype``).
     """

@@ -4,8 +4,8 @@ Accepted: a timm-format state dict (``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` re
 ``torch.load(weights_only=True)``, or ``.safetensors``); a Hugging Face folder (``model.safetensors`` /
 ``pytorch_model.bin``, sharded or not; timm Hub folders and transformers Swin / BEiT / ConvNeXt checkpoints);
 an mmsegmentation checkpoint (``{"state_dict": ...}`` with ``backbone.`` / ``decode_head.`` keys, mapped
-by rule, see ``rrseg.models.convert``); a checkpoint of this package (the whole Segmentor, optionally under
-``"model"``); ``"rrseg:NAME"``, weights shipped with the package. Nothing of these is downloaded.
+by rule, see ``rrseg.models.checkpoint_conversion``); a checkpoint of this package (the whole Segmentor,
+optionally under ``"model"``); ``"rrseg:NAME"``, weights shipped with the package. Nothing of these is downloaded.
 
 ``"timm"`` / ``"timm:TAG"``: the backbone's ImageNet weights as timm publishes them, fetched by timm itself
 (``timm.models.load_pretrained``: the Hugging Face hub download and cache, ``HF_HOME`` / ``HF_HUB_CACHE``;
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
 from rrseg.io import read_safetensors
-from rrseg.models.convert import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
+from rrseg.models.checkpoint_conversion import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from rrseg.engine.experiment import last_run
+from rrseg.tools.experiment import last_run
 
 ROOT = Path(__file__).resolve().parents[2]
 

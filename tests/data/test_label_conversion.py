@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rrseg.data.convert import (
+from rrseg.data.label_conversion import (
     COCO_STUFF_UNUSED_IDS,
     cityscapes_lut,
     coco_stuff_lut,

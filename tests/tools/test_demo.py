@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from rrseg.engine.experiment import last_run, read_log
+from rrseg.tools.experiment import last_run, read_log
 
 TINY_DATA = {"num_classes": 6, "num_train": 24, "num_val": 8, "size": (48, 32)}
 REPORT_FILES = ("summary.json", "README.md", "iou_vs_count.png", "curves.png", "predictions.png")
@@ -54,7 +54,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, caplog):
-    from rrseg.engine.demo import run_demo
+    from rrseg.tools.demo import run_demo
 
     caplog.set_level(logging.INFO, logger="rrseg")
 
@@ -74,7 +74,7 @@ def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, caplog):
     assert all(s > 0 for s in summary["wall_seconds"].values())
     # the prediction rows: the first validation images by file name that contain a rare class
     from rrseg.data import build_dataset
-    from rrseg.engine.experiment import images_with_classes
+    from rrseg.tools.experiment import images_with_classes
 
     ce_report = json.loads((out / "ce" / "report.json").read_text())
     rare = ce_report["group_classes"]["rare"]
@@ -101,8 +101,8 @@ def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, caplog):
 
 def test_demo_refuses_a_dataset_made_with_other_settings(tmp_path):
     from rrseg.data.synthetic import make_synthetic
-    from rrseg.engine.demo import prepare_dataset
     from rrseg.errors import RRSegError
+    from rrseg.tools.demo import prepare_dataset
 
     make_synthetic(tmp_path / "synthetic", num_classes=6, num_train=24, num_val=8, size=(48, 32), seed=3,
                    workers=1, verbose=False)
@@ -113,7 +113,7 @@ def test_demo_refuses_a_dataset_made_with_other_settings(tmp_path):
 
 
 def test_demo_cli_refuses_minutes_and_passes_its_options(call_rrseg, monkeypatch, tmp_path):
-    import rrseg.engine.demo as demo
+    import rrseg.tools.demo as demo
 
     proc = call_rrseg("demo", "--minutes", "6")
     assert proc.returncode == 2 and "--minutes was removed" in proc.stderr and "--iters" in proc.stderr

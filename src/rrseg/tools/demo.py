@@ -27,11 +27,11 @@ import torch
 
 import rrseg
 from rrseg.engine.config import load_config
-from rrseg.engine.experiment import last_run, plot_curves, plot_predictions, read_log, summary_row, summary_table
 from rrseg.engine.trainer import Trainer
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from rrseg.metrics.report import plot_iou_vs_count
+from rrseg.tools.experiment import last_run, plot_curves, plot_predictions, read_log, summary_row, summary_table
 
 logger = logging.getLogger(__name__)
 
