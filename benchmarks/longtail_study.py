@@ -43,10 +43,10 @@ import yaml
 
 from rrseg.engine.checkpoint import latest_checkpoint
 from rrseg.engine.config import ConfigError, config_to_dict, load_config, parse_config
-from rrseg.engine.demo import DEMO_CONFIG, prepare_dataset
-from rrseg.engine.experiment import summary_row
 from rrseg.engine.trainer import Trainer
 from rrseg.io import atomic_write_json, atomic_write_text
+from rrseg.tools.demo import DEMO_CONFIG, prepare_dataset
+from rrseg.tools.experiment import summary_row
 
 PIXEL_METHODS = {
     "ce": [],

@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 
 from rrseg.data.synthetic import make_synthetic
 from rrseg.engine.config import load_config
-from rrseg.engine.demo import DEMO_CONFIG
 from rrseg.engine.trainer import Trainer
+from rrseg.tools.demo import DEMO_CONFIG
 
 PACKAGED = Path(__file__).resolve().parents[1] / "src/rrseg/models/pretrained/demo_small_backbone.safetensors"
 DATASET = {"num_classes": 24, "num_train": 2000, "num_val": 200, "size": (128, 96), "seed": 0}

@@ -58,7 +58,7 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture
-def damaged(tiny_dataset, tmp_path) -> Callable[[Callable[[Path], object]], Path]:  # noqa: F811
+def damaged(tiny_dataset, tmp_path) -> Callable[[Callable[[Path], object]], Path]:
     """``damaged(fn)``: a copy of the tiny dataset in tmp_path/data, changed in place by ``fn(root)``."""
 
     def make(fn: Callable[[Path], object]) -> Path:
@@ -94,7 +94,7 @@ def save_model(path: Path, model_name: str, root: Path, num_classes: int = 6) ->
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory, tiny_dataset) -> dict[str, Path]:  # noqa: F811
+def checkpoints(tmp_path_factory, tiny_dataset) -> dict[str, Path]:
     """Untrained rrseg checkpoints of the tiny dataset's 6 classes: the config's model and another one."""
     folder = tmp_path_factory.mktemp("checkpoints")
     return {
