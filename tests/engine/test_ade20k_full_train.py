@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image
 
 from rrseg.data.transforms import PadToSize, RandomCropCatMax
+from rrseg.engine.components import build_datasets
 from rrseg.engine.config import load_config
-from rrseg.engine.trainer import Trainer, build_datasets
+from rrseg.engine.trainer import Trainer
 
 from .test_trainer import log, rrseg
 
@@ -43,16 +44,16 @@ def test_the_ignore_index_reaches_transforms_losses_rr_and_metrics(ade20k_full, 
     assert steps[PadToSize].mask_fill == 65535
 
     trainer = Trainer(cfg, device="cpu")
-    trainer._setup()
-    assert trainer.ignore_index == 65535 and trainer.num_classes == 847
-    assert trainer.model.rebalance.ignore_index == 65535
-    names = {t.name: t for t in trainer.criterion.terms}
+    parts = trainer.setup()
+    assert parts.ignore_index == 65535 and parts.num_classes == 847
+    assert parts.model.rebalance.ignore_index == 65535
+    names = {t.name: t for t in parts.criterion.terms}
     assert set(names) == {"loss_ce", "loss_aux", "loss_rr"}
     assert names["loss_ce"].ignore_index == names["loss_aux"].ignore_index == 65535
     # counted from the TIFFs before the first step: ids above 255 and 255 itself are classes, 65535 is not
-    assert trainer.counts.num_classes == 847
-    assert trainer.counts.image_counts[[255, 300, 846]].tolist() == [4, 4, 4]
-    assert trainer.counts.image_counts.sum() > 12 and trainer.counts.image_counts[847 - 1 - 1] == 0
+    assert parts.counts.num_classes == 847
+    assert parts.counts.image_counts[[255, 300, 846]].tolist() == [4, 4, 4]
+    assert parts.counts.image_counts.sum() > 12 and parts.counts.image_counts[847 - 1 - 1] == 0
 
 
 def test_rr_trains_end_to_end_then_predicts_and_scores(ade20k_full, tmp_path, cli_env):

@@ -11,8 +11,9 @@ import yaml
 from PIL import Image
 from torch import nn
 
+from rrseg.engine.components import build_criterion, convert_sync_bn
 from rrseg.engine.config import load_config, parse_config
-from rrseg.engine.trainer import Trainer, build_criterion, convert_sync_bn
+from rrseg.engine.trainer import Trainer
 from rrseg.models import build_model
 from rrseg.rebalance import ClassCounts
 
@@ -63,10 +64,10 @@ def test_rr_branch_takes_the_ignore_index_of_the_training_data(tmp_path, region)
     }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     trainer = Trainer(load_config(tmp_path / "cfg.yaml"), device="cpu")
-    trainer._setup()
-    assert trainer.ignore_index == 200
-    assert trainer.model.rebalance.ignore_index == 200
-    pixel = trainer.criterion.terms[0]
+    parts = trainer.setup()
+    assert parts.ignore_index == 200
+    assert parts.model.rebalance.ignore_index == 200
+    pixel = parts.criterion.terms[0]
     assert pixel.ignore_index == 200
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from rrseg.engine.components import build_criterion, rebalance_spec
 from rrseg.engine.config import ConfigError, parse_config
-from rrseg.engine.trainer import build_criterion, rebalance_spec
 from rrseg.errors import RRSegError
 from rrseg.models import build_model
 from rrseg.models.segmentor import build_rebalance

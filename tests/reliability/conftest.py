@@ -82,8 +82,8 @@ def save_model(path: Path, model_name: str, root: Path, num_classes: int = 6) ->
 
     from rrseg.data import build_dataset
     from rrseg.engine.checkpoint import save_weights
+    from rrseg.engine.components import model_metadata
     from rrseg.engine.config import parse_config
-    from rrseg.engine.trainer import model_metadata
     from rrseg.models import build_model
 
     torch.manual_seed(0)

@@ -260,11 +260,13 @@ from rrseg.cli.main import main
 from rrseg.engine import trainer
 
 bad, rank = {int(i) for i in sys.argv[2:]}, int(os.environ["RANK"])
-setup = trainer.Trainer._setup
+setup = trainer.Trainer.setup
 
 def poison(self):
-    setup(self)
-    forward = self.criterion.forward
+    if self.parts is not None:  # built already (and poisoned)
+        return self.parts
+    parts = setup(self)
+    forward = parts.criterion.forward
 
     def poisoned(out, labels):
         terms = forward(out, labels)
@@ -272,9 +274,10 @@ def poison(self):
             terms = {k: v * float("nan") for k, v in terms.items()}
         return terms
 
-    self.criterion.forward = poisoned
+    parts.criterion.forward = poisoned
+    return parts
 
-trainer.Trainer._setup = poison
+trainer.Trainer.setup = poison
 sys.exit(main(["train", sys.argv[1], "--device", "cpu"]))
 '''
 

@@ -30,20 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
     from rrseg.engine import checkpoint as ckpt
+    from rrseg.engine.components import build_datasets, build_val_loader, eval_groups, resolve_counts
     from rrseg.engine.config import load_config
     from rrseg.engine.distributed import setup
-    from rrseg.engine.evaluator import evaluate
+    from rrseg.engine.evaluator import evaluation_report, write_report
     from rrseg.engine.inference import load_into
-    from rrseg.engine.loader import ShardSampler, collate
-    from rrseg.engine.trainer import build_datasets, eval_groups
     from rrseg.errors import RRSegError
-    from rrseg.io import atomic_write_json, atomic_write_text, check_writable
-    from rrseg.metrics.report import build_report, format_report, markdown_report, plot_iou_vs_count
+    from rrseg.io import check_writable
+    from rrseg.metrics.report import format_report
     from rrseg.models import build_model
-    from rrseg.rebalance import ClassCounts
 
     overrides = list(args.set)
     if args.slide:
@@ -68,36 +64,15 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise RRSegError(f"{e} (the checkpoint holds a {trained}, the config builds a {cfg.model.name})") from None
     model.to(info.device).eval()
-    counts = None
-    if cfg.loss.counts:
-        counts = ClassCounts.load(cfg.loss.counts, num_classes)
-    elif (file.parent / "counts.json").is_file():
-        counts = ClassCounts.load(file.parent / "counts.json", num_classes)
-    elif (file.parent.parent.parent / "counts.json").is_file():  # work_dir/checkpoints/iter_x/model.safetensors
-        counts = ClassCounts.load(file.parent.parent.parent / "counts.json", num_classes)
-    else:
-        from rrseg.data.stats import compute_stats
-
-        counts, _ = compute_stats(train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
-                                  getattr(train_ds, "ignore_index", 255))
+    # the trainer's look-up: loss.counts, else the counts.json of the run the checkpoint belongs to, else counted
+    counts = resolve_counts(cfg, train_ds, num_classes, ckpt.work_dir_of(file))
     eval_groups(cfg, counts)  # eval.group_by / group_sizes checked before the evaluation
-    loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.eval.batch_size, collate_fn=collate,
-                                         sampler=ShardSampler(len(val_ds), info.rank, info.world_size),
-                                         num_workers=min(cfg.data.workers, 2))
-    cm = evaluate(model, loader, num_classes, cfg.eval, info.device, getattr(val_ds, "ignore_index", 255))
-    report = build_report(cm.compute(), getattr(val_ds, "class_names", None), counts.image_counts,
-                          tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None,
-                          pixel_counts=counts.pixel_counts, group_by=cfg.eval.group_by)
+    report = evaluation_report(model, build_val_loader(cfg, val_ds, info), num_classes, cfg.eval, info.device, counts,
+                               getattr(val_ds, "class_names", None), getattr(val_ds, "ignore_index", 255))
     report.update(name=cfg.name, checkpoint=str(file), eval=dict(mode=cfg.eval.mode, scales=cfg.eval.scales,
                                                                   flip=cfg.eval.flip))
     if info.is_main:
-        atomic_write_json(out / "report.json", report)
-        atomic_write_text(out / "report.md", markdown_report(report, title=f"{cfg.name}: {file}"))
-        plots = ["iou_vs_count.png"]
-        plot_iou_vs_count({cfg.name: report}, out / plots[0])
-        if cfg.eval.group_by != "region":
-            plots.append("iou_vs_pixel_count.png")
-            plot_iou_vs_count({cfg.name: report}, out / plots[1], count="pixel")
+        files = write_report(out, report, cfg.name, title=f"{cfg.name}: {file}")
         print(format_report(report))
-        print(f"wrote {out}/report.json, report.md, {', '.join(plots)}")
+        print(f"wrote {out}/{', '.join(files)}")
     return 0

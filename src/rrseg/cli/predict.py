@@ -26,17 +26,17 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
-    import torch
     from PIL import Image
 
     from rrseg.data.base import read_image
+    from rrseg.engine.distributed import pick_device
     from rrseg.engine.inference import class_palette, load_for_inference, predict_label
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_open, check_writable, ensure_writable_dir
 
     out = Path(args.out)
     check_writable(out)  # fail now; nothing is written until the model and every image have been read
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    device = pick_device(args.device)
     model, meta, cfg = load_for_inference(args.checkpoint, device)
     paths = [Path(name) for name in args.images]
     seen: dict[str, Path] = {}

@@ -36,6 +36,7 @@ __all__ = [
     "restore_rng",
     "save_training_checkpoint",
     "save_weights",
+    "work_dir_of",
 ]
 
 CKPT_DIR = "checkpoints"
@@ -207,6 +208,13 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     if latest is not None:
         return latest / "model.safetensors"
     raise RRSegError(f"{p}: no checkpoint found (expected a .safetensors file, a checkpoint folder or a work dir)")
+
+
+def work_dir_of(file: str | os.PathLike) -> Path:
+    """The work dir a weights file belongs to: W for ``W/best.safetensors`` (or any file directly in W) and for
+    ``W/checkpoints/iter_N/model.safetensors``."""
+    file = Path(file)
+    return file.parent.parent.parent if file.parent.parent.name == CKPT_DIR else file.parent
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

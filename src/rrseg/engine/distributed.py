@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from rrseg.errors import RRSegError
 
-__all__ = ["DistInfo", "barrier", "cleanup", "on_main", "setup"]
+__all__ = ["DistInfo", "barrier", "cleanup", "on_main", "pick_device", "setup"]
 
 T = TypeVar("T")
 
@@ -39,13 +39,19 @@ class DistInfo:
         return self.world_size > 1
 
 
+def pick_device(request: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: this process's GPU when there is one, else the CPU; ``cpu`` / ``cuda``: that one."""
+    use_cuda = torch.cuda.is_available() if request == "auto" else request.startswith("cuda")
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Initialise the process group when launched by torchrun; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    dev = pick_device(device, local)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -1,4 +1,5 @@
-"""Inference (whole image or sliding window, multi-scale + flip TTA) and evaluation into a confusion matrix.
+"""Inference (whole image or sliding window, multi-scale + flip TTA), evaluation into a confusion matrix, and
+the evaluation report: the one path that the trainer and ``rrseg eval`` share.
 
 As mmsegmentation: the model sees the test-resized image; its class probabilities are resized back to the
 label's original size before the argmax, so metrics are computed at the annotation's resolution.
@@ -6,17 +7,22 @@ label's original size before the argmax, so metrics are computed at the annotati
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.engine.config import EvalConfig
+from rrseg.io import atomic_write_json, atomic_write_text
 from rrseg.metrics.confusion import ConfusionMatrix
+from rrseg.metrics.report import build_report, markdown_report, plot_iou_vs_count
 from rrseg.models.segmentor import SIZE_DIVISOR, pad_to_multiple
+from rrseg.rebalance.counts import ClassCounts
 
-__all__ = ["evaluate", "predict_probs"]
+__all__ = ["evaluate", "evaluation_report", "predict_probs", "write_report"]
 
 
 def _forward(model: nn.Module, images: Tensor) -> Tensor:
@@ -106,3 +112,36 @@ def evaluate(
     finally:
         model.train(was_training)
     return cm.all_reduce()
+
+
+def evaluation_report(
+    model: nn.Module,
+    batches: Iterable[dict],
+    num_classes: int,
+    cfg: EvalConfig,
+    device: torch.device,
+    counts: ClassCounts,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int = 255,
+    amp_dtype: torch.dtype | None = None,
+) -> dict:
+    """The report of ``model`` over ``batches``: overall, per class and per frequency group (the groups are
+    ranked by ``counts`` as ``cfg.group_by`` / ``cfg.group_sizes`` say)."""
+    cm = evaluate(model, batches, num_classes, cfg, device, ignore_index, amp_dtype)
+    return build_report(cm.compute(), class_names, counts.image_counts,
+                        tuple(cfg.group_sizes) if cfg.group_sizes else None,
+                        pixel_counts=counts.pixel_counts, group_by=cfg.group_by)
+
+
+def write_report(out: str | os.PathLike, report: dict, name: str, title: str) -> list[str]:
+    """report.json, report.md and the IoU-against-region-count plot in ``out`` (with pixel groups, also the
+    plot against pixel count); returns the names of the files written."""
+    out = Path(out)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", markdown_report(report, title=title))
+    files = ["report.json", "report.md", "iou_vs_count.png"]
+    plot_iou_vs_count({name: report}, out / "iou_vs_count.png")
+    if report.get("group_by", "region") != "region":
+        files.append("iou_vs_pixel_count.png")
+        plot_iou_vs_count({name: report}, out / "iou_vs_pixel_count.png", count="pixel")
+    return files

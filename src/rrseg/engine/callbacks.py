@@ -1,0 +1,266 @@
+"""The training loop's callbacks: each one job, called at fixed points of :class:`rrseg.engine.trainer.Trainer`.
+
+The loop itself only steps: set the learning rate, run the micro-batches, update. Everything around it is a
+callback, called in list order at each hook:
+
+- ``on_train_start(trainer)``: before the first iteration (also of a resumed run);
+- ``on_iteration_start(trainer)``: before each iteration (``Signals`` stops the run here);
+- ``on_iteration_end(trainer, losses, lr)``: after each iteration; ``losses`` is None for a step skipped for a
+  non-finite loss;
+- ``on_record(trainer, record)``: every record of the run's log (``trainer.log``): start, train, eval, skip, end;
+- ``on_evaluation(trainer, report)``: after each evaluation (periodic and final);
+- ``on_non_finite(trainer, terms, detail)``: a NaN / infinite loss (after the step was undone);
+- ``close(trainer)``: at the end, also after an error.
+
+``default_callbacks`` gives the standard set; ``Trainer(cfg, callbacks=[...])`` adds one of yours after them.
+Callbacks that write files run on rank 0 only; the others run on every rank (they take part in collectives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from rrseg.engine import checkpoint as ckpt
+from rrseg.errors import RRSegError
+from rrseg.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from rrseg.engine.trainer import Trainer
+
+__all__ = [
+    "Callback",
+    "Checkpointing",
+    "Evaluation",
+    "JsonlLog",
+    "LossAverages",
+    "NonFinitePolicy",
+    "Progress",
+    "Signals",
+    "TensorBoard",
+    "TrainingStopped",
+    "default_callbacks",
+]
+
+
+class TrainingStopped(Exception):
+    """SIGTERM / SIGINT arrived: the trainer saves a checkpoint and exits with 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+
+    def on_iteration_start(self, trainer: Trainer) -> None: ...
+
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None: ...
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_evaluation(self, trainer: Trainer, report: dict) -> None: ...
+
+    def on_non_finite(self, trainer: Trainer, terms: dict[str, float], detail: str) -> None: ...
+
+    def close(self, trainer: Trainer) -> None: ...
+
+
+class JsonlLog(Callback):
+    """Appends every record to ``log.jsonl`` in the work dir, one JSON object per line."""
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        path = trainer.work_dir / "log.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as e:
+            raise RRSegError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+class TensorBoard(Callback):
+    """Training losses and the learning rate (``train/...``) and the evaluation summary (``val/...``) in
+    ``work_dir/tb``; a resumed run purges the steps after its checkpoint."""
+
+    NOT_LOSSES = frozenset({"time", "event", "iteration", "lr", "sec_per_iter"})
+
+    def __init__(self) -> None:
+        self.writer = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(trainer.work_dir / "tb"), purge_step=trainer.iteration or None)
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = record.get("iteration", trainer.iteration)
+        if record["event"] == "train":
+            for k, v in record.items():
+                if k not in self.NOT_LOSSES:
+                    self.writer.add_scalar(f"train/{k}", v, step)
+            self.writer.add_scalar("train/lr", record["lr"], step)
+        elif record["event"] == "eval":
+            for k, v in record.items():
+                summary = k in ("mIoU", "aAcc") or k.endswith("_mIoU")
+                if summary and isinstance(v, float) and math.isfinite(v):
+                    self.writer.add_scalar(f"val/{k}", v, step)
+
+    def close(self, trainer: Trainer) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Progress(Callback):
+    """A rich progress bar with the loss and learning rate (or the number of skipped steps)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.task = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+        self.task = self.bar.add_task(trainer.cfg.name or "train", total=trainer.cfg.schedule.iters,
+                                      completed=trainer.iteration, status="")
+        self.bar.start()
+
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
+        status = (f"loss {losses['loss']:.3f} lr {lr:.2e}" if losses is not None
+                  else f"{trainer.skipped} steps skipped")
+        self.bar.update(self.task, completed=trainer.iteration, status=status)
+
+    def close(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+class LossAverages(Callback):
+    """Every ``train.log_interval`` iterations (and at the last), a ``train`` record: the loss terms averaged
+    over the iterations since the last one (skipped steps left out), the learning rate and seconds per step."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, float] = {}
+        self.count = 0
+        self.t_last = time.perf_counter()
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.running, self.count, self.t_last = {}, 0, time.perf_counter()
+
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
+        if losses is not None:
+            for k, v in losses.items():
+                self.running[k] = self.running.get(k, 0.0) + v
+            self.count += 1
+        it = trainer.iteration
+        if self.count and (it % trainer.cfg.train.log_interval == 0 or it == trainer.cfg.schedule.iters):
+            dt = time.perf_counter() - self.t_last
+            trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / self.count,
+                         **{k: v / self.count for k, v in self.running.items()}})
+            self.running, self.count, self.t_last = {}, 0, time.perf_counter()
+
+
+class Evaluation(Callback):
+    """Evaluates every ``eval.interval`` iterations (the final evaluation is the trainer's); after each
+    evaluation, on rank 0: the history, an ``eval`` record, ``eval/iter_N.json`` and, on a new best mIoU,
+    ``best.safetensors``."""
+
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
+        interval, it = trainer.cfg.eval.interval, trainer.iteration
+        if interval and it % interval == 0 and it < trainer.cfg.schedule.iters:
+            trainer.run_evaluation()
+
+    def on_evaluation(self, trainer: Trainer, report: dict) -> None:
+        if not trainer.info.is_main:
+            return
+        groups = report.get("groups", {})
+        summary = {"iteration": trainer.iteration, "mIoU": report["overall"]["mIoU"],
+                   "aAcc": report["overall"]["aAcc"], **{f"{g}_mIoU": v["mIoU"] for g, v in groups.items()}}
+        trainer.history.append(summary)
+        trainer.log({"event": "eval", **summary, **{f"{g}_mFPR": v["mFPR"] for g, v in groups.items()}})
+        atomic_write_json(trainer.work_dir / "eval" / f"iter_{trainer.iteration:07d}.json", report)
+        miou = report["overall"]["mIoU"]
+        if math.isfinite(miou) and miou > trainer.best["mIoU"]:
+            trainer.best = {"mIoU": miou, "iteration": trainer.iteration}
+            parts = trainer.parts
+            ckpt.save_weights(trainer.work_dir / "best.safetensors", parts.model.state_dict(),
+                              {**parts.metadata, "iteration": trainer.iteration, "mIoU": miou})
+
+
+class Checkpointing(Callback):
+    """A training checkpoint every ``train.checkpoint_interval`` iterations (the last one is the trainer's)."""
+
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
+        it = trainer.iteration
+        if it % trainer.cfg.train.checkpoint_interval == 0 and it < trainer.cfg.schedule.iters:
+            trainer.save_checkpoint()
+
+
+class NonFinitePolicy(Callback):
+    """``train.nan_policy``: ``skip`` logs the skipped step and goes on; ``stop`` saves the last good state
+    and ends the run with a one-line error."""
+
+    def on_non_finite(self, trainer: Trainer, terms: dict[str, float], detail: str) -> None:
+        if trainer.cfg.train.nan_policy == "skip":
+            trainer.skipped += 1
+            trainer.log({"event": "skip_non_finite", "iteration": trainer.iteration + 1, "terms": detail})
+            return
+        path = trainer.save_checkpoint()
+        saved = f"is saved in {path}" if path else "is saved by rank 0"
+        raise RRSegError(f"non-finite loss in iteration {trainer.iteration + 1} ({detail}); the last good state "
+                         f"(iteration {trainer.iteration}) {saved}; continue with --resume after a fix, "
+                         f"or set train.nan_policy=skip to skip such steps")
+
+
+class Signals(Callback):
+    """SIGTERM / SIGINT end the run at the next iteration boundary (the trainer saves a checkpoint then);
+    the previous handlers come back at the end."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        def handler(signum, frame):
+            self.received = signum
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self.previous[s] = signal.signal(s, handler)
+
+    def on_iteration_start(self, trainer: Trainer) -> None:
+        if self.received is not None:
+            raise TrainingStopped(self.received)
+
+    def close(self, trainer: Trainer) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+        self.previous = {}
+
+
+def default_callbacks(trainer: Trainer) -> list[Callback]:
+    """The standard set, in the order they run: signals, the non-finite policy, then per iteration the progress
+    bar, the loss averages, evaluation and checkpoints; the log's writers (JSONL, TensorBoard) on rank 0."""
+    cfg, main = trainer.cfg, trainer.info.is_main
+    callbacks: list[Callback] = [Signals(), NonFinitePolicy()]
+    if main:
+        callbacks.append(JsonlLog())
+        if cfg.train.tensorboard:
+            callbacks.append(TensorBoard())
+        if cfg.train.progress:
+            callbacks.append(Progress())
+    callbacks += [LossAverages(), Evaluation(), Checkpointing()]
+    return callbacks

@@ -1,0 +1,258 @@
+"""What a training run is made of, built from its config in one place: ``build_components(cfg, info)``.
+
+Datasets and transforms, the class counts and evaluation groups, the model (with its RR / CeCo branch), the
+criterion, DDP, the optimizer with its learning-rate schedule, the AMP scaler, and the loaders. The trainer
+(:mod:`rrseg.engine.trainer`) runs a loop over them; ``rrseg eval`` builds the same datasets, counts and
+validation loader through the functions here, so a number means the same thing in both.
+
+The build order is fixed (datasets, counts, model, criterion, optimizer, loaders): the model's random
+initialisation follows the seed in that order, so the same seed gives the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rrseg.engine.config import Config, config_to_dict
+from rrseg.engine.distributed import DistInfo, on_main
+from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
+from rrseg.engine.optim import build_optimizer, set_lr
+from rrseg.errors import RRSegError
+from rrseg.metrics.groups import ranked_groups
+from rrseg.rebalance import ClassCounts, Criterion, CrossEntropyLoss
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Components",
+    "build_components",
+    "build_criterion",
+    "build_datasets",
+    "build_val_loader",
+    "convert_sync_bn",
+    "eval_groups",
+    "model_metadata",
+    "rebalance_spec",
+    "resolve_counts",
+]
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_datasets(cfg: Config) -> tuple[Any, Any, Any, Any]:
+    """(train dataset, val dataset, train transforms, test transforms) from the config."""
+    from rrseg.data import build_dataset
+    from rrseg.data.transforms import test_transforms, train_transforms
+
+    d = cfg.data
+    test_tf = test_transforms(scale=tuple(d.scale), mean=tuple(d.mean), std=tuple(d.std))
+    train = build_dataset(d.train.type, d.train.root, d.train.split, transforms=None, **d.train.options)
+    val = build_dataset(d.val.type, d.val.root, d.val.split, transforms=test_tf, **d.val.options)
+    ignore = getattr(train, "ignore_index", 255)
+    if getattr(val, "ignore_index", 255) != ignore:
+        raise RRSegError(f"data.val ({d.val.type} at {d.val.root}) ignores label {val.ignore_index} but "
+                         f"data.train ({d.train.type} at {d.train.root}) ignores {ignore}; "
+                         "train and validate on one kind of labels")
+    # the crop's cat_max_ratio leaves out, and the padding writes, the training data's own ignore value
+    # (ADE20K-Full: 65535; 255 is one of its classes)
+    train_tf = train_transforms(
+        crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
+        cat_max_ratio=d.cat_max_ratio, mean=tuple(d.mean), std=tuple(d.std), ignore_index=ignore,
+        flip_prob=d.flip_prob, photometric=d.photometric,
+    )
+    return train, val, train_tf, test_tf
+
+
+def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path | None) -> ClassCounts:
+    """The class counts, looked up in one order for training and ``rrseg eval``: ``loss.counts`` of the
+    config; else the run's ``counts.json`` in ``work_dir`` (the trainer caches it there once set-up
+    succeeded; ``rrseg eval`` passes the work dir its checkpoint belongs to); else counted over the training
+    labels. Read or counted on rank 0 and shared with every rank."""
+    if cfg.loss.counts:
+        return ClassCounts.load(cfg.loss.counts, num_classes)
+
+    def cached_or_counted() -> ClassCounts:
+        cache = work_dir / "counts.json" if work_dir is not None else None
+        if cache is not None and cache.is_file():
+            return ClassCounts.load(cache, num_classes)
+        from rrseg.data.stats import compute_stats
+
+        counts, _ = compute_stats(
+            train_ds.label_files, num_classes, getattr(train_ds, "reduce_zero_label", False),
+            getattr(train_ds, "ignore_index", 255), workers=None,
+            label_dtype=getattr(train_ds, "LABEL_DTYPE", None),
+            label_dtype_hint=getattr(train_ds, "LABEL_DTYPE_HINT", ""),
+        )
+        return counts
+
+    return on_main(cached_or_counted)
+
+
+def eval_groups(cfg: Config, counts: ClassCounts) -> dict[str, np.ndarray]:
+    """The frequency groups ``cfg.eval`` asks for (``group_by``, ``group_sizes``); an RRSegError naming the
+    key when they cannot be made (pixel groups without pixel counts, sizes that do not fit)."""
+    sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
+    try:
+        return ranked_groups(counts.image_counts, counts.pixel_counts, cfg.eval.group_by, sizes)
+    except RRSegError as e:
+        source = f" (counts: {cfg.loss.counts})" if cfg.loss.counts else ""
+        raise RRSegError(f"config key 'eval.group_by': {e}{source}") from None
+    except ValueError as e:
+        raise RRSegError(f"config key 'eval.group_sizes': {e}") from None
+
+
+def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_classes: int,
+                    ignore_index: int = 255) -> Criterion:
+    """The pixel term, the auxiliary CE (when the model has an auxiliary head) and the model's region
+    term (RR / CeCo), as one named sum."""
+    pixel = cfg.loss.pixel  # the registered loss's options (rrseg.rebalance.PIXEL_LOSSES)
+    terms: list[nn.Module] = [pixel.build(counts, num_classes, ignore_index)]
+    aux_weight = cfg.loss.aux_weight if cfg.loss.aux_weight is not None else getattr(model, "aux_loss_weight", 0.0)
+    if getattr(model, "auxiliary_head", None) is not None and aux_weight:
+        terms.append(CrossEntropyLoss("loss_aux", aux_weight, source="aux_logits", ignore_index=ignore_index,
+                                      avg_non_ignore=pixel.avg_non_ignore))
+    if getattr(model, "rebalance", None) is not None:
+        terms.append(model.rebalance)
+    return Criterion(terms)
+
+
+def rebalance_spec(cfg: Config, counts: ClassCounts, ignore_index: int = 255) -> dict | None:
+    """The model's ``rebalance`` setting from ``loss.region``; ``ignore_index`` is the training data's, so that
+    RR drops the pixels the pixel loss ignores (the release hard-codes 255)."""
+    return cfg.loss.region.spec(counts, ignore_index)
+
+
+def convert_sync_bn(model: nn.Module) -> nn.Module:
+    """SyncBatchNorm for every BatchNorm of the model except the RR / CeCo branch (``model.rebalance``).
+
+    The released RR head builds its reduce BatchNorm as a plain ``nn.BatchNorm2d`` (the model's SyncBN comes
+    from ``norm_cfg`` and reaches only the ConvModules), so its statistics are those of the per-GPU batch that
+    RR pools over, like the regions themselves.
+    """
+    rebalance = getattr(model, "rebalance", None)
+    if not isinstance(rebalance, nn.Module):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in list(model.named_children()):
+        if child is not rebalance:
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return model
+
+
+def model_metadata(cfg: Config, num_classes: int, dataset: Any) -> dict:
+    return {
+        "format": "rrseg",
+        "config": config_to_dict(cfg),
+        "num_classes": num_classes,
+        "class_names": list(getattr(dataset, "class_names", [str(i) for i in range(num_classes)])),
+        "palette": [list(map(int, c)) for c in getattr(dataset, "palette", [])],
+    }
+
+
+def build_val_loader(cfg: Config, val_ds: Any, info: DistInfo) -> torch.utils.data.DataLoader:
+    """The validation loader, this rank's share of the images (the confusion matrices are summed)."""
+    return torch.utils.data.DataLoader(
+        val_ds, batch_size=cfg.eval.batch_size, sampler=ShardSampler(len(val_ds), info.rank, info.world_size),
+        num_workers=min(cfg.data.workers, 2), collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+
+
+@dataclass
+class Components:
+    """Everything the training loop uses, built by :func:`build_components`."""
+
+    info: DistInfo
+    train_ds: Any
+    val_ds: Any
+    num_classes: int
+    ignore_index: int
+    counts: ClassCounts
+    groups: dict[str, np.ndarray]
+    model: nn.Module  # the bare model: what is saved and evaluated
+    ddp: nn.Module  # the model as trained: DistributedDataParallel around ``model`` when distributed
+    criterion: Criterion
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]  # sets and returns the learning rate of an iteration (warm-up + poly)
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    metadata: dict  # stored with every checkpoint: the config, classes and palette
+    train_loader: torch.utils.data.DataLoader  # infinite; ``train_sampler.start`` positions it (resume)
+    train_sampler: InfiniteSampler
+    val_loader: torch.utils.data.DataLoader
+    samples_per_iter: int  # global: batch size x processes x accumulation steps
+
+    @property
+    def batchnorm_buffers(self) -> Sequence[torch.Tensor]:
+        return [b for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for b in m.buffers(recurse=False)]
+
+
+def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) -> Components:
+    """Build a run's parts from its config (seed the RNGs first: the model's initialisation draws from them).
+    ``work_dir`` holds cached class counts of an earlier start of the run."""
+    from rrseg.models import build_model
+
+    train_ds, val_ds, train_tf, _ = build_datasets(cfg)
+    if cfg.data.check:
+        on_main(lambda: _check_data(cfg, train_ds, val_ds))
+    num_classes = cfg.model.num_classes or train_ds.num_classes
+    if num_classes != train_ds.num_classes:
+        raise RRSegError(f"model.num_classes is {num_classes} but the training data has "
+                         f"{train_ds.num_classes} classes")
+    ignore_index = getattr(train_ds, "ignore_index", 255)
+    counts = resolve_counts(cfg, train_ds, num_classes, work_dir)
+    groups = eval_groups(cfg, counts)  # checked before training, not at the first evaluation
+
+    model = build_model(cfg.model.name, num_classes=num_classes, rebalance=rebalance_spec(cfg, counts, ignore_index),
+                        pretrained=cfg.model.pretrained, **cfg.model.options)
+    model.to(info.device)
+    if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
+        model = convert_sync_bn(model)
+    criterion = build_criterion(cfg, model, counts, num_classes, ignore_index)
+    ddp = model
+    if info.distributed:
+        # an auxiliary head left out of the loss (aux weight 0) gets no gradient: let DDP know
+        unused = getattr(model, "auxiliary_head", None) is not None and "loss_aux" not in {
+            t.name for t in criterion.terms}
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    optimizer = build_optimizer(model, cfg.optim)
+
+    def lr_at(iteration: int) -> float:
+        return set_lr(optimizer, iteration, cfg.optim.lr, cfg.schedule)
+
+    sampler = InfiniteSampler(len(train_ds), cfg.train.seed, info.rank, info.world_size, start=0,
+                              batch_size=cfg.data.batch_size)
+    train_loader = torch.utils.data.DataLoader(
+        SeededTransformDataset(train_ds, train_tf, cfg.train.seed), batch_size=cfg.data.batch_size,
+        sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate,
+        pin_memory=info.device.type == "cuda", persistent_workers=cfg.data.workers > 0,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+    return Components(
+        info=info, train_ds=train_ds, val_ds=val_ds, num_classes=num_classes, ignore_index=ignore_index,
+        counts=counts, groups=groups, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
+        scaler=torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp == "fp16"),
+        amp_dtype=AMP_DTYPES[cfg.train.amp], metadata=model_metadata(cfg, num_classes, train_ds),
+        train_loader=train_loader, train_sampler=sampler, val_loader=build_val_loader(cfg, val_ds, info),
+        samples_per_iter=cfg.data.batch_size * info.world_size * cfg.optim.accumulate,
+    )
+
+
+def _check_data(cfg: Config, train_ds: Any, val_ds: Any) -> None:
+    from rrseg.data.check import verify_samples
+
+    show = cfg.train.progress and sys.stderr.isatty()
+    for dataset, what in ((train_ds, "training data"), (val_ds, "validation data")):
+        verify_samples(dataset, workers=cfg.data.workers, progress=show, what=what)
