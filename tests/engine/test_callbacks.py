@@ -49,6 +49,7 @@ def test_attributes_exist_after_init_and_evaluate_works_before_train(tiny_config
     assert trainer.setup() is trainer.parts  # built once
 
 
+@pytest.mark.slow  # trains 4 iterations
 def test_hooks_run_in_order_and_a_user_callback_sees_everything(tiny_config):
     cfg = load_config(tiny_config("hooks", eval={"interval": 3, "batch_size": 4}, schedule={"iters": 4,
                                                                                                 "warmup_iters": 1}))
@@ -78,6 +79,7 @@ def test_default_callbacks_follow_the_config(tiny_config):
     assert names == ["Signals", "NonFinitePolicy", "JsonlLog", "LossAverages", "Evaluation", "Checkpointing"]
 
 
+@pytest.mark.slow  # trains 6 iterations
 def test_tensorboard_gets_losses_lr_and_the_eval_summary(tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
