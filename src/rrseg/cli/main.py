@@ -108,6 +108,20 @@ def one_line(message: str) -> str:
     return " ".join(line.strip() for line in lines)
 
 
+def error_line(command: str, message: str) -> str:
+    return f"rrseg {command}: error: {one_line(message)}"
+
+
+def ranks_end_together(command: str) -> contextlib.AbstractContextManager:
+    """Under torchrun (WORLD_SIZE > 1): an error on any rank ends every rank, each with its line
+    (rrseg.engine.distributed; torch is imported only then)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from rrseg.engine.distributed import ranks_end_together
+
+    return ranks_end_together(lambda message: print(error_line(command, message), file=sys.stderr, flush=True))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -115,10 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with console_logging(log_level(args)):
+        with console_logging(log_level(args)), ranks_end_together(args.command):
             return int(args._run(args) or 0)
     except RRSegError as e:
-        print(f"rrseg {args.command}: error: {one_line(str(e))}", file=sys.stderr)
+        print(error_line(args.command, str(e)), file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         print(f"rrseg {args.command}: interrupted", file=sys.stderr)
