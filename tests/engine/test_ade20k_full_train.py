@@ -77,9 +77,12 @@ def test_rr_trains_end_to_end_then_predicts_and_scores(ade20k_full, tmp_path, cl
     rrseg(["predict", work / "inference.safetensors", *images, "--out", tmp_path / "pred", "--device", "cpu"],
           cli_env)
     for img in images:
+        png = (tmp_path / "pred" / f"{img.stem}.png").read_bytes()
+        # 847 classes: a 16-bit greyscale PNG (IHDR bit depth 16, colour type 0; Pillow 10.0, the floor, reads
+        # it as mode "I", Pillow 13 as "I;16", so the header is what is checked)
+        assert png[12:16] == b"IHDR" and (png[24], png[25]) == (16, 0)
         with Image.open(tmp_path / "pred" / f"{img.stem}.png") as im:
-            assert im.mode == "I;16" and im.size == (64, 48)  # 847 classes: 16-bit index PNG
-            assert int(np.array(im).max()) < 847
+            assert im.size == (64, 48) and int(np.array(im).max()) < 847
     proc = rrseg(["score", tmp_path / "pred", ade20k_full, "-o", tmp_path / "score.json", "--workers", 1], cli_env)
     scored = json.loads((tmp_path / "score.json").read_text())
     assert scored["num_images"] == 2 and scored["num_classes"] == 847
