@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 # sleeping (not spinning) OpenMP waits: see src/rrseg/cli/main.py
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.rrseg-installed
-# the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml)
-FAST := -m "not slow and not multiprocess"
+# the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml), one
+# pytest-xdist worker per core with one thread each (make test, what CI runs, stays one serial process)
+FAST := -m "not slow and not multiprocess" -n auto
+FAST_ENV := OMP_NUM_THREADS=1
 
 # make test-min: a venv of its own with every dependency, and the hf extra, at exactly its floor in
 # pyproject.toml (name>=X -> name==X); the test tools as `make test` has them
@@ -32,7 +34,7 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q $(FAST)
+	$(FAST_ENV) $(PY) -m pytest -q $(FAST)
 
 $(MIN_STAMP): pyproject.toml
 	test -x $(MIN_PY) || $(PYTHON) -m venv $(MIN_VENV)
@@ -42,7 +44,7 @@ $(MIN_STAMP): pyproject.toml
 
 test-min: $(MIN_STAMP)
 	@echo "floors: $(MIN_PINS)"
-	$(MIN_PY) -m pytest -q $(FAST)
+	$(FAST_ENV) $(MIN_PY) -m pytest -q $(FAST)
 
 demo: $(STAMP)
 	$(VENV)/bin/rrseg demo

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from rrseg.data.transforms import PadToSize, RandomCropCatMax
@@ -56,6 +57,7 @@ def test_the_ignore_index_reaches_transforms_losses_rr_and_metrics(ade20k_full, 
     assert parts.counts.image_counts.sum() > 12 and parts.counts.image_counts[847 - 1 - 1] == 0
 
 
+@pytest.mark.slow  # trains the 847-class preset in a subprocess
 def test_rr_trains_end_to_end_then_predicts_and_scores(ade20k_full, tmp_path, cli_env):
     work = tmp_path / "work"
     rrseg(["train", PRESET, "--set", *overrides(ade20k_full, work)], cli_env, timeout=600)
@@ -89,6 +91,7 @@ def test_rr_trains_end_to_end_then_predicts_and_scores(ade20k_full, tmp_path, cl
     assert "2 images scored" in proc.stdout
 
 
+@pytest.mark.slow  # a subprocess that reads the TIFFs before it stops
 def test_a_bad_tiff_stops_training_at_the_start(ade20k_full, tmp_path, cli_env):
     bad = ade20k_full / "annotations_detectron2" / "training" / "ADE_train_00000004.tif"
     with Image.open(bad) as im:

@@ -111,6 +111,7 @@ def test_predict_bad_image_is_one_line(trained, tmp_path):
     assert proc.returncode == 2 and "bad.jpg" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # trains a second run
 def test_compare_two_runs(trained, tmp_path):
     cfgs, env = trained
     proc = rrseg(["compare", Path(yaml_work_dir(cfgs["ce"])), Path(yaml_work_dir(cfgs["rr"])),
