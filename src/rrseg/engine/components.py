@@ -186,14 +186,15 @@ class Components:
     amp_dtype: torch.dtype | None
     metadata: dict  # stored with every checkpoint: the config, classes and palette
     train_loader: torch.utils.data.DataLoader  # infinite; ``train_sampler.start`` positions it (resume)
-    train_sampler: InfiniteSampler
     val_loader: torch.utils.data.DataLoader
     samples_per_iter: int  # global: batch size x processes x accumulation steps
+    # BatchNorm statistics (running mean / var / count): saved before each step so that a skipped step leaves
+    # no trace; listed once here, not walked through the modules at every step
+    batchnorm_buffers: Sequence[torch.Tensor]
 
     @property
-    def batchnorm_buffers(self) -> Sequence[torch.Tensor]:
-        return [b for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                for b in m.buffers(recurse=False)]
+    def train_sampler(self) -> InfiniteSampler:
+        return self.train_loader.sampler
 
 
 def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) -> Components:
@@ -245,8 +246,10 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
         counts=counts, groups=groups, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
         scaler=torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp == "fp16"),
         amp_dtype=AMP_DTYPES[cfg.train.amp], metadata=model_metadata(cfg, num_classes, train_ds),
-        train_loader=train_loader, train_sampler=sampler, val_loader=build_val_loader(cfg, val_ds, info),
+        train_loader=train_loader, val_loader=build_val_loader(cfg, val_ds, info),
         samples_per_iter=cfg.data.batch_size * info.world_size * cfg.optim.accumulate,
+        batchnorm_buffers=[b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           for b in m.buffers(recurse=False)],
     )
 
 
