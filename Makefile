@@ -17,7 +17,19 @@ MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.rrseg-installed
 MIN_PINS = $(shell $(PYTHON) -c "import re; t = open('pyproject.toml').read(); deps = t.split('dependencies = [')[1].split(']')[0] + t.split('hf = [')[1].split(']')[0]; print(' '.join(n + '==' + v for n, v in re.findall(r'\"([A-Za-z0-9_.-]+)>=([0-9][^,\"]*)', deps)))")
 
-.PHONY: test lint pytest test-fast test-min demo clean
+# make test-mmseg: a venv of its own with rrseg's dev install plus mmsegmentation 1.2.2 (and mmpretrain, which
+# holds the ConvNeXt that mmseg's upernet_convnext config names), for tests/reference (marker mmseg): comparisons
+# against mmseg's own modules. The mm* packages go in with --no-deps, so that none of them moves torch (or pulls
+# opencv-python with a GUI); MMSEG_DEPS are their pure-python dependencies, held to the torch, torchvision and
+# numpy that '.[dev]' installed (pins.txt)
+MMSEG_VENV ?= .venv-mmseg
+MMSEG_PY := $(MMSEG_VENV)/bin/python
+MMSEG_STAMP := $(MMSEG_VENV)/.rrseg-installed
+MMSEG_PKGS := mmsegmentation==1.2.2 mmcv-lite==2.1.0 mmengine==0.10.7 mmpretrain==1.2.0
+MMSEG_DEPS := addict yapf platformdirs termcolor prettytable ftfy wcwidth regex scipy opencv-python-headless \
+	einops modelindex mat4py importlib-metadata
+
+.PHONY: test lint pytest test-fast test-min test-mmseg demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,8 +58,24 @@ test-min: $(MIN_STAMP)
 	@echo "floors: $(MIN_PINS)"
 	$(FAST_ENV) $(MIN_PY) -m pytest -q $(FAST)
 
+$(MMSEG_STAMP): pyproject.toml
+	test -x $(MMSEG_PY) || $(PYTHON) -m venv $(MMSEG_VENV)
+	$(MMSEG_PY) -m pip install -q --upgrade pip
+	$(MMSEG_PY) -m pip install -q -e '.[dev]'
+	$(MMSEG_PY) -m pip freeze | grep -iE '^(torch|torchvision|numpy)==' > $(MMSEG_VENV)/pins.txt
+	$(MMSEG_PY) -m pip install -q --no-deps $(MMSEG_PKGS)
+	$(MMSEG_PY) -m pip install -q -c $(MMSEG_VENV)/pins.txt $(MMSEG_DEPS)
+	touch $(MMSEG_STAMP)
+
+# the comparisons against mmseg's modules, then the golden files the fast tier checks without mmseg
+# (tests/models/golden/, rewritten: a diff there means mmseg's outputs or the family table changed)
+test-mmseg: $(MMSEG_STAMP)
+	$(MMSEG_PY) -m pytest -q -m mmseg tests/reference
+	$(MMSEG_PY) -m tests.reference.write_golden
+	$(MMSEG_PY) -m pytest -q tests/models/test_mmseg_golden.py
+
 demo: $(STAMP)
 	$(VENV)/bin/rrseg demo
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) $(MMSEG_VENV) .pytest_cache .ruff_cache

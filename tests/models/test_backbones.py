@@ -9,21 +9,25 @@ from rrseg.models.backbones import convnext_backbone, hrnet_backbone, resnet_bac
 from rrseg.models.ocrnet import _TINY_HRNET
 
 
-def test_swin_adapter_equals_timm_fixed_size_model_and_handles_other_sizes():
+def test_swin_adapter_equals_timm_where_timm_is_mmseg_and_handles_other_sizes():
+    """Where every stage map is a multiple of the window and larger than it (448: 112, 56, 28, 14 for window 7),
+    timm's Swin computes what mmseg's does, and the adapter equals timm's fixed-size model. Elsewhere they differ
+    (timm shrinks the window to a small map and shifts before padding): tests/models/test_mmseg_golden.py checks
+    the adapter against mmseg's own outputs there."""
     kw = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7, drop_path_rate=0.0)
-    ours = swin_backbone(None, img_size=128, **kw).eval()
-    ref = timm.models.swin_transformer.SwinTransformer(img_size=128, num_classes=0, **kw).eval()
+    ours = swin_backbone(None, img_size=448, **kw).eval()
+    ref = timm.models.swin_transformer.SwinTransformer(img_size=448, num_classes=0, **kw).eval()
     ref.load_state_dict(ours.model.state_dict(), strict=False)
-    x = torch.randn(2, 3, 128, 128)
+    x = torch.randn(1, 3, 448, 448)
     with torch.no_grad():
         got = ours(x)
         expected = ref.forward_intermediates(x, intermediates_only=True)  # static masks, NCHW
         for g, e, norm in zip(got, expected, ours.norms):
             torch.testing.assert_close(g, norm(e.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
-        # any multiple of 32, also non-square and smaller than the built size
-        assert [tuple(f.shape[-2:]) for f in ours(torch.randn(1, 3, 96, 160))] == [
-            (24, 40),
-            (12, 20),
+        # any size, also non-square, odd and smaller than the built size (padded as mmseg pads)
+        assert [tuple(f.shape[-2:]) for f in ours(torch.randn(1, 3, 96, 150))] == [
+            (24, 38),
+            (12, 19),
             (6, 10),
             (3, 5),
         ]

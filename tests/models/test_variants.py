@@ -39,11 +39,11 @@ OPTIONS = {
 # (parameter count, state_dict entries, sha256 of the state_dict's "key:shape" lines) for 6 classes, no RR
 ARCH = {
     "deeplabv3plus_small": (1395276, 153, "0bae3fece7fe905a"),
-    "deeplabv3plus_tiny": (353652, 153, "da881c835ada924b"),
-    "ocrnet_tiny": (288044, 376, "928e11922399801d"),
+    "deeplabv3plus_tiny": (250740, 208, "c3883972c75a45b6"),
+    "ocrnet_tiny": (317084, 376, "ac2a2383b46212fb"),
     "upernet_beit_tiny": (211916, 160, "260915f1ca2ba36c"),
     "upernet_convnext_tiny": (401276, 142, "0712bab0b54baa95"),
-    "upernet_swin_tiny": (743486, 207, "67dd2952912e4f42"),
+    "upernet_swin_tiny": (745246, 207, "3d58df542f7b7b58"),
 }
 
 

@@ -19,16 +19,17 @@ from rrseg.engine.config import EvalConfig
 from rrseg.io import atomic_write_json, atomic_write_text
 from rrseg.metrics.confusion import ConfusionMatrix
 from rrseg.metrics.report import build_report, markdown_report, plot_iou_vs_count
-from rrseg.models.segmentor import SIZE_DIVISOR, pad_to_multiple
+from rrseg.models.segmentor import SIZE_DIVISOR, Segmentor, pad_to_multiple
 from rrseg.rebalance.counts import ClassCounts
 
 __all__ = ["evaluate", "evaluation_report", "predict_probs", "write_report"]
 
 
 def _forward(model: nn.Module, images: Tensor) -> Tensor:
-    """Logits at the input size; pads to a multiple of 32 (bottom/right) and crops back."""
+    """Logits at the input size. A Segmentor pads (or not) as its family needs, as mmseg's whole inference
+    (none for the paper families); any other model is padded to a multiple of 32 (bottom/right), cropped back."""
     h, w = images.shape[-2:]
-    x = pad_to_multiple(images, SIZE_DIVISOR)  # any model (a Segmentor pads to its size_divisor as well)
+    x = images if isinstance(model, Segmentor) else pad_to_multiple(images, SIZE_DIVISOR)
     logits = model(x)
     if not isinstance(logits, Tensor):  # a model left in train mode would return SegOutput
         logits = logits.logits

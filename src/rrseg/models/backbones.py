@@ -9,6 +9,10 @@ unchanged) and returns a list of NCHW maps. How the maps are taken depends on th
 - ``"swin"``: a loop over timm's Swin stages, which work in NHWC: the per-stage LayerNorm (mmseg's
   ``norm{i}``) runs there, before the one permute to NCHW.
 
+Where timm's module computes something else than mmsegmentation's (the paper's code), the block is given
+mmseg's forward and keeps timm's parameters: HRNet's branch fusion (bilinear, not nearest) and Swin's
+window attention (pad, then shift).
+
 ``norms`` are output norms as mmseg's Swin / ConvNeXt backbones have (``backbone.norm{i}``).
 """
 
@@ -18,6 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import timm
+import timm.models.hrnet
+import timm.models.swin_transformer
+import torch
+import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
@@ -127,8 +135,43 @@ def resnet_backbone(
     return TimmBackbone(model, "intermediates", channels, indices=[1, 2, 3, 4])
 
 
+class _MMSegHRModule(timm.models.hrnet.HighResolutionModule):
+    """timm's HRNet module with mmsegmentation's fusion: a coarser branch is upsampled bilinearly
+    (align_corners False) by its scale factor, then resized to the finer branch's size (a no-op unless a side
+    was odd), where timm upsamples by nearest neighbour (mmseg/models/backbones/hrnet.py: ``Upsample(...,
+    mode='bilinear', align_corners=False)`` in ``_make_fuse_layers`` and the ``resize`` in ``forward``)."""
+
+    def forward(self, x: list[Tensor]) -> list[Tensor]:
+        if self.num_branches == 1:
+            return [self.branches[0](x[0])]
+        for i, branch in enumerate(self.branches):
+            x[i] = branch(x[i])
+        out = []
+        for i, fuse_outer in enumerate(self.fuse_layers):
+            y = None
+            for j, f in enumerate(fuse_outer):
+                z = f(x[j])
+                if j > i:
+                    z = F.interpolate(z, size=x[i].shape[-2:], mode="bilinear", align_corners=False)
+                y = z if y is None else y + z
+            out.append(self.fuse_act(y))
+        return out
+
+
+def _mmseg_fusion(model: nn.Module) -> None:
+    """Give every HRNet module of a timm model mmseg's bilinear fusion (same parameters, same keys)."""
+    for m in model.modules():
+        if isinstance(m, timm.models.hrnet.HighResolutionModule):
+            m.__class__ = _MMSegHRModule  # only forward differs; no state to convert
+            for up in m.modules():
+                if isinstance(up, nn.Upsample):
+                    up.mode, up.align_corners = "bilinear", False
+
+
 def hrnet_backbone(name: str | None = "hrnet_w48", cfg: dict | None = None) -> TimmBackbone:
-    """HRNetV2: the four branch outputs (strides 4..32) before timm's classification "incre" modules."""
+    """HRNetV2 as mmsegmentation's: the four branch outputs (strides 4..32) before timm's classification
+    "incre" modules, the branches fused with mmseg's bilinear upsampling (:class:`_MMSegHRModule`), so any input
+    size works and mmseg's HRNet checkpoints give mmseg's outputs."""
     if name is None:
         if cfg is None:
             raise ValueError("hrnet_backbone(name=None) needs a cfg")
@@ -137,7 +180,42 @@ def hrnet_backbone(name: str | None = "hrnet_w48", cfg: dict | None = None) -> T
         )
     else:
         model = _timm(name, features_only=True, feature_location="", out_indices=(1, 2, 3, 4))
+    _mmseg_fusion(model)
     return TimmBackbone(model, "features", model.feature_info.channels())
+
+
+class _MMSegSwinBlock(timm.models.swin_transformer.SwinTransformerBlock):
+    """timm's Swin block with mmsegmentation's window attention order: pad the map to a multiple of the window
+    first, then shift, with the shifted-window mask built on the padded map
+    (mmseg/models/backbones/swin.py, ``ShiftWindowMSA.forward``). timm shifts first and pads after, which is
+    another model whenever a side is not a multiple of the window (a 512 crop's 128x128 stage-1 map is not)."""
+
+    def _attn(self, x: Tensor) -> Tensor:
+        _, h, w, c = x.shape
+        wh, ww = self.window_size
+        x = F.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))
+        hp, wp = x.shape[1:3]
+        shifted = any(self.shift_size)
+        if shifted:
+            x = torch.roll(x, shifts=(-self.shift_size[0], -self.shift_size[1]), dims=(1, 2))
+        windows = timm.models.swin_transformer.window_partition(x, self.window_size).view(-1, self.window_area, c)
+        windows = self.attn(windows, mask=self.get_attn_mask(x) if shifted else None)
+        x = timm.models.swin_transformer.window_reverse(windows.view(-1, wh, ww, c), self.window_size, hp, wp)
+        if shifted:
+            x = torch.roll(x, shifts=self.shift_size, dims=(1, 2))
+        return x[:, :h, :w, :].contiguous()
+
+
+def _mmseg_windows(model: nn.Module) -> None:
+    """mmseg's Swin on a timm Swin built with ``always_partition=True`` (windows never shrunk to a small map,
+    odd blocks always shifted, as mmseg): inputs padded to the patch size (mmseg's corner ``AdaptivePadding``)
+    and mmseg's pad-then-shift attention (:class:`_MMSegSwinBlock`)."""
+    model.patch_embed.dynamic_img_pad = True
+    for stage in model.layers:
+        for block in stage.blocks:
+            if not block.always_partition:
+                raise ValueError("mmseg's Swin needs a timm Swin built with always_partition=True")
+            block.__class__ = _MMSegSwinBlock  # only _attn differs; same parameters and keys
 
 
 def swin_backbone(
@@ -146,15 +224,19 @@ def swin_backbone(
     drop_path_rate: float = 0.3,
     **kwargs: Any,
 ) -> TimmBackbone:
-    """Swin at any input size whose sides are multiples of 32: windows sized for ``img_size`` (the training
-    crop), attention masks rebuilt per input (timm's ``dynamic_img_size``), non-divisible maps padded by timm.
-    Output LayerNorm per stage as mmseg (``norm0..3``); timm's final norm and head are dropped."""
-    args = dict(num_classes=0, img_size=img_size, dynamic_img_size=True, drop_path_rate=drop_path_rate)
+    """mmseg's Swin (:func:`_mmseg_windows`) on timm's: any input size, attention masks rebuilt per input
+    (timm's ``dynamic_img_size``; ``img_size`` only sets the size the model is first built for), windows of the
+    model's size at every stage, maps padded to the window as mmseg pads them. Output LayerNorm per stage as
+    mmseg (``norm0..3``); timm's final norm and head are dropped."""
+    args = dict(
+        num_classes=0, img_size=img_size, dynamic_img_size=True, always_partition=True, drop_path_rate=drop_path_rate
+    )
     if name is None:
         model = _timm(timm.models.swin_transformer.SwinTransformer, **args, **kwargs)
     else:
         model = _timm(name, **args, **kwargs)
     model.prune_intermediate_layers(list(range(len(model.layers))), prune_norm=True, prune_head=True)
+    _mmseg_windows(model)
     channels = [info["num_chs"] for info in model.feature_info]
     return TimmBackbone(model, "swin", channels, norm="ln")
 

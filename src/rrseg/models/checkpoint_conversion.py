@@ -5,8 +5,9 @@
 - ``mmseg_to_rrseg``: mmsegmentation checkpoints -> this package's Segmentor names. Backbones: Swin (mmseg's
   own layout, with the nn.Unfold channel order of its patch merging undone, or the official Swin-seg layout),
   BEiT, ConvNeXt (mmcls), ResNetV1c, HRNet (same names as timm). Heads: UPerHead (onto smp's decoder),
-  FCNHead, OCRNet's cascade (``decode_head.0`` is our auxiliary head, ``decode_head.1`` the OCR head) and
-  BEiT's Feature2Pyramid neck. DeepLabV3+ decode heads do not map (smp's decoder has a different layout).
+  FCNHead, DepthwiseSeparableASPPHead (DeepLabV3+; same names), OCRNet's cascade (``decode_head.0`` is our
+  auxiliary head, ``decode_head.1`` the OCR head) and BEiT's Feature2Pyramid neck. The demo's smp DeepLabV3+
+  decoder has no mmseg counterpart.
 - ``timm_filter``: timm's own ``checkpoint_filter_fn`` of the family (official-repo layouts, resized
   relative-position tables and patch embeddings), applied after the above.
 """

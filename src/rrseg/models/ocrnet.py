@@ -1,4 +1,7 @@
-"""OCRNet (Yuan, Chen, Wang, ECCV 2020) on timm HRNetV2, as mmsegmentation's ocrnet_hr18/hr48 configs.
+"""OCRNet (Yuan, Chen, Wang, ECCV 2020) on HRNetV2, as mmsegmentation's ocrnet_hr18/hr48 configs.
+
+The backbone is timm's HRNet with mmseg's bilinear branch fusion (``backbones.hrnet_backbone``): timm's own
+upsamples by nearest neighbour, which is the classification network, not mmseg's.
 
 A cascade of two heads over the four HRNet branches resized to stride 4 and concatenated: an FCN head
 (1x1 conv, sum-of-branches channels, loss weight 0.4) whose logits are the soft object regions, and the OCR
@@ -47,6 +50,7 @@ def build_ocrnet(
         aux_loss_weight=0.4,
         cascade=True,
         rebalance=rebalance,
+        pad_eval=False,  # any input size, as mmseg's whole-image inference
         name=name,
     )
 
@@ -67,7 +71,7 @@ def _create_ocrnet(
 
 
 _TINY_HRNET = dict(
-    stem_width=16,
+    stem_width=64,  # mmseg's HRNet stem is 64 wide whatever the branches (mmseg/models/backbones/hrnet.py)
     stage1=dict(
         num_modules=1,
         num_branches=1,
@@ -120,7 +124,7 @@ register_variants(
             options=_OPTIONS,
         ),
         "ocrnet_tiny": ModelVariant(
-            "Test-sized OCRNet: one module per stage, branches 8/16/32/64 wide.",
+            "Test-sized OCRNet: one module per stage, branches 8/16/32/64 wide (stem 64 wide, as mmseg's).",
             arch=dict(backbone=partial(hrnet_backbone, None, cfg=_TINY_HRNET)),
             options=dict(channels=32, ocr_channels=16),
         ),

@@ -75,7 +75,10 @@ class Segmentor(nn.Module):
     (of the training logits, 4 for every family here); ``aux_loss_weight`` (weight of the auxiliary CE,
     0.4 as mmseg, or 0.0 without an auxiliary head); ``rebalance`` (RegionRebalance or None);
     ``num_layers`` (number of layer-decay ids, or None if the family defines none); ``size_divisor``
-    (training inputs must be multiples of it); ``input_size`` (a required (H, W), or None).
+    (training inputs must be multiples of it); ``input_size`` (a required (H, W), or None); ``pad_eval``
+    (eval inputs are zero-padded to a multiple of ``size_divisor`` and the logits cropped back: only for models
+    whose layers need it, as smp's decoders; mmseg's whole-image inference pads nothing, so the paper
+    families, whose modules take any size as mmseg's do, set it False).
     With ``cascade=True`` (OCRNet) the auxiliary head also runs in eval, and its logits are the soft
     object regions the decode head reads.
     """
@@ -94,6 +97,7 @@ class Segmentor(nn.Module):
         size_divisor: int = SIZE_DIVISOR,
         input_size: tuple[int, int] | None = None,
         output_stride: int = 4,
+        pad_eval: bool = True,
         name: str = "",
     ) -> None:
         super().__init__()
@@ -110,6 +114,7 @@ class Segmentor(nn.Module):
         self.size_divisor = int(size_divisor)
         self.input_size = tuple(input_size) if input_size is not None else None
         self.output_stride = int(output_stride)
+        self.pad_eval = bool(pad_eval)
         self.name = name
         self.rebalance: nn.Module | None = None
         self.set_rebalance(rebalance)
@@ -175,7 +180,7 @@ class Segmentor(nn.Module):
 
     def _pad_for_eval(self, images: Tensor) -> Tensor:
         if self.input_size is None:
-            return pad_to_multiple(images, self.size_divisor)
+            return pad_to_multiple(images, self.size_divisor) if self.pad_eval else images
         h, w = images.shape[-2:]
         th, tw = self.input_size
         if h > th or w > tw:

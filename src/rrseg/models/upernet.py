@@ -47,6 +47,7 @@ def build_upernet(
         name=name,
         input_size=input_size,
         size_divisor=size_divisor,
+        pad_eval=False,  # any input size, as mmseg's whole-image inference
     )
 
 

@@ -21,9 +21,19 @@ def resize(x: Tensor, size: Sequence[int]) -> Tensor:
 class ConvModule(nn.Module):
     """Conv2d (no bias) + BatchNorm2d + ReLU; state-dict keys ``conv.*`` / ``bn.*`` as mmcv's ConvModule."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, padding: int = 0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, groups=groups, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.activate = nn.ReLU(inplace=True)
 
