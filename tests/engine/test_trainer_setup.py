@@ -86,3 +86,64 @@ def test_weight_sum_rule_reaches_weighted_ce():
     criterion = build_criterion(cfg, build_model("ocrnet_tiny", num_classes=4), ClassCounts(np.array([9, 5, 2, 1]),
                                 np.array([900, 500, 20, 10])), 4)
     assert criterion.terms[0].divide_by_weight_sum and not criterion.terms[1].divide_by_weight_sum
+
+
+@pytest.mark.parametrize(("assumed", "warns"), [(None, False), (4, False), (16, True)])
+def test_the_global_batch_is_logged_and_another_than_the_configs_warns(tmp_path, caplog, assumed, warns):
+    """train.global_batch (what a paper preset assumes) against the run's: batch 2 x 1 process x 2 steps = 4."""
+    write_folder_dataset(tmp_path / "data", ignore_index=255)
+    cfg = {
+        "model": {"name": "deeplabv3plus_tiny"},
+        "data": {"train": {"type": "folder", "root": str(tmp_path / "data"), "split": "train"},
+                 "val": {"type": "folder", "root": str(tmp_path / "data"), "split": "val"},
+                 "batch_size": 2, "workers": 0, "crop_size": [32, 32], "scale": [32, 32]},
+        "optim": {"accumulate": 2},
+        "loss": {"counts": None},
+        "train": {"deterministic": False, "tensorboard": False, "progress": False, "global_batch": assumed},
+        "work_dir": str(tmp_path / "work"),
+        "name": "preset",
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level("INFO", logger="rrseg"):
+        trainer = Trainer(load_config(tmp_path / "cfg.yaml"), device="cpu")
+        parts = trainer.setup()
+    assert parts.metadata["global_batch"] == 4
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert "global batch 4 = 2 images per process x 1 processes x 2 accumulation steps" in info
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "global batch" in r.getMessage()]
+    if warns:
+        assert warnings == [warnings[0]] and warnings[0].startswith(
+            "preset assumes a global batch of 16 but this run's is 4 (2 images per process")
+    else:
+        assert not warnings
+
+
+def test_every_paper_preset_states_its_global_batch_mode_and_precision_as_mmseg():
+    """Per family, from mmseg 1.2.2's configs (file:line in each preset's comment), written here, not read
+    from rrseg: images per process, accumulation, global batch, test mode (crop, stride), precision."""
+    expected = {  # family: (batch per process, accumulate, global batch, eval mode, crop, stride, amp)
+        "deeplabv3plus_r50": (4, 1, 16, "whole", None, None, "none"),  # 4xb4
+        "deeplabv3plus_r101": (4, 1, 16, "whole", None, None, "none"),
+        "ocrnet_hr18": (4, 1, 16, "whole", None, None, "none"),  # 4xb4
+        "ocrnet_hr48": (4, 1, 16, "whole", None, None, "none"),
+        "upernet_swin_t": (4, 1, 16, "whole", None, None, "none"),  # the release: samples_per_gpu=4
+        "upernet_swin_b": (4, 1, 16, "whole", None, None, "none"),
+        "upernet_convnext_t": (2, 1, 16, "slide", [512, 512], [341, 341], "fp16"),  # 8xb2, amp, L25
+        "upernet_beit_b": (2, 1, 16, "slide", [640, 640], [426, 426], "none"),  # 8xb2, L10
+        "upernet_beit_l": (1, 2, 16, "slide", [640, 640], [426, 426], "fp16"),  # 8xb1, accumulative_counts=2
+    }
+    root = Path(__file__).resolve().parents[2] / "configs"
+    presets = sorted(p for p in root.glob("*/*.yaml") if p.parent.name != "_base_")
+    assert len(presets) == 42
+    for path in presets:
+        cfg = load_config(path)
+        family = path.parent.name
+        batch, accumulate, global_batch, mode, crop, stride, amp = expected[family]
+        assert cfg.paper, path
+        assert (cfg.data.batch_size, cfg.optim.accumulate, cfg.train.global_batch) == (batch, accumulate, global_batch)
+        assert (cfg.eval.mode, cfg.train.amp) == (mode, amp), path
+        if mode == "slide":
+            assert (cfg.eval.crop_size, cfg.eval.stride) == (crop, stride), path
+        if not path.stem.endswith(("_rr", "_ceco")):  # the baselines say how to launch (the pairs inherit it)
+            processes = global_batch // (batch * accumulate)
+            assert f"torchrun --nproc_per_node={processes}" in path.read_text(), path

@@ -245,7 +245,9 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
         info=info, train_ds=train_ds, val_ds=val_ds, num_classes=num_classes, ignore_index=ignore_index,
         counts=counts, groups=groups, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
         scaler=torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp == "fp16"),
-        amp_dtype=AMP_DTYPES[cfg.train.amp], metadata=model_metadata(cfg, num_classes, train_ds),
+        amp_dtype=AMP_DTYPES[cfg.train.amp],
+        metadata={**model_metadata(cfg, num_classes, train_ds),
+                  "global_batch": cfg.data.batch_size * info.world_size * cfg.optim.accumulate},
         train_loader=train_loader, val_loader=build_val_loader(cfg, val_ds, info),
         samples_per_iter=cfg.data.batch_size * info.world_size * cfg.optim.accumulate,
         batchnorm_buffers=[b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)

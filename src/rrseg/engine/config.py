@@ -152,6 +152,10 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     nan_policy: str = "stop"  # stop (checkpoint and exit with a message) | skip (skip the step)
+    # the global batch the config assumes: images per optimizer update over all processes (data.batch_size x
+    # processes x optim.accumulate). The paper presets set it (their learning rates and RR's per-process pooling
+    # are the preset's at that batch only); a run with another batch logs a warning. None: no assumption.
+    global_batch: int | None = None
 
 
 @dataclass
@@ -165,6 +169,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     work_dir: str = "work_dirs/run"
     name: str = ""  # a label for reports; defaults to the config file's stem
+    # a paper preset's mark: the experiment it reproduces and the configs it follows (file:line); empty for
+    # user configs
+    paper: str = ""
 
 
 # Allowed values of string fields that select an implementation. The loss sections' `type` and options come

@@ -74,6 +74,8 @@ class Trainer:
         np.random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
         parts = build_components(cfg, info, self.work_dir)
+        if info.is_main:
+            self._log_global_batch(parts)
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
             self._clean_crash_leftovers()
@@ -87,6 +89,18 @@ class Trainer:
         if rng_state is not None:
             ckpt.restore_rng(rng_state)
         return parts
+
+    def _log_global_batch(self, parts: Components) -> None:
+        """The run's global batch, and a warning when the config assumes another (``train.global_batch``)."""
+        cfg, n = self.cfg, parts.samples_per_iter
+        how = (f"{cfg.data.batch_size} images per process x {self.info.world_size} processes x "
+               f"{cfg.optim.accumulate} accumulation steps")
+        logger.info("global batch %d = %s", n, how)
+        if cfg.train.global_batch and n != cfg.train.global_batch:
+            logger.warning(
+                "%s assumes a global batch of %d but this run's is %d (%s): its learning rate, schedule and RR's "
+                "per-process pooling are the preset's at %d only; launch it as the config's comment says",
+                cfg.name or "this config", cfg.train.global_batch, n, how, cfg.train.global_batch)
 
     def _clean_crash_leftovers(self) -> None:
         """What a killed run can leave: temporary files of atomic writes, a half-written checkpoint folder,
