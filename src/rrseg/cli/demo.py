@@ -7,10 +7,10 @@ Writes OUT/synthetic (the dataset, reused next time), OUT/ce and OUT/rr (work di
 reports) and OUT/report (README.md with the table, iou_vs_count.png, curves.png, predictions.png,
 summary.json).
 
---parallel trains the two runs side by side, as two `rrseg train` processes with one thread each (their
-output goes to OUT/ce.log and OUT/rr.log); the default trains them one after the other in this process with
-torch's default thread count. Both give the same figures up to floating-point summation order (bit-identical
-when this process also uses one thread, OMP_NUM_THREADS=1).
+By default (--parallel) the two runs train side by side, as two `rrseg train` processes with one thread each
+(their output goes to OUT/ce.log and OUT/rr.log); --no-parallel trains them one after the other in this
+process with torch's default thread count. Both give the same figures up to floating-point summation order
+(bit-identical when this process also uses one thread, OMP_NUM_THREADS=1).
 
 examples:
   rrseg demo
@@ -24,27 +24,27 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rrseg.tools.demo import PARALLEL_DEFAULT
-
+    # no rrseg.tools import here: building --help must not import torch
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--iters", type=int, help="iterations per run, instead of the config's schedule")
     p.add_argument("--config", help="a demo config other than the built-in one")
     p.add_argument("--seed", type=int, default=0, help="seed of both training runs (default 0; the dataset is fixed)")
-    p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=PARALLEL_DEFAULT,
-                   help="train the two runs side by side, one thread each (default: "
-                        f"{'on' if PARALLEL_DEFAULT else 'off'})")
+    p.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the two runs side by side, one thread each (default: on, "
+                        "rrseg.tools.demo.PARALLEL_DEFAULT)")
     # removed: the demo no longer cuts its schedule to a time budget; refused with a message, not ignored
     p.add_argument("--minutes", type=float, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     from rrseg.errors import RRSegError
-    from rrseg.tools.demo import run_demo
+    from rrseg.tools.demo import PARALLEL_DEFAULT, run_demo
 
     if args.minutes is not None:
         raise RRSegError("--minutes was removed: the demo always trains its config's full schedule "
                          "(a slower machine takes longer); use --iters N for a shorter run")
     if args.iters is not None and args.iters < 1:
         raise RRSegError(f"--iters must be at least 1, got {args.iters}")
-    run_demo(args.out, args.config, args.seed, args.iters, parallel=args.parallel)
+    parallel = PARALLEL_DEFAULT if args.parallel is None else args.parallel
+    run_demo(args.out, args.config, args.seed, args.iters, parallel=parallel)
     return 0
