@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> dict:
     run_dir = work / "run"
     sets = [
         # the demo config's pretrained backbone (rrseg:demo_small_backbone) is its own model's, not this one's
-        f"model.name={s['model']}", f"model.options={{img_size: {s['size']}}}", "model.pretrained=null",
+        f"model.name={s['model']}", f"model.options={{img_size: {s['size']}}}", "model.pretrained=none",
         f"data.train.root={data}", f"data.val.root={data}", f"data.batch_size={s['batch']}",
         f"data.crop_size=[{s['size']},{s['size']}]", f"data.scale=[{s['size']},{s['size']}]",
         f"data.workers={s['workers']}", f"schedule.iters={s['iters']}", "schedule.warmup_iters=5",
         "loss.region.type=rr", f"train.amp={s['amp']}", f"train.sync_bn={str(s['sync_bn']).lower()}",
         f"train.log_interval={s['log']}", "train.progress=false", "train.tensorboard=false",
         f"eval.batch_size={s['batch']}", "eval.interval=0",
-        "model.pretrained=null",  # the demo config's pretrained backbone is the demo model's, not this one's
+        "model.pretrained=none",  # the demo config's pretrained backbone is the demo model's, not this one's
     ]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "rrseg", "train", str(ROOT / "configs" / "demo.yaml"), "--device", s["device"],

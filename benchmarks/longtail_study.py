@@ -131,7 +131,7 @@ def run_one(out: Path, results: Path, config: Path, sha: str, method: str, iters
     saved = work / "config.yaml"
     resume = latest_checkpoint(work) is not None and saved.is_file() and same_config(saved, cfg)
     t = time.perf_counter()
-    report = Trainer(cfg, resume=resume).train()
+    report = Trainer(cfg, resume=resume, overwrite=not resume).train()  # a run of another config is redone
     wall = time.perf_counter() - t
     rec = {"method": method, "seed": seed, "iters": iters, "row": summary_row(report), "wall_seconds": round(wall, 1),
            "resumed": resume, "threads": torch.get_num_threads(), "overrides": overrides,

@@ -59,7 +59,7 @@ def main() -> None:
         "model.pretrained=null", "optim.lr=0.002", "schedule.warmup_iters=50", "data.batch_size=16",
     ])
     done = work / "report.json"  # a finished run of the same recipe is reused (e.g. after an interrupted export)
-    report = json.loads(done.read_text()) if done.is_file() else Trainer(cfg).train()
+    report = json.loads(done.read_text()) if done.is_file() else Trainer(cfg, overwrite=True).train()
     state = load_file(str(work / "inference.safetensors"))
     prefix = "backbone.model."
     backbone = {k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}

@@ -26,7 +26,7 @@ PRESET = REPO / "configs" / "upernet_swin_t" / "ade20k_full_160k_rr.yaml"
 def overrides(root: Path, work_dir: Path, iters: int = 3) -> list[str]:
     """The preset made test-sized: tiny Swin UPerNet, 32x32 crops of the 64x48 images, 3 iterations."""
     return [
-        "model.name=upernet_swin_tiny", "model.options={drop_path_rate: 0.1}",
+        "model.name=upernet_swin_tiny", "model.options={drop_path_rate: 0.1}", "model.pretrained=none",
         f"data.train.root={root}", f"data.val.root={root}", "data.batch_size=2", "data.workers=0",
         "data.crop_size=[32,32]", "data.scale=[64,48]", "data.ratio_range=[0.75,1.25]",
         f"schedule.iters={iters}", "schedule.warmup_iters=1", f"eval.interval={iters}", "eval.batch_size=2",

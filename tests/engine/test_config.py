@@ -204,6 +204,9 @@ def test_older_flat_loss_sections_still_load():
     assert data == {"loss": {"pixel": FLAT_PIXEL, "region": FLAT_REGION}}  # the caller's mapping is untouched
     assert config_to_dict(cfg)["loss"]["pixel"] == {"type": "focal", "loss_weight": 1.0, "avg_non_ignore": False,
                                                      "gamma": 3.0}
-    assert config_to_dict(cfg)["loss"]["region"] == {k: v for k, v in FLAT_REGION.items() if k != "logit_scale"}
+    # rr's options: the dumped ones but ceco's logit_scale, and the defaults of those added since
+    added = {"prior_eps": None, "ignored_region": False, "consistency_weight": 0.0}
+    assert config_to_dict(cfg)["loss"]["region"] == {
+        **{k: v for k, v in FLAT_REGION.items() if k != "logit_scale"}, **added}
     none = parse_config({"loss": {"region": {**FLAT_REGION, "type": "none"}}})
     assert config_to_dict(none)["loss"]["region"] == {"type": "none"}

@@ -40,3 +40,59 @@ def test_train_with_a_backbone_timm_has_no_weights_for(hf_hub_cache, tiny_config
     assert proc.stderr.strip() == (
         "rrseg train: error: pretrained='timm:in1k': deeplabv3plus_tiny's backbone (ResNet) is not a timm model "
         "built by name, so timm has no weights for it; give a local weights file instead")
+
+
+# ---------------------------------------------------------------- model.pretrained: none, and left unset
+UNSET = "model.pretrained is not set"
+
+
+def _random_start_warnings(cfg_path, caplog, overrides=()):
+    """Build a run's parts from the config, as ``rrseg train`` does; the WARNINGs about an unset
+    model.pretrained that it logged."""
+    import logging
+
+    from rrseg.engine.components import build_components
+    from rrseg.engine.config import load_config
+    from rrseg.engine.distributed import DistInfo
+
+    cfg = load_config(cfg_path, list(overrides))
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="rrseg")
+    parts = build_components(cfg, DistInfo())
+    return cfg, parts, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                        and UNSET in r.getMessage()]
+
+
+def test_unset_pretrained_of_a_paper_model_warns_once_naming_its_tag(tiny_config, caplog):
+    _, _, warnings = _random_start_warnings(
+        tiny_config("run", model={"name": "ocrnet_hr18"}, data={"check": False}), caplog)
+    assert warnings == [
+        "model.pretrained is not set: ocrnet_hr18 trains from random initialisation; set model.pretrained: "
+        "timm:hrnet_w18.ms_in1k (the paper's start) or none"]
+
+
+@pytest.mark.parametrize("spec", ["none", "None", "NONE"])
+def test_none_is_accepted_as_from_scratch(spec, hf_hub_cache, tiny_config, caplog):
+    path = tiny_config("run", model={"name": "ocrnet_hr18", "pretrained": spec}, data={"check": False})
+    cfg, parts, warnings = _random_start_warnings(path, caplog)
+    assert cfg.model.pretrained == spec and parts.model is not None and warnings == []
+    # and as an override on the command line's --set
+    cfg, _, warnings = _random_start_warnings(path, caplog, ["model.pretrained=none"])
+    assert cfg.model.pretrained == "none" and warnings == []
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_tiny", "ocrnet_tiny", "upernet_swin_tiny"])
+def test_test_sized_models_do_not_warn(name, tiny_config, caplog):
+    _, _, warnings = _random_start_warnings(tiny_config("run", model={"name": name}, data={"check": False}), caplog)
+    assert warnings == []
+
+
+@pytest.mark.parametrize("pretrained", ["rrseg:demo_small_backbone", "null"])
+def test_the_demo_does_not_warn(pretrained, tiny_dataset, tmp_path, caplog):
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    overrides = [f"data.train.root={tiny_dataset}", f"data.val.root={tiny_dataset}", "data.workers=0",
+                 "data.check=false", f"work_dir={tmp_path / 'demo'}", f"model.pretrained={pretrained}"]
+    _, _, warnings = _random_start_warnings(demo, caplog, overrides)
+    assert warnings == []

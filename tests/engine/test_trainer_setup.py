@@ -147,3 +147,55 @@ def test_every_paper_preset_states_its_global_batch_mode_and_precision_as_mmseg(
         if not path.stem.endswith(("_rr", "_ceco")):  # the baselines say how to launch (the pairs inherit it)
             processes = global_batch // (batch * accumulate)
             assert f"torchrun --nproc_per_node={processes}" in path.read_text(), path
+
+
+def _small_run_config(tmp_path: Path, **extra) -> Path:
+    if not (tmp_path / "data").is_dir():
+        write_folder_dataset(tmp_path / "data", ignore_index=255)
+    cfg = {
+        "model": {"name": "deeplabv3plus_tiny"},
+        "data": {"train": {"type": "folder", "root": str(tmp_path / "data"), "split": "train"},
+                 "val": {"type": "folder", "root": str(tmp_path / "data"), "split": "val"},
+                 "batch_size": 2, "workers": 0, "crop_size": [32, 32], "scale": [32, 32]},
+        "loss": {"counts": None},
+        "schedule": {"iters": 1, "warmup_iters": 0},
+        "eval": {"interval": 0},
+        "train": {"deterministic": False, "tensorboard": False, "progress": False, "checkpoint_interval": 1},
+        **extra,
+    }
+    path = tmp_path / "my_run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_the_default_work_dir_is_named_after_the_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_small_run_config(tmp_path))
+    assert cfg.work_dir == "work_dirs/my_run"
+    assert load_config(_small_run_config(tmp_path, name="swin rr")).work_dir == "work_dirs/swin rr"
+    assert load_config(_small_run_config(tmp_path, work_dir="elsewhere")).work_dir == "elsewhere"
+
+
+def test_a_work_dir_that_holds_a_run_is_never_overwritten_silently(tmp_path):
+    """A second run into a finished work dir without --resume is refused before anything is written (the old
+    run intact); --overwrite removes the old run's outputs (and nothing else) first; --resume continues."""
+    from rrseg.errors import RRSegError
+
+    path = _small_run_config(tmp_path, work_dir=str(tmp_path / "work"))
+    work = tmp_path / "work"
+    Trainer(load_config(path), device="cpu").train()
+    (work / "notes.txt").write_text("mine")
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("*")}
+    with pytest.raises(RRSegError, match=r"work holds a run \(log\.jsonl, checkpoints, best\.safetensors\): "
+                                         r"continue it with --resume, replace it with --overwrite"):
+        Trainer(load_config(path), device="cpu").setup()
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*")} == before
+    trainer = Trainer(load_config(path, ["schedule.iters=2"]), device="cpu", overwrite=True)
+    trainer.train()
+    log = [line for line in (work / "log.jsonl").read_text().splitlines() if '"event": "start"' in line]
+    assert len(log) == 1  # one run in the log, not two
+    assert all(p.stat().st_mtime_ns > max(before.values()) for p in (work / "checkpoints").iterdir())
+    assert (work / "notes.txt").read_text() == "mine"
+    resumed = Trainer(load_config(path, ["schedule.iters=3"]), device="cpu", resume=True)
+    resumed.train()
+    assert resumed.iteration == 3

@@ -1,4 +1,7 @@
-"""RegionRebalance: released defaults, the loss against a from-scratch released-style computation, switches."""
+"""RegionRebalance: released defaults, the loss against a from-scratch released-style computation, switches.
+
+The references take their hyper-parameters from the released numbers written in ``released.py`` (never from
+the rrseg module they check), the release's prior log(n / sum n + 1e-12), and counts with a zero."""
 
 from __future__ import annotations
 
@@ -11,33 +14,44 @@ import torch.nn.functional as F
 from rrseg.rebalance import ClassCounts, CountsError, RegionRebalance, region_pool, simplex_etf
 from rrseg.types import SegOutput
 
+from .released import CECO_SWIN_T, PRIOR_EPS, RR_UPERHEAD
 from .test_region_pool import naive_region_pool
 
 C = 6
 COUNTS = [500, 120, 40, 9, 3, 0]  # includes a zero count
 
 
-def released_loss(rr: RegionRebalance, features, labels):
-    """The released branch written out: module reduce, upsample, one-hot mean, gain, classifier, log prior,
-    soft-target CE with true-class probability ``smooth``."""
+def released_prior(counts=COUNTS) -> torch.Tensor:
+    """The release's prior (``uper_head_ceco.py`` L92-101, L260): log(n / sum n + 1e-12)."""
+    n = torch.tensor(counts, dtype=torch.float64)
+    return torch.log(n / n.sum() + PRIOR_EPS)
+
+
+def released_loss(rr: RegionRebalance, features, labels, released: dict, mask=None):
+    """The released branch written out with ``rr``'s layers (their random weights) and the hyper-parameters of
+    ``released`` (a row of released.py): reduce, upsample, one-hot mean, gain, then RR: dropout -> classifier,
+    CeCo: L2-normalise -> dropout -> ETF; x scale; + log(n / sum n + 1e-12); soft-target CE with true-class
+    probability ``smooth`` over the regions, x img_cls_weight. ``mask``: the dropout mask rrseg's fixed table
+    drew ([C, D] rows by class, [B x C, D] by image x C + class per image); None for p = 0."""
     reduced = rr.reduce(features)
-    region_f, region_c, _ = naive_region_pool(reduced, labels, rr.num_classes, per_image=rr.per_image)
-    hidden = rr.dropout(rr.gain(region_f.to(reduced.dtype)))
-    if rr.etf:
-        logits = rr.logit_scale * F.normalize(hidden, dim=1) @ rr.etf_weight.T
+    region_f, region_c, region_i = naive_region_pool(reduced, labels, C, per_image=rr.per_image)
+    hidden = torch.relu(rr.gain[0](region_f.to(reduced.dtype)))
+    drop = 1.0 if mask is None else mask[torch.where(region_i >= 0, region_i * C + region_c, region_c)]
+    if released["etf"]:
+        logits = (F.normalize(hidden, dim=1) * drop) @ rr.etf_weight.T
     else:
-        logits = rr.classifier(hidden)
-    n = torch.tensor(COUNTS, dtype=torch.float64).clamp(min=1)
-    logits = logits + torch.log(n / n.sum()).to(logits.dtype)
-    target = torch.full_like(logits, (1 - rr.smooth) / (rr.num_classes - 1))
-    target[torch.arange(len(region_c)), region_c] = rr.smooth
-    return rr.loss_weight * -(target * F.log_softmax(logits, 1)).sum(1).mean()
+        logits = rr.classifier(hidden * drop)
+    logits = released["scale"] * logits + released_prior().to(logits.dtype)
+    s = released["smooth"]
+    target = torch.full_like(logits, (1 - s) / (C - 1))
+    target[torch.arange(len(region_c)), region_c] = s
+    return released["img_cls_weight"] * -(target * F.log_softmax(logits, 1)).sum(1).mean()
 
 
-def batch(seed=0, b=2, d=16, h=8, w=10, big=(32, 40)):
+def batch(seed=0, b=2, d=16, h=8, w=10, big=(32, 40), num_labels=C - 1):
     gen = torch.Generator().manual_seed(seed)
     features = torch.randn(b, d, h, w, generator=gen)
-    labels = torch.randint(0, C - 1, (b, *big), generator=gen)
+    labels = torch.randint(0, num_labels, (b, *big), generator=gen)
     labels[torch.rand(b, *big, generator=gen) < 0.1] = 255
     return features, labels
 
@@ -58,30 +72,67 @@ def test_released_defaults():
 
 
 @pytest.mark.parametrize(
-    "options",
+    "options, released",
     [
-        {},
-        {"per_image": True},
-        {"trainable": True, "smooth": 0.8, "loss_weight": 0.4},
-        {"etf": True, "loss_weight": 0.8},
+        ({}, RR_UPERHEAD),
+        ({"per_image": True}, RR_UPERHEAD),
+        ({"trainable": True, "smooth": 0.8, "loss_weight": 0.4}, {**RR_UPERHEAD, "smooth": 0.8, "img_cls_weight": 0.4}),
+        ({"etf": True, "loss_weight": 0.8}, CECO_SWIN_T),
     ],
     ids=["released", "per_image", "trainable", "ceco"],
 )
-def test_loss_and_gradients_match_released_computation(options):
+def test_loss_and_gradients_match_released_computation(options, released):
+    """rrseg's defaults (dropout, smoothing, scale) against the released numbers, dropout on: the mask is drawn
+    under a shared seed over the fixed table's rows. ``prior_eps`` gives the release's prior (a zero count
+    is present in the labels); the default prior differs from it only at zero counts (test below)."""
     torch.manual_seed(0)
-    rr = RegionRebalance(16, C, COUNTS, dropout=0.0, **options).double().train()
-    features, labels = batch()
+    rr = RegionRebalance(16, C, COUNTS, prior_eps=PRIOR_EPS, **options).double().train()
+    features, labels = batch(num_labels=C)
     features = features.double().requires_grad_(True)
     state = {k: v.clone() for k, v in rr.state_dict().items()}
+    torch.manual_seed(123)
     loss = rr(features, labels)
     (g_fast,) = torch.autograd.grad(loss, features)
     rr.load_state_dict(state)  # same BatchNorm running statistics for the reference pass
-    ref = released_loss(rr, features, labels)
+    torch.manual_seed(123)
+    rows = labels.shape[0] * C if rr.per_image else C
+    mask = F.dropout(torch.ones(rows, 512, dtype=torch.float64), p=released["dropout"], training=True)
+    ref = released_loss(rr, features, labels, released, mask)
     (g_ref,) = torch.autograd.grad(ref, features)
     # the prior buffer is stored in float32, hence 1e-6 rather than float64 round-off
     torch.testing.assert_close(loss, ref, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-6, atol=1e-9)
     assert rr.last_logits.shape == (len(rr.last_labels), C)
+
+
+def test_ceco_reference_applies_dropout_after_normalising():
+    """``released_loss`` follows the released CeCo order; the earlier order (dropout, then normalise) differs."""
+    torch.manual_seed(0)
+    rr = RegionRebalance(16, C, COUNTS, etf=True, loss_weight=0.8, prior_eps=PRIOR_EPS).double().train()
+    features, labels = batch(num_labels=C)
+    features = features.double()
+    mask = F.dropout(torch.ones(C, 512, dtype=torch.float64), p=0.5, training=True)
+    ref = released_loss(rr, features, labels, CECO_SWIN_T, mask)
+    region_f, region_c, _ = naive_region_pool(rr.reduce(features), labels, C)
+    hidden = torch.relu(rr.gain[0](region_f)) * mask[region_c]
+    logits = 5.0 * F.normalize(hidden, dim=1) @ rr.etf_weight.T + released_prior()
+    earlier = 0.8 * F.cross_entropy(logits, region_c)  # smooth 1.0: hard targets
+    assert (earlier - ref).abs().item() > 1e-3
+
+
+def test_default_prior_is_the_released_one_where_no_count_is_zero():
+    """Default: log(n / sum n), the release's log(n / sum n + 1e-12) to float32 precision where no count is zero;
+    a zero count is taken as 1 (finite, and the others shift by log(sum / (sum + 1))). ``prior_eps=1e-12`` is
+    the release's everywhere: log(1e-12) at a zero count."""
+    no_zero = [500, 120, 40, 9, 3, 1]
+    torch.testing.assert_close(RegionRebalance(16, C, no_zero).log_prior.double(), released_prior(no_zero),
+                               rtol=1e-6, atol=1e-6)
+    default = RegionRebalance(16, C, COUNTS).log_prior.double()
+    exact = RegionRebalance(16, C, COUNTS, prior_eps=PRIOR_EPS).log_prior.double()
+    torch.testing.assert_close(exact, released_prior(), rtol=1e-6, atol=1e-6)
+    total = sum(COUNTS)
+    torch.testing.assert_close(default[:-1], exact[:-1] + math.log(total / (total + 1)), rtol=1e-6, atol=1e-6)
+    assert exact[-1].item() == pytest.approx(math.log(1e-12), rel=1e-6) and default[-1].item() > -7
 
 
 def test_frozen_branch_shapes_only_the_features_and_updates_bn_statistics():
@@ -213,10 +264,12 @@ def test_half_precision_features():
 class ReleasedBranch(torch.nn.Module):
     """``UPerHead_ceco``'s region branch as released, with its own layers: reduce (conv + BN) -> bilinear
     upsample (align_corners=True) to the labels -> drop 255 -> one-hot mean over the classes present (sorted)
-    -> gain (Linear + ReLU) -> RR: Dropout -> Linear | CeCo: L2-normalise -> Dropout -> ETF -> x scale;
-    then + log prior and the soft-target cross-entropy averaged over regions."""
+    -> gain (Linear + ReLU) -> RR: Dropout -> Linear | CeCo: L2-normalise -> Dropout -> ETF; x scale;
+    then + log(n / sum n + 1e-12) and the soft-target cross-entropy averaged over regions, x img_cls_weight.
+    Only the layers' (random) weights come from ``rr``; smooth, scale, dropout p and the loss weight come from
+    ``released`` (a row of released.py), the counts from ``counts``."""
 
-    def __init__(self, rr: RegionRebalance):
+    def __init__(self, rr: RegionRebalance, released: dict, counts=COUNTS):
         super().__init__()
         conv, bn = rr.reduce
         self.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=False)
@@ -225,17 +278,19 @@ class ReleasedBranch(torch.nn.Module):
         self.conv.load_state_dict(conv.state_dict())
         self.bn.load_state_dict(bn.state_dict())
         self.gain.load_state_dict(rr.gain[0].state_dict())
-        if rr.etf:
+        if released["etf"]:
             self.cls = None
             self.register_buffer("etf", rr.etf_weight.clone())
         else:
             self.cls = torch.nn.Linear(rr.classifier.in_features, rr.classifier.out_features)
             self.cls.load_state_dict(rr.classifier.state_dict())
-        self.p, self.scale, self.smooth, self.num_classes = rr.dropout.p, rr.logit_scale, rr.smooth, rr.num_classes
-        self.weight = rr.loss_weight
+        self.p, self.scale, self.smooth = released["dropout"], released["scale"], released["smooth"]
+        self.img_cls_weight, self.num_classes = released["img_cls_weight"], len(counts)
+        n = torch.tensor(counts, dtype=torch.float64)
+        self.register_buffer("weight", (n / n.sum()).view(1, -1))  # the release's self.weight (L92-101)
         self.normalise_after_dropout = False  # True: the order rrseg had before (to show the test can fail)
 
-    def forward(self, features, labels, dropout_mask, log_prior):
+    def forward(self, features, labels, dropout_mask):
         x = self.bn(self.conv(features))
         x = F.interpolate(x, size=labels.shape[-2:], mode="bilinear", align_corners=True)
         x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
@@ -251,29 +306,32 @@ class ReleasedBranch(torch.nn.Module):
         elif self.cls is None:
             logits = self.scale * ((F.normalize(hidden, dim=1) * mask) @ self.etf.T)
         else:
-            logits = self.cls(hidden * mask)
-        logits = logits + log_prior
-        target = torch.full_like(logits, (1 - self.smooth) / (self.num_classes - 1))
-        target[torch.arange(len(classes)), classes] = self.smooth
-        return self.weight * -(target * F.log_softmax(logits, 1)).sum(1).mean()
+            logits = self.cls(hidden * mask) * self.scale
+        # the release's loss (L255-260): smoothed one-hot targets, summed, divided by their sum (= the regions)
+        img_onehot = F.one_hot(classes, self.num_classes).to(logits.dtype)
+        img_onehot = self.smooth * img_onehot + (1 - self.smooth) / (self.num_classes - 1) * (1 - img_onehot)
+        log_p = F.log_softmax(logits + torch.log(self.weight + PRIOR_EPS), dim=1)
+        return -(img_onehot * log_p).sum() / (img_onehot.sum() + 1e-12) * self.img_cls_weight
 
 
-@pytest.mark.parametrize("options", [{}, {"etf": True, "loss_weight": 0.8}], ids=["rr", "ceco"])
-def test_matches_released_forward_with_dropout(options):
-    """Dropout on (p=0.5, to make the order visible): the released order, normalise *before* dropout for
-    CeCo, is what rrseg computes. The mask is drawn under a shared seed over the fixed table's C rows."""
+@pytest.mark.parametrize(
+    "options, released", [({}, RR_UPERHEAD), ({"etf": True, "loss_weight": 0.8}, CECO_SWIN_T)], ids=["rr", "ceco"]
+)
+def test_matches_released_forward_with_dropout(options, released):
+    """Dropout on (rrseg's default p against the released 0.1): the released order, normalise *before* dropout
+    for CeCo, is what rrseg computes. The mask is drawn under a shared seed over the fixed table's C rows;
+    the zero-count class is present and rrseg uses the release's prior (prior_eps)."""
     torch.manual_seed(0)
-    rr = RegionRebalance(16, C, COUNTS, dropout=0.5, hidden_channels=32, **options).double().train()
-    ref = ReleasedBranch(rr).double().train()
-    features, labels = batch()
+    rr = RegionRebalance(16, C, COUNTS, hidden_channels=32, prior_eps=PRIOR_EPS, **options).double().train()
+    ref = ReleasedBranch(rr, released).double().train()
+    features, labels = batch(num_labels=C)
     features = features.double().requires_grad_(True)
     torch.manual_seed(123)
     loss = rr(features, labels)
     (g_fast,) = torch.autograd.grad(loss, features)
     torch.manual_seed(123)
-    mask = F.dropout(torch.ones(C, 32, dtype=torch.float64), p=0.5, training=True)
-    n = torch.tensor(COUNTS, dtype=torch.float64).clamp(min=1)
-    expected = ref(features, labels, mask, torch.log(n / n.sum()))
+    mask = F.dropout(torch.ones(C, 32, dtype=torch.float64), p=released["dropout"], training=True)
+    expected = ref(features, labels, mask)
     (g_ref,) = torch.autograd.grad(expected, features)
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-6, atol=1e-9)
@@ -282,19 +340,20 @@ def test_matches_released_forward_with_dropout(options):
 
 
 def test_ceco_with_dropout_before_normalising_would_be_caught():
-    """The check above can fail: the earlier order (dropout, then normalise) gives another loss."""
+    """The check above can fail: the earlier order (dropout, then normalise) gives another loss (p=0.5 on both
+    sides, to make the order visible)."""
     torch.manual_seed(0)
-    rr = RegionRebalance(16, C, COUNTS, dropout=0.5, hidden_channels=32, etf=True).double().train()
-    ref = ReleasedBranch(rr).double().train()
-    features, labels = batch()
+    rr = RegionRebalance(16, C, COUNTS, dropout=0.5, hidden_channels=32, etf=True, loss_weight=0.8,
+                         prior_eps=PRIOR_EPS).double().train()
+    ref = ReleasedBranch(rr, {**CECO_SWIN_T, "dropout": 0.5}).double().train()
+    features, labels = batch(num_labels=C)
     torch.manual_seed(123)
     loss = rr(features.double(), labels)
     torch.manual_seed(123)
     mask = F.dropout(torch.ones(C, 32, dtype=torch.float64), p=0.5, training=True)
-    n = torch.tensor(COUNTS, dtype=torch.float64).clamp(min=1)
-    released = ref(features.double(), labels, mask, torch.log(n / n.sum()))
+    released = ref(features.double(), labels, mask)
     ref.normalise_after_dropout = True  # the same reference with the earlier order
-    earlier = ref(features.double(), labels, mask, torch.log(n / n.sum()))
+    earlier = ref(features.double(), labels, mask)
     torch.testing.assert_close(loss, released, rtol=1e-6, atol=1e-9)
     assert (earlier - released).detach().abs().item() > 1e-3
 

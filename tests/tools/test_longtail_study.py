@@ -34,7 +34,7 @@ class FakeTrainer:
 
     runs: ClassVar[list] = []
 
-    def __init__(self, cfg, resume=False):
+    def __init__(self, cfg, resume=False, overwrite=False):
         self.cfg = cfg
 
     def train(self):

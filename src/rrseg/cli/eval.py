@@ -7,7 +7,7 @@ uses sliding-window inference (eval.crop_size / eval.stride), `--tta` multi-scal
 
 examples:
   rrseg eval configs/demo.yaml runs/demo/rr/best.safetensors
-  rrseg eval configs/upernet_beit_b/ade20k_160k_rr.yaml work_dirs/beit_rr --slide --tta
+  rrseg eval configs/upernet_beit_b/ade20k_160k_rr.yaml work_dirs/upernet_beit_b_ade20k_160k_rr --slide --tta
 """
 
 from __future__ import annotations

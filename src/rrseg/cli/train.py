@@ -2,14 +2,16 @@
 
 Configs are YAML data with `_base_` inheritance; `--set key.sub=value` overrides any key (checked against
 the schema). The resolved config, a JSONL log, TensorBoard events, checkpoints (safetensors + state),
-best.safetensors, inference.safetensors (no RR weights) and the final report land in the work dir.
-Ctrl-C or SIGTERM saves a checkpoint; `--resume` continues exactly where it stopped.
+best.safetensors, inference.safetensors (no RR weights) and the final report land in the work dir
+(work_dir in the config, else work_dirs/<name>, name defaulting to the config file's name). A work dir that
+holds a run is never overwritten silently: `--resume` continues it exactly where it stopped, `--overwrite`
+replaces it. Ctrl-C or SIGTERM saves a checkpoint.
 
 examples:
   rrseg train configs/demo.yaml
   rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml --set data.batch_size=4 optim.lr=1e-4
   rrseg train configs/demo.yaml --work-dir runs/demo_rr --resume
-  torchrun --nproc_per_node=8 -m rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml
+  torchrun --nproc_per_node=4 -m rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml
   torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_endpoint=HOST:29500 -m rrseg train CFG
 """
 
@@ -23,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     p.add_argument("--work-dir", help="output folder (overrides work_dir in the config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run a work dir holds (its logs, checkpoints and reports are removed first); "
+                        "without it (or --resume) such a work dir is refused")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
 
 
@@ -32,5 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.set) + ([f"work_dir={args.work_dir}"] if args.work_dir else [])
     cfg = load_config(args.config, overrides)
-    Trainer(cfg, resume=args.resume, device=args.device).train()
+    if args.resume and args.overwrite:
+        from rrseg.errors import RRSegError
+
+        raise RRSegError("--resume and --overwrite exclude each other")
+    Trainer(cfg, resume=args.resume, device=args.device, overwrite=args.overwrite).train()
     return 0

@@ -215,6 +215,8 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
 
     model = build_model(cfg.model.name, num_classes=num_classes, rebalance=rebalance_spec(cfg, counts, ignore_index),
                         pretrained=cfg.model.pretrained, **cfg.model.options)
+    if cfg.model.pretrained is None and info.is_main:
+        _warn_random_start(cfg.model.name, model)
     model.to(info.device)
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
         model = convert_sync_bn(model)
@@ -253,6 +255,19 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
         batchnorm_buffers=[b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                            for b in m.buffers(recurse=False)],
     )
+
+
+def _warn_random_start(name: str, model: nn.Module) -> None:
+    """One WARNING when a config leaves ``model.pretrained`` unset for a model whose backbone has timm weights:
+    it trains from random initialisation, which ``model.pretrained: none`` says on purpose."""
+    from rrseg.models.weights import PAPER_WEIGHTS, usual_weights
+
+    usual = usual_weights(name, model)
+    if usual is None:  # no timm weights for this backbone (test-sized models, the demo's)
+        return
+    why = "the paper's start" if name in PAPER_WEIGHTS else "timm's default weights of its backbone"
+    logger.warning("model.pretrained is not set: %s trains from random initialisation; set model.pretrained: %s "
+                   "(%s) or none", name, usual, why)
 
 
 def _check_data(cfg: Config, train_ds: Any, val_ds: Any) -> None:

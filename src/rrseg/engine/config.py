@@ -34,6 +34,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_config",
+    "resolved_work_dir",
 ]
 
 
@@ -76,7 +77,8 @@ class ModelConfig:
     name: str = "upernet_swin_t"
     num_classes: int = 0  # 0: take it from the training dataset
     # a local file (timm / safetensors / HF / mmseg checkpoint), rrseg:NAME (packaged), or timm / timm:TAG
-    # (the backbone's timm weights through timm's hub download and cache)
+    # (the backbone's timm weights through timm's hub download and cache); none (any case): no weights, from
+    # scratch by choice; null (not set): no weights either, with a warning when the backbone has timm weights
     pretrained: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # passed to build_model
 
@@ -167,7 +169,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    work_dir: str = "work_dirs/run"
+    work_dir: str = ""  # where the run writes; empty: work_dirs/<name> (resolved_work_dir)
     name: str = ""  # a label for reports; defaults to the config file's stem
     # a paper preset's mark: the experiment it reproduces and the configs it follows (file:line); empty for
     # user configs
@@ -524,7 +526,14 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigError(msg if named else f"{path}: {msg}") from None
     if not cfg.name:
         cfg.name = path.stem
+    cfg.work_dir = resolved_work_dir(cfg)
     return cfg
+
+
+def resolved_work_dir(cfg: Config) -> str:
+    """The run's work dir: ``work_dir``, or ``work_dirs/<name>`` (``work_dirs/run`` for a config without a
+    name), so that a second run of one config, ``--resume`` or not, finds the first."""
+    return cfg.work_dir or f"work_dirs/{cfg.name or 'run'}"
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ import yaml
 from rrseg.engine import checkpoint as ckpt
 from rrseg.engine.callbacks import Callback, TrainingStopped, default_callbacks
 from rrseg.engine.components import Components, build_components
-from rrseg.engine.config import Config, config_to_dict
+from rrseg.engine.config import Config, config_to_dict, resolved_work_dir
 from rrseg.engine.distributed import DistInfo, barrier, cleanup, setup
 from rrseg.engine.evaluator import evaluation_report, write_report
 from rrseg.errors import RRSegError
@@ -39,16 +40,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["Trainer", "run_training"]
 
 
+# what a run writes in its work dir (and --overwrite removes)
+RUN_OUTPUTS = ("log.jsonl", ckpt.CKPT_DIR, "best.safetensors", "inference.safetensors", "report.json", "report.md",
+               "iou_vs_count.png", "iou_vs_pixel_count.png", "eval", "tb", "config.yaml", "counts.json")
+
+
 class Trainer:
     """A training run. Every attribute exists after ``__init__``; the parts (``self.parts``, with the model,
     data and optimizer) are built by :meth:`setup`, which :meth:`train` and :meth:`evaluate` call."""
 
     def __init__(self, cfg: Config, resume: bool = False, device: str = "auto",
-                 callbacks: Sequence[Callback] = ()) -> None:
+                 callbacks: Sequence[Callback] = (), overwrite: bool = False) -> None:
         self.cfg = cfg
         self.resume = resume
+        self.overwrite = overwrite  # a work dir that holds a run is refused without it (or resume)
         self.device_request = device
-        self.work_dir = Path(cfg.work_dir)
+        self.work_dir = Path(resolved_work_dir(cfg))
         self.info: DistInfo | None = None  # the process group and device, set by setup()
         self.parts: Components | None = None
         self.iteration = 0
@@ -68,6 +75,10 @@ class Trainer:
         cfg = self.cfg
         self.info = info = setup(self.device_request)
         check_writable(self.work_dir)  # fail before any work; nothing is written until data and model are valid
+        previous = [] if self.resume else self._previous_run()
+        if previous and not self.overwrite:
+            raise RRSegError(f"{self.work_dir} holds a run ({', '.join(previous[:3])}): continue it with --resume, "
+                             "replace it with --overwrite, or choose another --work-dir")
         if cfg.train.deterministic and info.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         random.seed(cfg.train.seed)
@@ -78,6 +89,11 @@ class Trainer:
             self._log_global_batch(parts)
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
+            for name in previous:  # --overwrite: the previous run's outputs go, nothing else in the folder
+                target = self.work_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+            if previous:
+                logger.info("--overwrite: removed the previous run's %s from %s", ", ".join(previous), self.work_dir)
             self._clean_crash_leftovers()
             atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             if not cfg.loss.counts and not (self.work_dir / "counts.json").is_file():
@@ -101,6 +117,10 @@ class Trainer:
                 "%s assumes a global batch of %d but this run's is %d (%s): its learning rate, schedule and RR's "
                 "per-process pooling are the preset's at %d only; launch it as the config's comment says",
                 cfg.name or "this config", cfg.train.global_batch, n, how, cfg.train.global_batch)
+
+    def _previous_run(self) -> list[str]:
+        """The outputs of an earlier run in the work dir (``RUN_OUTPUTS`` that exist), by name."""
+        return [name for name in RUN_OUTPUTS if (self.work_dir / name).exists()]
 
     def _clean_crash_leftovers(self) -> None:
         """What a killed run can leave: temporary files of atomic writes, a half-written checkpoint folder,
@@ -316,6 +336,6 @@ class Trainer:
             cb.on_non_finite(self, values, detail)
 
 
-def run_training(cfg: Config, resume: bool = False, device: str = "auto") -> dict | None:
-    return Trainer(cfg, resume, device).train()
+def run_training(cfg: Config, resume: bool = False, device: str = "auto", overwrite: bool = False) -> dict | None:
+    return Trainer(cfg, resume, device, overwrite=overwrite).train()
 

@@ -168,10 +168,11 @@ def _mmseg_fusion(model: nn.Module) -> None:
                     up.mode, up.align_corners = "bilinear", False
 
 
-def hrnet_backbone(name: str | None = "hrnet_w48", cfg: dict | None = None) -> TimmBackbone:
+def hrnet_backbone(name: str | None = "hrnet_w48", cfg: dict | None = None, **kwargs: Any) -> TimmBackbone:
     """HRNetV2 as mmsegmentation's: the four branch outputs (strides 4..32) before timm's classification
     "incre" modules, the branches fused with mmseg's bilinear upsampling (:class:`_MMSegHRModule`), so any input
-    size works and mmseg's HRNet checkpoints give mmseg's outputs."""
+    size works and mmseg's HRNet checkpoints give mmseg's outputs. ``kwargs`` go to timm with a ``name``
+    (e.g. ``cfg_variant``: another variant's layout under this name)."""
     if name is None:
         if cfg is None:
             raise ValueError("hrnet_backbone(name=None) needs a cfg")
@@ -179,7 +180,7 @@ def hrnet_backbone(name: str | None = "hrnet_w48", cfg: dict | None = None) -> T
             cfg, feature_location="", out_indices=(1, 2, 3, 4)
         )
     else:
-        model = _timm(name, features_only=True, feature_location="", out_indices=(1, 2, 3, 4))
+        model = _timm(name, features_only=True, feature_location="", out_indices=(1, 2, 3, 4), **kwargs)
     _mmseg_fusion(model)
     return TimmBackbone(model, "features", model.feature_info.channels())
 

@@ -130,7 +130,8 @@ def build_model(
     ``rebalance``: None / "none", or ``{"type": "rr" | "ceco", "counts": ..., **RegionRebalance options}``.
     ``pretrained``: a local file or folder (timm / safetensors / HF / mmseg / rrseg checkpoint), read as is;
     ``"rrseg:NAME"``, weights shipped with the package; ``"timm"`` / ``"timm:TAG"``, the backbone's timm
-    weights, downloaded by timm into the Hugging Face hub cache (or read from it; ``HF_HUB_OFFLINE=1``).
+    weights, downloaded by timm into the Hugging Face hub cache (or read from it; ``HF_HUB_OFFLINE=1``);
+    ``"none"`` (any case) or None, no weights (a file named ``none``: ``./none``).
     ``options``: the model's keyword options (``rrseg.models.model_options(name)``).
     """
     factory = get_model_factory(name)
@@ -144,14 +145,16 @@ def build_model(
         isinstance(pretrained, str) and pretrained.lower() in ("true", "false", "imagenet")
     ):
         raise RRSegError(f"{name}: pretrained={pretrained!r}: give 'timm' (the backbone's timm weights), "
-                         "'timm:TAG', 'rrseg:NAME' or a local weights file")
+                         "'timm:TAG', 'rrseg:NAME', a local weights file, or 'none' (no weights)")
     try:
         model = factory(num_classes, rebalance=rebalance, **options)
     except RRSegError:
         raise
     except (TypeError, ValueError) as e:  # a bad option value (e.g. output_stride=12)
         raise RRSegError(f"{name}: {e}") from None
-    if pretrained:
+    from rrseg.models.weights import is_no_weights
+
+    if pretrained and not is_no_weights(pretrained):
         from rrseg.models.weights import is_timm_spec, load_pretrained, load_timm_pretrained
 
         if is_timm_spec(pretrained):

@@ -9,7 +9,9 @@ optionally under ``"model"``); ``"rrseg:NAME"``, weights shipped with the packag
 
 ``"timm"`` / ``"timm:TAG"``: the backbone's ImageNet weights as timm publishes them, fetched by timm itself
 (``timm.models.load_pretrained``: the Hugging Face hub download and cache, ``HF_HOME`` / ``HF_HUB_CACHE``;
-with ``HF_HUB_OFFLINE=1`` from the cache only). This is the one way rrseg downloads anything.
+with ``HF_HUB_OFFLINE=1`` from the cache only). This is the one way rrseg downloads anything. ``PAPER_WEIGHTS``
+names the tag each paper model starts from; ``"none"`` (any case, ``is_no_weights``) is the explicit choice of
+no weights, which ``build_model`` accepts.
 
 Every tensor must match the model's shape: a mismatch raises RRSegError naming the key and both shapes
 (relative-position tables and patch embeddings are resized first, as timm does). A summary of what was
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +33,26 @@ from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
 from rrseg.io import read_safetensors
-from rrseg.models.checkpoint_conversion import hf_to_timm, is_hf_format, mmseg_to_rrseg, timm_filter
+from rrseg.models.checkpoint_conversion import (
+    backbone_family,
+    hf_to_timm,
+    is_hf_format,
+    mmseg_to_rrseg,
+    timm_filter,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadResult", "is_timm_spec", "load_pretrained", "load_timm_pretrained", "read_state_dict"]
+__all__ = [
+    "PAPER_WEIGHTS",
+    "LoadResult",
+    "is_no_weights",
+    "is_timm_spec",
+    "load_pretrained",
+    "load_timm_pretrained",
+    "read_state_dict",
+    "usual_weights",
+]
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state", "state_dict_ema", "model_ema")
 _HF_FILES = (
@@ -145,11 +163,31 @@ def _is_segmentor(module: nn.Module) -> bool:
     return all(hasattr(module, a) for a in ("backbone", "decode_head", "inference_state_dict"))
 
 
+_MMSEG_GROUPS = ("backbone.", "decode_head.", "auxiliary_head.")
+
+
+def _is_mmseg_backbone(sd: Mapping[str, Tensor], segmentor: nn.Module) -> bool:
+    """A backbone-only file in mmseg's / mmcls's names for this Segmentor's backbone family, as mmseg's configs
+    load for ImageNet starts (no ``backbone.`` prefix): ResNetV1c's ``stem.*`` (``open-mmlab://resnet50_v1c``),
+    Swin / BEiT after mmseg's ``swin2mmseg.py`` / ``beit2mmseg.py`` (``patch_embed.projection``, ``w_msa``,
+    ``layers.N.ln1``), mmcls ConvNeXt (``depthwise_conv``). HRNet's names are timm's: no conversion needed."""
+    family = backbone_family(getattr(segmentor.backbone, "model", segmentor.backbone))
+    if family == "resnet":
+        return "stem.0.weight" in sd
+    if family == "swin":
+        return "patch_embed.projection.weight" in sd or any(".w_msa." in k for k in sd)
+    if family == "beit":
+        return "patch_embed.projection.weight" in sd or any(re.match(r"^layers\.\d+\.ln1\.", k) for k in sd)
+    if family == "convnext":
+        return any(".depthwise_conv." in k for k in sd)
+    return False
+
+
 def _detect(sd: Mapping[str, Tensor], module: nn.Module) -> str:
     if _is_segmentor(module):
         if any(k.startswith("backbone.model.") for k in sd):  # mmseg backbones have no ".model" level
             return "rrseg"
-        if any(k.startswith(("backbone.", "decode_head.", "auxiliary_head.")) for k in sd):
+        if any(k.startswith(_MMSEG_GROUPS) for k in sd) or _is_mmseg_backbone(sd, module):
             return "mmseg"
     return "hf" if is_hf_format(sd) else "timm"
 
@@ -214,6 +252,8 @@ def load_pretrained(
     if kind == "mmseg":
         if not _is_segmentor(module):
             raise RRSegError(f"{path}: an mmsegmentation checkpoint loads into a whole Segmentor only")
+        if not any(k.startswith(_MMSEG_GROUPS) for k in sd):  # backbone only (mmseg's ImageNet start files)
+            sd = {f"backbone.{k}": v for k, v in sd.items()}
         sd = mmseg_to_rrseg(sd, module)
     elif kind in ("timm", "hf"):
         target, target_name = _backbone_target(module)
@@ -293,6 +333,45 @@ def _finish(
 
 # ---------------------------------------------------------------------------------------- timm's hub
 TIMM_SPEC = "timm"
+NO_WEIGHTS = "none"
+
+# The ImageNet weights each paper model starts from, as the timm tag nearest to the checkpoint mmsegmentation's
+# config for the model loads (docs/FIDELITY.md, "Backbone weights": each tag's origin against mmseg's file). The
+# paper presets (configs/<model>/*.yaml) name these; a run that leaves model.pretrained unset is warned with it.
+PAPER_WEIGHTS: dict[str, str] = {
+    "deeplabv3plus_r50": "timm:resnet50c.gluon_in1k",
+    "deeplabv3plus_r101": "timm:resnet101c.gluon_in1k",
+    "ocrnet_hr18": "timm:hrnet_w18.ms_in1k",
+    "ocrnet_hr48": "timm:hrnet_w48.ms_in1k",
+    "upernet_swin_t": "timm:swin_tiny_patch4_window7_224.ms_in1k",
+    "upernet_swin_b": "timm:swin_base_patch4_window12_384.ms_in22k",
+    "upernet_convnext_t": "timm:convnext_tiny.fb_in1k",
+    "upernet_beit_b": "timm:beit_base_patch16_224.in22k_ft_in22k",
+    "upernet_beit_l": "timm:beit_large_patch16_224.in22k_ft_in22k",
+}
+
+
+def is_no_weights(pretrained: object) -> bool:
+    """``"none"`` in any case: no weights, the explicit choice of a random start (``None`` is "not set")."""
+    return isinstance(pretrained, str) and pretrained.strip().lower() == NO_WEIGHTS
+
+
+def usual_weights(name: str, model: nn.Module) -> str | None:
+    """The weights a model named ``name`` usually starts from: its ``PAPER_WEIGHTS`` tag for a paper model,
+    else ``timm:ARCH.TAG`` of timm's default weights when its backbone is a timm model that has weights; None
+    when timm has none for the backbone (the test-sized models, the demo's, which builds from configs)."""
+    if name in PAPER_WEIGHTS:
+        return PAPER_WEIGHTS[name]
+    import timm
+
+    target, _ = _backbone_target(model)
+    arch = (getattr(target, "pretrained_cfg", None) or {}).get("architecture")
+    tags = timm.list_pretrained(f"{arch}.*") if arch else []
+    if not tags:
+        return None
+    default = timm.models.get_pretrained_cfg(arch)
+    full = f"{arch}.{default.tag}" if default is not None and f"{arch}.{default.tag}" in tags else tags[0]
+    return f"{TIMM_SPEC}:{full}"
 
 
 def is_timm_spec(pretrained: object) -> bool:

@@ -10,6 +10,24 @@ The released code upsamples the 128-channel features to the label size and multi
 (pixels x classes) matrix. ``region_pool`` computes the same means exactly without either tensor: the sum
 over label pixels of bilinearly upsampled features equals a weighted sum of the low-resolution features,
 with weights given by the adjoint of bilinear upsampling applied to the class masks (4 scatter-adds).
+
+The release's DeepLabV3+ and OCRNet RR heads (``sep_aspp_head_rebalance``, ``ocr_head_rebalance``, compiled
+files only; RR-SPEC) differ from the UPerNet head in three ways, each an option here (off by default):
+
+- ``ignored_region``: they pool ``torch.unique(y)`` without dropping 255, so the ignored pixels form one more
+  region (its feature is their mean, its label the ignore index). mmseg's cross-entropy with ``ignore_index``
+  gives it loss 0 but its 'mean' counts it: the region loss is divided by all regions, the ignored one
+  included. It is also a column of the consistency softmax.
+- ``prior_eps``: the prior is ``log(n / sum n + 1e-12)`` (a zero count gives log 1e-12) instead of taking a zero
+  count as 1. With ``smooth=1.0`` the targets are hard (the soft-target sum equals mmseg's hard-target CE).
+- ``consistency_weight``: ``loss_consistency`` = for each labelled pixel, -log(p + 1e-12) of its own region,
+  p = softmax over the present regions (the ignored one included) of ``pixel_logits @ region_logits.T``
+  (region logits without the prior), summed and divided by (labelled pixels + 1e-12). The pixel logits are
+  the decode head's (``SegOutput.logits``) resized to the label size as mmseg's ``losses`` does before it
+  (bilinear, align_corners=False). The product is taken at the logits' resolution and the K-channel result
+  resized (bilinear resizing is linear, so this equals resizing the C-channel logits first, up to rounding,
+  and costs K instead of C channels at label size). K = the regions present in the batch, as the release:
+  this term reads K back to the host (the region loss itself keeps the fixed table's static shapes).
 """
 
 from __future__ import annotations
@@ -25,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
-from rrseg.rebalance.base import RegionLossOptions
+from rrseg.rebalance.base import RegionLossOptions, resize_logits
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.types import SegOutput
 
@@ -184,7 +202,9 @@ class RegionRebalance(nn.Module):
 
     Switches: ``trainable`` (the branch learns too), ``per_image`` (one region per class per image rather
     than per batch), ``prior`` ("region", "pixel" or "none"), ``etf`` (CeCo: fixed simplex ETF classifier,
-    L2-normalised region features, logits scaled by ``logit_scale``, default smoothing 1.0).
+    L2-normalised region features, logits scaled by ``logit_scale``, default smoothing 1.0); ``prior_eps``,
+    ``ignored_region`` and ``consistency_weight`` (with ``smooth=1.0``: the release's DeepLabV3+ / OCRNet
+    heads, see the module docstring).
     In eval mode it returns 0 without computing anything. The last region logits and labels are kept in
     ``last_logits`` / ``last_labels`` (detached, present regions only) for inspection.
 
@@ -213,6 +233,9 @@ class RegionRebalance(nn.Module):
         ignore_index: int = 255,
         align_corners: bool = True,
         name: str = "loss_rr",
+        prior_eps: float | None = None,
+        ignored_region: bool = False,
+        consistency_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if prior not in ("region", "pixel", "none"):
@@ -224,6 +247,12 @@ class RegionRebalance(nn.Module):
             raise ValueError(f"smooth is the true-class target probability and must be in (0, 1], got {smooth}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if prior_eps is not None and not prior_eps > 0.0:
+            raise ValueError(f"prior_eps must be > 0 (or null: a zero count taken as 1), got {prior_eps}")
+        if consistency_weight < 0.0:
+            raise ValueError(f"consistency_weight must be >= 0, got {consistency_weight}")
+        if consistency_weight and per_image:
+            raise ValueError("consistency_weight needs regions pooled over the batch (per_image=False), as released")
         self.num_classes = num_classes
         self.smooth = smooth
         self.loss_weight = float(loss_weight)
@@ -233,6 +262,9 @@ class RegionRebalance(nn.Module):
         self.ignore_index = ignore_index
         self.align_corners = align_corners
         self.name = name
+        self.prior_eps = prior_eps
+        self.ignored_region = bool(ignored_region)
+        self.consistency_weight = float(consistency_weight)
 
         self.reduce = nn.Sequential(
             nn.Conv2d(in_channels, reduce_channels, kernel_size=1, bias=False), nn.BatchNorm2d(reduce_channels)
@@ -252,30 +284,47 @@ class RegionRebalance(nn.Module):
         if prior != "none":
             cc = counts if isinstance(counts, ClassCounts) else ClassCounts.load(counts, num_classes)
             cc.check(num_classes)
-            log_prior = cc.log_prior("pixel" if prior == "pixel" else "region")
+            kind = "pixel" if prior == "pixel" else "region"
+            if prior_eps is None:
+                log_prior = cc.log_prior(kind)
+            else:  # the release's DeepLabV3+ / OCRNet heads: log(n / sum n + eps)
+                n = torch.as_tensor(cc.frequencies(kind), dtype=torch.float64)
+                log_prior = torch.log(n / n.sum() + prior_eps).float()
         self.register_buffer("log_prior", log_prior)
         self._last: tuple[Tensor, Tensor, Tensor] | None = None  # table logits, classes, presence
 
     def table_logits(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Rebalanced logits [K, C], classes [K] and presence [K] of the fixed region table (K = C, or B x C
-        per image). Absent rows are computed too and left out of the loss: static shapes, no host sync."""
+        per image; C + 1 rows per table with ``ignored_region``, the last one the ignored pixels', its class
+        ``ignore_index``). Absent rows are computed too and left out of the loss: static shapes, no host sync."""
+        logits, classes, present = self._table(features, labels)
+        return logits + self.log_prior.to(logits.dtype), classes, present
+
+    def _table(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``table_logits`` without the prior."""
         # The 1x1 conv as a batched matmul: same numbers, and on CPU its backward is ~3x faster.
         b, _, h, w = features.shape
         conv, bn = self.reduce
         if not torch.is_autocast_enabled(features.device.type):  # e.g. bf16 features, float32 branch
             features = features.to(conv.weight.dtype)
         reduced = bn(torch.matmul(conv.weight.flatten(1), features.flatten(2)).view(b, -1, h, w))
-        means, counts = region_table(
-            reduced, labels, self.num_classes, self.ignore_index, self.per_image, self.align_corners
-        )
+        rows, ignore_index = self.num_classes, self.ignore_index
+        if self.ignored_region:  # the ignored pixels are region C of the table (no pixel is left out)
+            labels = labels.to(device=reduced.device, dtype=torch.long)
+            _check_labels(labels, self.num_classes, self.ignore_index)
+            labels = torch.where(labels == self.ignore_index, self.num_classes, labels)
+            rows, ignore_index = self.num_classes + 1, -1
+        means, counts = region_table(reduced, labels, rows, ignore_index, self.per_image, self.align_corners)
         hidden = self.gain(means.to(reduced.dtype))
         if self.etf:  # CeCo, as released: gain -> L2-normalise -> dropout -> ETF linear -> x scale
             hidden = self.dropout(F.normalize(hidden, dim=1))
             logits = self.logit_scale * (hidden @ self.etf_weight.to(hidden.dtype).T)
         else:
             logits = self.classifier(self.dropout(hidden))
-        classes = torch.arange(counts.numel(), device=counts.device) % self.num_classes
-        return logits + self.log_prior.to(logits.dtype), classes, counts > 0
+        classes = torch.arange(counts.numel(), device=counts.device) % rows
+        if self.ignored_region:
+            classes = torch.where(classes == self.num_classes, self.ignore_index, classes)
+        return logits, classes, counts > 0
 
     def region_logits(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Rebalanced logits [K, C] and classes [K] of the regions present in this batch (reads K back)."""
@@ -291,27 +340,61 @@ class RegionRebalance(nn.Module):
     def last_labels(self) -> Tensor | None:
         return None if self._last is None else self._last[1][self._last[2]]
 
-    def forward(self, features: Tensor | SegOutput, labels: Tensor) -> Tensor:
+    def forward(self, features: Tensor | SegOutput, labels: Tensor, logits: Tensor | None = None) -> Tensor:
+        """``loss_weight`` x the region loss (+ ``consistency_weight`` x the consistency term, which needs the
+        pixel logits: those of a SegOutput, or ``logits`` [B, C, h, w])."""
         if isinstance(features, SegOutput):  # as a term of a Criterion
             if features.features is None:
                 raise ValueError(f"{self.name}: the model output carries no pre-classifier features")
+            logits = features.logits if logits is None else logits
             features = features.features
         if not self.training:
             return features.new_zeros(())
-        logits, classes, present = self.table_logits(features, labels)
+        if self.consistency_weight and logits is None:
+            raise ValueError(f"{self.name}: consistency_weight needs the pixel logits (a SegOutput, or logits=)")
+        pixel_logits = logits
+        raw, classes, present = self._table(features, labels)
+        logits = raw + self.log_prior.to(raw.dtype)
         self._last = (logits.detach(), classes, present)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float32 for the softmax
         target = torch.full_like(logits, (1.0 - self.smooth) / (self.num_classes - 1))
-        target.scatter_(1, classes.unsqueeze(1), self.smooth)
+        if self.ignored_region:  # the ignored region: loss 0 (mmseg's ignore_index), counted in the mean below
+            scored = present & (classes != self.ignore_index)
+            target.scatter_(1, torch.where(scored, classes, 0).unsqueeze(1), self.smooth)
+        else:
+            scored = present
+            target.scatter_(1, classes.unsqueeze(1), self.smooth)
         per_region = -(target * F.log_softmax(logits, dim=1)).sum(1)
         # Mean over present regions; with none (all pixels ignored) the loss is 0 and the graph stays connected.
-        loss = torch.where(present, per_region, 0.0).sum() / present.sum().clamp(min=1)
-        return self.loss_weight * loss
+        loss = torch.where(scored, per_region, 0.0).sum() / present.sum().clamp(min=1)
+        if not self.consistency_weight:
+            return self.loss_weight * loss
+        consistency = self._consistency(raw, present, pixel_logits, labels)
+        return self.loss_weight * loss + self.consistency_weight * consistency
+
+    def _consistency(self, raw: Tensor, present: Tensor, pixel_logits: Tensor, labels: Tensor) -> Tensor:
+        """The release's ``loss_consistency`` over the present regions (see the module docstring)."""
+        keys = present.nonzero().squeeze(1)  # the present rows, in class order (ignored last): reads K back
+        region_logits = raw[keys]  # [K, C], without the prior
+        labels = labels.to(device=raw.device, dtype=torch.long)
+        labelled = labels != self.ignore_index
+        row = torch.where(labelled, labels, self.num_classes if self.ignored_region else 0)
+        column = torch.zeros(present.numel(), dtype=torch.long, device=raw.device)
+        column[keys] = torch.arange(keys.numel(), device=raw.device)
+        sim = torch.einsum("bchw,kc->bkhw", pixel_logits.to(region_logits.dtype), region_logits)
+        sim = resize_logits(sim, labels)  # = resizing the pixel logits first (bilinear is linear)
+        sim = sim.to(torch.promote_types(sim.dtype, torch.float32))
+        p = F.softmax(sim, dim=1).gather(1, column[row].unsqueeze(1)).squeeze(1)
+        return -(torch.log(p + 1e-12) * labelled).sum() / (labelled.sum() + 1e-12)
 
     def extra_repr(self) -> str:
+        released_cnn = (
+            f", prior_eps={self.prior_eps}, ignored_region={self.ignored_region}, "
+            f"consistency_weight={self.consistency_weight}"
+        ) if self.prior_eps is not None or self.ignored_region or self.consistency_weight else ""
         return (
             f"num_classes={self.num_classes}, smooth={self.smooth}, loss_weight={self.loss_weight}, "
-            f"per_image={self.per_image}, etf={self.etf}"
+            f"per_image={self.per_image}, etf={self.etf}{released_cnn}"
         )
 
 
@@ -331,6 +414,11 @@ class RROptions(RegionLossOptions):
     reduce_channels: int = 128
     hidden_channels: int = 512
     dropout: float = 0.1
+    # The release's DeepLabV3+ / OCRNet heads (see the module docstring): log(n / sum n + prior_eps) (null: a zero
+    # count taken as 1), the ignored pixels as one more region (loss 0, counted in the mean), consistency term
+    prior_eps: float | None = None
+    ignored_region: bool = False
+    consistency_weight: float = 0.0
 
     @classmethod
     def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:

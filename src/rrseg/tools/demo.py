@@ -103,7 +103,7 @@ def _train_side_by_side(config: Path, runs: list[tuple[str, Path, list[str]]], i
         for label, work_dir, overrides in runs:
             log = work_dir.with_name(work_dir.name + ".log")
             with open(log, "wb") as f:  # the child keeps its own handle
-                command = [sys.executable, "-m", "rrseg", "train", str(config), "--device", device,
+                command = [sys.executable, "-m", "rrseg", "train", str(config), "--device", device, "--overwrite",
                            "--set", *overrides, "train.progress=false"]
                 proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env)
             procs[label] = (proc, time.perf_counter(), log, work_dir)
@@ -162,7 +162,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: str | os.PathLike | N
         for i, (label, _, overrides) in enumerate(runs, 1):
             logger.info(f"[{i}/{len(runs)}] training {label} ({cfg.model.name}, {planned} iterations)")
             t = time.perf_counter()
-            Trainer(load_config(config, overrides), resume=False, device=device).train()
+            Trainer(load_config(config, overrides), resume=False, device=device, overwrite=True).train()
             walls[label] = time.perf_counter() - t
     reports = {label: json.loads((work_dir / "report.json").read_text()) for label, work_dir, _ in runs}
 
