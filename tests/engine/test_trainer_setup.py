@@ -199,3 +199,37 @@ def test_a_work_dir_that_holds_a_run_is_never_overwritten_silently(tmp_path):
     resumed = Trainer(load_config(path, ["schedule.iters=3"]), device="cpu", resume=True)
     resumed.train()
     assert resumed.iteration == 3
+
+
+def _warnings_for(tmp_path, overrides, sizes=((96, 128),) * 4):
+    from rrseg.engine.trainer import settings_warnings
+
+    return settings_warnings(load_config(_small_run_config(tmp_path), overrides), list(sizes))
+
+
+def test_settings_that_train_badly_are_warned_about(tmp_path):
+    """A first config sized for ADE20K on 128x96 images: warm-up longer than the run, evaluation only at the end,
+    images rescaled 4x and cropped far from their size; each warning names its keys. A sized config: none."""
+    sized = ["schedule.iters=200", "schedule.warmup_iters=20", "eval.interval=50", "train.log_interval=10",
+             "data.scale=[128,96]", "data.crop_size=[96,96]"]
+    assert _warnings_for(tmp_path, sized) == []
+    ade = ["schedule.iters=20", "schedule.warmup_iters=1500", "eval.interval=16000", "train.log_interval=50",
+           "data.scale=[2048,512]", "data.crop_size=[512,512]"]
+    got = _warnings_for(tmp_path, ade)
+    assert len(got) == 4, got
+    assert got[0].startswith("schedule.warmup_iters (1500) >= schedule.iters (20): the learning rate never leaves")
+    assert got[1].startswith("eval.interval (16000) >= schedule.iters (20): the model is evaluated only")
+    assert got[2].startswith("train.log_interval (50) > schedule.iters (20)")
+    assert got[3].startswith("data.scale [2048, 512] rescales the training images (median 128x96) by 5.3x")
+    # the crop alone: images at their size, a crop 4x their area
+    got = _warnings_for(tmp_path, [*sized, "data.crop_size=[256,384]"])
+    assert len(got) == 1 and got[0].startswith("data.crop_size [256, 384] is far from the rescaled images (128x96)")
+    assert _warnings_for(tmp_path, [*sized, "eval.interval=0"]) == []  # 0: only at the end, on purpose
+    assert _warnings_for(tmp_path, sized, sizes=()) == []  # no image sizes known: no size warnings
+
+
+def test_the_trainer_logs_the_settings_warnings(tmp_path, caplog):
+    path = _small_run_config(tmp_path, work_dir=str(tmp_path / "work"))
+    with caplog.at_level("WARNING", logger="rrseg"):
+        Trainer(load_config(path, ["schedule.warmup_iters=5"]), device="cpu").setup()
+    assert any(r.getMessage().startswith("schedule.warmup_iters (5) >= schedule.iters (1)") for r in caplog.records)

@@ -40,6 +40,53 @@ logger = logging.getLogger(__name__)
 __all__ = ["Trainer", "run_training"]
 
 
+def image_sizes(dataset: Any, limit: int = 16) -> list[tuple[int, int]]:
+    """(height, width) of up to ``limit`` training images spread over the dataset (headers only)."""
+    from PIL import Image
+
+    files = list(getattr(dataset, "image_files", []))
+    picked = files[:: max(1, len(files) // limit)][:limit]
+    sizes = []
+    for f in picked:
+        with contextlib.suppress(OSError), Image.open(f) as im:
+            sizes.append((im.height, im.width))
+    return sizes
+
+
+def settings_warnings(cfg: Config, sizes: Sequence[tuple[int, int]]) -> list[str]:
+    """What in a config makes a run train badly without failing: a warm-up that never ends, evaluation or logging
+    that never happens before the end, training images rescaled far from their size or cropped far from it
+    (``sizes``: some training images' (height, width)). Each message names the keys to change."""
+    out = []
+    iters, sched = cfg.schedule.iters, cfg.schedule
+    if sched.warmup_iters >= iters:
+        out.append(f"schedule.warmup_iters ({sched.warmup_iters}) >= schedule.iters ({iters}): the learning rate "
+                   "never leaves warm-up; set schedule.warmup_iters to a tenth of the iterations or less")
+    if cfg.eval.interval >= iters:  # (0 says "only at the end" on purpose)
+        out.append(f"eval.interval ({cfg.eval.interval}) >= schedule.iters ({iters}): the model is evaluated only "
+                   "at the end, so best.safetensors is the last model; set eval.interval to a fraction of the "
+                   "iterations (0 to evaluate only at the end without this warning)")
+    if cfg.train.log_interval > iters:
+        out.append(f"train.log_interval ({cfg.train.log_interval}) > schedule.iters ({iters}): no training record "
+                   "is logged before the end")
+    if sizes:
+        h = sorted(s[0] for s in sizes)[len(sizes) // 2]
+        w = sorted(s[1] for s in sizes)[len(sizes) // 2]
+        long_side, short_side = max(cfg.data.scale), min(cfg.data.scale)
+        factor = min(long_side / max(h, w), short_side / min(h, w))  # mmseg's keep-ratio rescale at ratio 1
+        if not 0.5 <= factor <= 2.0:
+            out.append(f"data.scale {list(cfg.data.scale)} rescales the training images (median {w}x{h}) by "
+                       f"{factor:.2g}x before cropping: set data.scale near the images' size, e.g. "
+                       f"[{max(h, w)}, {min(h, w)}]")
+        ch, cw = cfg.data.crop_size
+        rh, rw = h * factor, w * factor
+        if ch * cw > 2 * rh * rw or ch * cw * 16 < rh * rw:
+            out.append(f"data.crop_size {list(cfg.data.crop_size)} is far from the rescaled images "
+                       f"({round(rw)}x{round(rh)}): most of each crop is padding or it sees a small part of an "
+                       "image; set data.crop_size near the rescaled size")
+    return out
+
+
 # what a run writes in its work dir (and --overwrite removes)
 RUN_OUTPUTS = ("log.jsonl", ckpt.CKPT_DIR, "best.safetensors", "inference.safetensors", "report.json", "report.md",
                "iou_vs_count.png", "iou_vs_pixel_count.png", "eval", "tb", "config.yaml", "counts.json")
@@ -87,6 +134,8 @@ class Trainer:
         parts = build_components(cfg, info, self.work_dir)
         if info.is_main:
             self._log_global_batch(parts)
+            for message in settings_warnings(cfg, image_sizes(parts.train_ds)):
+                logger.warning(message)
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             ensure_writable_dir(self.work_dir)
             for name in previous:  # --overwrite: the previous run's outputs go, nothing else in the folder
