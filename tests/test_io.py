@@ -120,6 +120,19 @@ def test_safetensors_round_trip_with_metadata_and_shared_storage(tmp_path):
     assert listing(tmp_path) == ["w.safetensors"]
 
 
+def test_safetensors_metadata_is_strict_json(tmp_path):
+    """Metadata values are stored as strict JSON: NaN / inf as null (as every JSON file rrseg writes)."""
+    from safetensors import safe_open
+
+    def reject(constant):
+        raise AssertionError(constant)
+
+    write_safetensors(tmp_path / "m.safetensors", {"a": torch.zeros(1)}, {"best": {"mIoU": float("nan"), "it": 3}})
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        raw = f.metadata()["best"]
+    assert json.loads(raw, parse_constant=reject) == {"mIoU": None, "it": 3}
+
+
 def test_every_weights_reader_says_the_same_about_a_corrupt_file(tmp_path):
     from rrseg.engine.checkpoint import read_weights
     from rrseg.integrations.common import load_rr

@@ -155,7 +155,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> None:
 
 def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> bytes:
     """``state`` as a safetensors file: contiguous CPU tensors, shared storage cloned apart (safetensors refuses
-    aliasing); ``metadata`` values that are not strings are stored as JSON."""
+    aliasing); ``metadata`` values that are not strings are stored as strict JSON (NaN / inf as null)."""
     from safetensors.torch import save
 
     seen: set[tuple[int, int]] = set()
@@ -167,7 +167,8 @@ def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, Any] |
             t = t.clone()
         seen.add(key)
         tensors[k] = t
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(jsonable(v), allow_nan=False)
+            for k, v in (metadata or {}).items()}
     return save(tensors, metadata=meta)
 
 

@@ -64,15 +64,19 @@ def test_make_synthetic_then_check_data(capsys, tmp_path: Path) -> None:
 
 def test_quiet_and_verbose_set_what_the_library_logs(capsys, tmp_path: Path) -> None:
     """The library's messages (here make_synthetic's statistics) are logged; the CLI prints them on stdout,
-    ``-q`` / ``--quiet`` (before or after the command) hides them, ``-v`` keeps them."""
+    ``-q`` / ``--quiet`` (before or after the command) hides them and keeps the result (where it wrote), ``-v``
+    keeps them. No development check ("[ok]" / "[NOT MET]") is printed."""
     import logging
 
     args = ("--classes", 4, "--train", 6, "--val", 2, "--size", 24, "--workers", 1)
     rc, out, err = in_process(capsys, "make-synthetic", tmp_path / "a", *args)
     assert rc == 0 and f"wrote {tmp_path / 'a'} (8 images" in out and not err
-    for argv in (("-q", "make-synthetic", tmp_path / "b", *args), ("make-synthetic", tmp_path / "c", *args, "--quiet")):
+    assert "Spearman" in out and "NOT MET" not in out and "[ok]" not in out
+    for folder, argv in (("b", ("-q", "make-synthetic", tmp_path / "b", *args)),
+                         ("c", ("make-synthetic", tmp_path / "c", *args, "--quiet"))):
         rc, out, err = in_process(capsys, *argv)
-        assert rc == 0 and out == "" and err == "", argv
+        assert rc == 0 and err == "", argv
+        assert len(out.splitlines()) == 1 and out.startswith(f"wrote {tmp_path / folder} (8 images"), out
     rc, out, _ = in_process(capsys, "-v", "make-synthetic", tmp_path / "d", *args)
     assert rc == 0 and "wrote" in out
     # main() leaves the rrseg logger as it found it (no handler, level unset)

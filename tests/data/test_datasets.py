@@ -211,7 +211,9 @@ def test_bad_dataset_yaml(tmp_path: Path, yaml_text: str, pattern: str) -> None:
 
 
 def test_folder_without_yaml(tmp_path: Path) -> None:
-    with pytest.raises(RRSegError, match=r"no dataset\.yaml here"):
+    # a folder with neither dataset.yaml nor images/: both paths looked at, and the keys to set
+    with pytest.raises(RRSegError, match=r"no dataset\.yaml and no images/ folder \(looked for .*/dataset\.yaml and "
+                                         r".*/images\);.*options\.images_dir.*\.root"):
         FolderDataset(tmp_path)
 
 

@@ -79,6 +79,22 @@ def test_default_callbacks_follow_the_config(tiny_config):
     assert names == ["Signals", "NonFinitePolicy", "JsonlLog", "LossAverages", "Evaluation", "Checkpointing"]
 
 
+def test_the_progress_bar_is_progress(tiny_config, caplog):
+    """``train.progress`` on: the bar is in the set when the ``rrseg`` logger shows INFO (the CLI without -q,
+    ``logging.basicConfig(level=logging.INFO)``), and not at the RESULT level (-q) or above."""
+    import logging
+
+    from rrseg.output import RESULT
+
+    trainer = Trainer(load_config(tiny_config("bar", train={"tensorboard": False, "progress": True})), device="cpu")
+    trainer.setup()
+    shown = {}
+    for level in (logging.DEBUG, logging.INFO, RESULT, logging.WARNING):
+        caplog.set_level(level, logger="rrseg")
+        shown[level] = "Progress" in [type(c).__name__ for c in default_callbacks(trainer)]
+    assert shown == {logging.DEBUG: True, logging.INFO: True, RESULT: False, logging.WARNING: False}
+
+
 @pytest.mark.slow  # trains 6 iterations
 def test_tensorboard_gets_losses_lr_and_the_eval_summary(tiny_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -103,3 +119,47 @@ def test_tensorboard_gets_losses_lr_and_the_eval_summary(tiny_config):
                                             ("elsewhere/x.safetensors", "elsewhere")])
 def test_work_dir_of_a_weights_file(file, work):
     assert ckpt.work_dir_of(Path("/r") / file) == Path("/r") / work
+
+
+def _reject(constant: str):
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_jsonl_log_is_strict_json_with_non_finite_values_flagged(tmp_path):
+    """log.jsonl holds strict JSON: a NaN / infinite value (a skipped step's loss terms, a group's mIoU with no
+    class present) is null and its key listed in "nonfinite"; a record without one has no "nonfinite". The
+    skip policy's record carries the terms' values, so a skipped step's log line names them."""
+    from types import SimpleNamespace
+
+    from rrseg.engine.callbacks import JsonlLog, NonFinitePolicy
+
+    log = JsonlLog()
+    trainer = SimpleNamespace(work_dir=tmp_path, iteration=4, skipped=0,
+                              cfg=SimpleNamespace(train=SimpleNamespace(nan_policy="skip")))
+    trainer.log = lambda record: log.on_record(trainer, {"time": 1.0, **record})
+    NonFinitePolicy().on_non_finite(trainer, {"loss_ce": float("nan"), "loss_aux": 0.5, "loss_rr": float("inf")},
+                                    "loss_ce=nan, loss_aux=0.5, loss_rr=inf")
+    trainer.log({"event": "eval", "iteration": 5, "mIoU": 0.25, "rare_mIoU": float("nan"),
+                 "groups": {"rare": [np.float64("nan"), 1.0]}})
+    trainer.log({"event": "train", "iteration": 6, "loss_ce": 1.5, "lr": 1e-3})
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    skip, evaluation, train = (json.loads(line, parse_constant=_reject) for line in lines)
+    assert skip == {"time": 1.0, "event": "skip_non_finite", "iteration": 5, "terms": "loss_ce=nan, loss_aux=0.5, "
+                    "loss_rr=inf", "loss_ce": None, "loss_aux": 0.5, "loss_rr": None,
+                    "nonfinite": ["loss_ce", "loss_rr"]}
+    assert evaluation["rare_mIoU"] is None and evaluation["groups"] == {"rare": [None, 1.0]}
+    assert evaluation["nonfinite"] == ["rare_mIoU", "groups"] and evaluation["mIoU"] == 0.25
+    assert "nonfinite" not in train and train["loss_ce"] == 1.5
+    assert trainer.skipped == 1
+
+
+def test_curves_plot_a_logged_null_as_a_gap(tmp_path):
+    """The training curves read log.jsonl back: a null (a non-finite value) is a gap, not an error."""
+    from rrseg.tools.experiment import plot_curves
+
+    records = [{"event": "start", "iteration": 0}, {"event": "train", "iteration": 1, "loss_ce": 2.0},
+               {"event": "train", "iteration": 2, "loss_ce": None, "nonfinite": ["loss_ce"]},
+               {"event": "train", "iteration": 3, "loss_ce": 1.0}]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_curves({"run": tmp_path}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0

@@ -122,7 +122,10 @@ def test_two_process_ddp_matches_one_process(tiny_config, cli_env):
                 "model": {"options": {"dropout": 0.0, "aux_head": False}}}
     one = tiny_config("one", data={"batch_size": 2}, optim={"type": "sgd", "lr": 0.01, "accumulate": 2}, **sections)
     two = tiny_config("two", data={"batch_size": 2}, optim={"type": "sgd", "lr": 0.01}, **sections)
-    init = tiny_config("init", schedule={"iters": 0}, eval={"interval": 0}, model=sections["model"])
+    # the initial weights: one update at a learning rate far below float32's resolution of the weights
+    # (schedule.iters is >= 1), the same seed
+    init = tiny_config("init", schedule={"iters": 1, "warmup_iters": 0}, optim={"type": "sgd", "lr": 1e-30},
+                       eval={"interval": 0}, model=sections["model"])
     rrseg(["train", one], cli_env)
     rrseg(["train", init], cli_env)
     proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",

@@ -59,6 +59,10 @@ def test_plain_pytorch_example_makes_its_data_and_trains(tmp_path):
         *SMALL, cwd=tmp_path,
     )
     assert (out / "data" / "counts.json").is_file()  # made the synthetic data itself
+    # what it says about the data it made: the statistics, none of the generator's development checks (a set
+    # this small misses some of them by construction, which is nothing a user did wrong)
+    assert "Spearman(image counts, pixel counts)" in stdout
+    assert "NOT MET" not in stdout and "[ok]" not in stdout
     assert last_rr_loss(stdout) > 0
     assert 0 <= val_miou(stdout) <= 100
     assert "step    3" in stdout

@@ -165,3 +165,55 @@ def test_ranked_groups_errors():
         ranked_groups([3, 2, 1], [3, 2, 1], "pixels")
     with pytest.raises(RRSegError, match="thresholds are region counts"):
         ranked_groups([3, 2, 1], [3, 2, 1], "pixel", thresholds=(2, 1))
+
+
+# ------------------------------------------------------------------ few classes (the default split's rules)
+# (frequent, common, rare) sizes of the default split, written out by hand from the rule in the module's
+# docstring: ADE20K's fractions rounded, at least one class per group, no rare group below 3 classes
+FEW_CLASS_SIZES = {1: (1, 0, 0), 2: (1, 1, 0), 3: (1, 1, 1), 4: (1, 1, 2), 5: (1, 2, 2), 6: (1, 2, 3),
+                   7: (1, 3, 3), 8: (1, 3, 4), 9: (1, 3, 5), 10: (1, 4, 5)}
+
+
+@pytest.mark.parametrize("num_classes", [*FEW_CLASS_SIZES, 150])
+def test_default_split_with_few_classes(num_classes):
+    """1..10 classes and ADE20K's 150: the sizes above (150: 20 / 55 / 75, unchanged); the most frequent class
+    is always "frequent", and from 3 classes on the least frequent always "rare" and no group is empty."""
+    from rrseg.metrics.groups import MIN_CLASSES_FOR_RARE, default_group_sizes
+
+    sizes = FEW_CLASS_SIZES.get(num_classes, (20, 55, 75))
+    assert default_group_sizes(num_classes) == sizes[:2]
+    rng = np.random.default_rng(num_classes)
+    counts = rng.permutation(np.arange(10, 10 + 7 * num_classes, 7))  # distinct counts in a shuffled order
+    groups = frequency_groups(counts)
+    assert tuple(len(groups[g]) for g in GROUP_NAMES) == sizes
+    assert np.concatenate([groups[g] for g in GROUP_NAMES]).tolist() == naive_ranking(counts.tolist())
+    assert int(np.argmax(counts)) in groups["frequent"]
+    if num_classes >= MIN_CLASSES_FOR_RARE:
+        assert int(np.argmin(counts)) in groups["rare"] and all(len(groups[g]) for g in GROUP_NAMES)
+    else:
+        assert len(groups["rare"]) == 0
+
+
+def test_three_classes_present_in_every_image_are_one_per_group():
+    """The case that read badly: 3 classes, one in every training image. It is "frequent" (it used to be
+    "common", with "frequent" empty and reading n/a); the report's group table has a row per group with one class."""
+    from rrseg.metrics.report import build_report, format_report
+
+    counts = [40, 12, 40]  # classes 0 and 2 in every one of 40 images: a tie, kept in class order
+    groups = frequency_groups(counts)
+    assert {g: v.tolist() for g, v in groups.items()} == {"frequent": [0], "common": [2], "rare": [1]}
+    mat = np.array([[50, 2, 0], [3, 20, 1], [0, 0, 30]])
+    report = build_report(SegMetrics(mat), ["bg", "cat", "sky"], counts)
+    assert all(not math.isnan(report["groups"][g]["mIoU"]) for g in GROUP_NAMES)
+    rows = {line.split()[0]: line for line in format_report(report).splitlines()[1:5]}
+    assert all("n/a" not in rows[g].split("region")[0] and " 1 " in rows[g] for g in GROUP_NAMES)
+
+
+def test_other_class_counts_keep_their_default_sizes():
+    """From 4 classes on the rules change nothing: the rounded fractions, as before (demo 4 / 11 / 15, Cityscapes
+    3 / 7 / 9, COCO-Stuff 23 / 63 / 85, ADE20K-Full 113 / 311 / 423)."""
+    from rrseg.metrics.groups import default_group_sizes
+
+    for c in range(4, 900):
+        assert default_group_sizes(c) == (round(c * 20 / 150), round(c * 55 / 150)), c
+    assert [default_group_sizes(c) for c in (30, 19, 171, 847)] == [(4, 11), (3, 7), (23, 63), (113, 311)]

@@ -167,6 +167,30 @@ def test_released_names(name):
         ClassCounts.load(name, known["num_classes"] + 1)
 
 
+RELEASED_FILES = {"ade20k": "ade20k", "cityscapes": "cityscapes", "coco_stuff164k": "cocostuff164k"}
+
+
+@pytest.mark.parametrize("name", list(RELEASED))
+def test_released_files_by_their_file_name(name, tmp_path, monkeypatch):
+    """The authors' configs name the files (``ade20k_image_label_stats.txt``): a bare file name that does not
+    exist where it points is the packaged file, its pixel sibling read too; a local file of that name wins, and
+    a path with a folder is always read as given."""
+    monkeypatch.chdir(tmp_path)
+    image_file = f"{RELEASED_FILES[name]}_image_label_stats.txt"
+    by_file, by_name = ClassCounts.load(image_file, RELEASED[name]["num_classes"]), ClassCounts.load(name)
+    assert by_file.image_counts.tolist() == by_name.image_counts.tolist()
+    assert by_file.pixel_counts.tolist() == by_name.pixel_counts.tolist()
+    pix_only = ClassCounts.load(f"{RELEASED_FILES[name]}_pix_label_stats.txt")
+    assert pix_only.image_counts.tolist() == by_name.pixel_counts.tolist()
+    with pytest.raises(CountsError, match=rf"released {image_file}: class counts have"):
+        ClassCounts.load(image_file, 7)
+    (tmp_path / image_file).write_text("1\n2\n")  # the user's own file of that name
+    assert ClassCounts.load(image_file).image_counts.tolist() == [1, 2]
+    with pytest.raises(CountsError, match=r"elsewhere/.*: counts file not found \(released counts are named "
+                                          r"ade20k, coco_stuff164k, cityscapes or by their file name"):
+        ClassCounts.load(f"elsewhere/{image_file}")
+
+
 def test_ade20k_figures_from_the_paper():
     counts = ClassCounts.load("ade20k", 150)
     assert counts.image_counts.max() == 11588 and counts.image_counts.min() == 41  # as stated in RR-SPEC

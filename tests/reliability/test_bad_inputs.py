@@ -224,9 +224,10 @@ CATALOGUE: list[tuple[Callable[[Ctx], list], str]] = [
     (label_out_of_range, r"^{tmp}/data/labels/train/000005\.png: label values 9 outside the class range 0\.\.5 "),
     (rgb_label, r"^{tmp}/data/labels/train/000005\.png: label is a RGB image; expected a single-channel index PNG"),
     (size_mismatch, r"^{tmp}/data/labels/val/000003\.png: label is 48x16 but its image .*000003\.jpg is 48x32$"),
-    (image_without_label, r"^{tmp}/data/images/train/000005\.jpg: no label found \(expected .*000005\.png\)$"),
+    (image_without_label, r"^{tmp}/data/images/train/000005\.jpg: no label found \(expected .*000005\.png\); labels "
+                          r"are looked for in {tmp}/data/labels .*set data\.train\.options\.labels_dir .*folder$"),
     (empty_split, r"^{tmp}/data/images/val: split 'val' has no images"),
-    (missing_dataset_root, r"^{tmp}/no_such_dataset: dataset folder or YAML file not found$"),
+    (missing_dataset_root, r"^{tmp}/no_such_dataset: dataset folder or YAML file not found \(set data\.train\.root\)$"),
     (unknown_config_key, r"^{tmp}/run\.yaml: unknown config key 'optim\.momentun'; did you mean 'optim\.momentum'\?"),
     (wrong_type_in_config, r"^{tmp}/run\.yaml: config key 'data\.batch_size': expected int, got 'four'$"),
     (counts_wrong_length, r"^{tmp}/counts\.json: class counts have 3 entries but num_classes is 6$"),

@@ -237,11 +237,34 @@ def test_huge_learning_rate_stop_and_skip(tiny_config, env):
 
 @pytest.mark.parametrize("weight", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_loss_weight_from_the_config(tiny_config, call_rrseg, weight):
-    """``loss.pixel.loss_weight: .nan`` / ``.inf``: the very first loss is non-finite; ``stop`` keeps the
-    initial state as checkpoint 0, and nothing is trained."""
+    """``loss.pixel.loss_weight: .nan`` / ``.inf`` is refused when the config loads (its range is >= 0, finite):
+    one line naming the key, exit status 2, no work dir."""
     cfg = tiny_config("run", loss={"pixel": {"loss_weight": weight}}, schedule={"iters": 3, "warmup_iters": 0},
                       eval={"interval": 0, "batch_size": 4}, train={"progress": False, "tensorboard": False})
     assert ".nan" in cfg.read_text() or ".inf" in cfg.read_text()  # a real YAML value, as a user writes it
+    proc = call_rrseg("train", cfg)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"config key 'loss.pixel.loss_weight': {weight!r} is not >= 0" in lines[0]
+    assert not work_dir(cfg).exists()
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_first_loss(tiny_config, call_rrseg, monkeypatch, weight):
+    """The very first loss is non-finite (the pixel term's weight made NaN / inf after the config's check):
+    ``stop`` keeps the initial state as checkpoint 0, and nothing is trained."""
+    from rrseg.rebalance.pixel import CrossEntropyOptions
+
+    build = CrossEntropyOptions.build
+
+    def non_finite(self, *args, **kwargs):
+        term = build(self, *args, **kwargs)
+        term.loss_weight = weight
+        return term
+
+    monkeypatch.setattr(CrossEntropyOptions, "build", non_finite)
+    cfg = tiny_config("run", schedule={"iters": 3, "warmup_iters": 0}, eval={"interval": 0, "batch_size": 4},
+                      train={"progress": False, "tensorboard": False})
     proc = call_rrseg("train", cfg)
     work = work_dir(cfg)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

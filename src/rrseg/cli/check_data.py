@@ -1,9 +1,11 @@
 """Scan a dataset and report every problem at once; exit status 1 if anything is wrong.
 
-DATASET is a folder dataset (a folder with dataset.yaml, or the YAML file itself), a benchmark folder
+DATASET is a folder dataset (a folder with images/ and masks/, labels/ or annotations/, split or not, with or
+without dataset.yaml; or that YAML file itself), a benchmark folder
 (ADEChallengeData2016, ADE20K-Full's ADE20K_2021_17_01 with images_detectron2, COCO-Stuff-164k with
 images/train2017, Cityscapes with leftImg8bit; recognised by its layout or named with --dataset), or a
-training config (`rrseg train` YAML): its data.train and data.val datasets are checked.
+training config (`rrseg train` YAML, or a packaged preset's name: `rrseg config list`): its data.train and
+data.val datasets are checked.
 Found: unreadable or corrupt images, images without labels (and labels without images, as warnings),
 label size different from the image, label values outside the class range that are not the ignore index,
 colour (RGB) labels where an index PNG is expected, labels of the wrong pixel type (ADE20K-Full: a TIFF that
@@ -11,9 +13,10 @@ is not uint16), missing or empty splits. Training raises the same messages for t
 
 example:
   rrseg check-data data/synthetic
-  rrseg check-data data/ADEChallengeData2016 --split val --json check.json
+  rrseg check-data data/ade/ADEChallengeData2016 --split val --json check.json
   rrseg check-data data/ADE20K_2021_17_01
   rrseg check-data configs/upernet_swin_t/ade20k_160k_rr.yaml
+  rrseg check-data upernet_swin_t/ade20k_160k_rr
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", metavar="DATASET", help="dataset folder, dataset.yaml, or a config YAML")
+    p.add_argument("dataset", metavar="DATASET",
+                   help="dataset folder, dataset.yaml, or a config (a YAML file or a packaged preset's name)")
     p.add_argument("--dataset", dest="name", metavar="NAME",
                    help="dataset type when the layout is not recognised: ade20k, ade20k_full, coco_stuff164k, "
                         "cityscapes, folder")
@@ -35,12 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _training_config(path: str) -> list[tuple[str, str, str, dict]] | None:
     """(type, root, split, options) of the train and val data of a training config, or None if ``path`` is not
-    one (a folder, or a folder dataset's own dataset.yaml). Roots are taken as `rrseg train` takes them."""
+    one (a folder, or a folder dataset's own dataset.yaml). Roots are taken as `rrseg train` takes them. A path
+    that does not exist may name a packaged preset (`rrseg check-data upernet_swin_t/ade20k_160k_rr`)."""
     from pathlib import Path
 
     import yaml
 
     p = Path(path)
+    if not p.exists():
+        from rrseg.engine.config import find_preset
+
+        p = find_preset(path) or p
     if not (p.is_file() and p.suffix.lower() in (".yaml", ".yml")):
         return None
     try:
@@ -56,12 +65,11 @@ def _training_config(path: str) -> list[tuple[str, str, str, dict]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from rrseg.data.check import check_dataset
     from rrseg.io import atomic_write_json
+    from rrseg.output import show_progress_bar
 
-    progress = sys.stderr.isatty()
+    progress = show_progress_bar()  # a terminal, and not -q
     targets = _training_config(args.dataset)
     if targets is None:
         reports = [check_dataset(args.dataset, name=args.name, splits=args.splits, workers=args.workers,

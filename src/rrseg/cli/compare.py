@@ -13,8 +13,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_a", help="baseline run: work dir or report.json")
-    p.add_argument("run_b", help="other run: work dir or report.json")
+    p.add_argument("run_a", help="baseline run: work dir, eval folder or report.json")
+    p.add_argument("run_b", help="other run: work dir, eval folder or report.json")
     p.add_argument("--out", help="folder for compare.json, compare.md and iou_vs_count.png (default: RUN_B/compare)")
     p.add_argument("--top", type=int, default=10, help="classes listed with the largest gains and losses")
 

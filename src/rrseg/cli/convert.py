@@ -5,8 +5,8 @@ coco-stuff RAW_DIR OUT_DIR: the stuffthingmaps PNGs (ids 0..181 with 11 unused t
 cityscapes ROOT [OUT_DIR]: every *_gtFine_labelIds.png under ROOT becomes *_gtFine_labelTrainIds.png
   (19 classes, everything else 255) beside it, or under OUT_DIR with the same sub-folders.
 
-Runs in parallel with a progress bar; outputs that exist are skipped (use --overwrite), so an interrupted
-run can be restarted. Exit status 1 if any file failed.
+Runs in parallel, with a progress bar on a terminal (not with -q); outputs that exist are skipped (use
+--overwrite), so an interrupted run can be restarted. Exit status 1 if any file failed.
 
 example:
   rrseg convert coco-stuff stuffthingmaps_trainval2017 data/coco_stuff164k/annotations
@@ -29,14 +29,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for q in (coco, city):
         q.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
         q.add_argument("--overwrite", action="store_true", help="convert again files that exist")
+        # -q / -v also after the kind, as after every other command (absent here: the earlier value stays)
+        q.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="results, warnings and errors only: no progress bar")
+        q.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="also debug messages")
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from rrseg.data.label_conversion import convert_cityscapes, convert_coco_stuff
+    from rrseg.output import show_progress_bar
 
-    progress = sys.stderr.isatty()
+    progress = show_progress_bar()  # a terminal, and not -q
     if args.kind == "coco-stuff":
         report = convert_coco_stuff(args.raw_dir, args.out_dir, args.workers, args.overwrite, progress)
     else:

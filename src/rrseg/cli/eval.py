@@ -3,7 +3,8 @@
 Writes report.json, report.md and iou_vs_count.png (with eval.group_by pixel or both, also
 iou_vs_pixel_count.png) to --out (default: a folder `eval_<checkpoint>` next to the checkpoint). `--slide`
 uses sliding-window inference (eval.crop_size / eval.stride), `--tta` multi-scale (0.5, 0.75, 1.0, 1.25, 1.5,
-1.75) + flip.
+1.75) + flip. Prints the report's table (overall, per group, the worst classes) and the files written, also
+with -q.
 
 examples:
   rrseg eval configs/demo.yaml runs/demo/rr/best.safetensors
@@ -18,7 +19,7 @@ TTA_SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config (model and validation data)")
+    p.add_argument("config", help="YAML config (model and validation data), or a packaged preset's name")
     p.add_argument("checkpoint", help=".safetensors file, checkpoint folder or work dir")
     p.add_argument("--tta", action="store_true", help="multi-scale + flip test-time augmentation")
     p.add_argument("--slide", action="store_true", help="sliding-window inference")

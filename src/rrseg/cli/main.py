@@ -21,10 +21,12 @@ from rrseg.errors import RRSegError
 # except for building --help, which imports each module's `add_arguments` (cheap: no torch at import).
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "demo", "CE vs Region Rebalance on the synthetic long-tailed dataset, on a CPU, in minutes"),
+    ("init", "init", "write a starter training config for your own dataset folder, sized from the data"),
     ("stats", "stats", "per-class image (region) and pixel counts of a dataset or a folder of label files"),
     ("score", "score", "score prediction PNGs against ground-truth labels, per class and frequency group"),
     ("train", "train", "train a model from a YAML config (DDP with torchrun, AMP, exact resume)"),
     ("eval", "eval", "evaluate a checkpoint: per class and per frequency group, TTA, sliding window"),
+    ("config", "config", "print a config resolved with every default, list the packaged presets, key reference"),
     ("predict", "predict", "predict index PNGs and colour overlays for images"),
     ("compare", "compare", "compare two runs class by class, with a plot against region count"),
     ("make-synthetic", "make_synthetic", "write the synthetic long-tailed dataset (ADE20K-shaped statistics)"),
@@ -66,13 +68,17 @@ def console_logging(level: int = logging.INFO) -> Iterator[None]:
 
 def _verbosity_arguments(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", default=default,
-                        help="only warnings and errors, not the progress messages")
+                        help="results, warnings and errors only: no progress (bars, per-image lines, set-up "
+                             "messages); the final tables and the paths written stay")
     parser.add_argument("-v", "--verbose", action="count", default=default, help="also debug messages")
 
 
 def log_level(args: argparse.Namespace) -> int:
+    """-q: rrseg.output.RESULT (results, warnings, errors); -v: DEBUG; else INFO (progress too)."""
     if getattr(args, "quiet", False):
-        return logging.WARNING
+        from rrseg.output import RESULT
+
+        return RESULT
     return logging.DEBUG if getattr(args, "verbose", 0) else logging.INFO
 
 

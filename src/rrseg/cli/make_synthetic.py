@@ -2,8 +2,9 @@
 
 OUT gets dataset.yaml, images/{train,val}/*.jpg, labels/{train,val}/*.png (index PNGs, 255 = unlabelled),
 counts.json (the training split's class counts, as `rrseg stats` writes them), synthetic.json (the
-statistics printed at the end) and design.json (each class's frequency, size and look). The defaults suit
-the CPU demo; the same seed gives byte-identical files.
+statistics printed at the end, after the line saying where it wrote; -q keeps only that line) and design.json
+(each class's frequency, size and look). The defaults suit the CPU demo; the same seed gives byte-identical
+files.
 
 example:
   rrseg make-synthetic data/synthetic
@@ -40,13 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from rrseg.data.synthetic import make_synthetic
+    from rrseg.output import show_progress_bar
 
     size = _size(args.size) if isinstance(args.size, str) else args.size
     make_synthetic(
         args.out, num_classes=args.classes, num_train=args.train, num_val=args.val, size=size, seed=args.seed,
-        workers=args.workers, overwrite=args.overwrite, verbose=True, progress=sys.stderr.isatty(),
+        workers=args.workers, overwrite=args.overwrite, verbose=True, progress=show_progress_bar(),
     )
     return 0

@@ -3,7 +3,8 @@
 For each image writes OUT/<stem>.png (an index PNG, mode P: pixel values are class ids, shown in the
 dataset's palette; above 256 classes, e.g. ADE20K-Full's 847, a 16-bit grey PNG of class ids, mode I;16,
 which `rrseg score` reads) and OUT/<stem>_overlay.jpg (the colours blended over the image). The model and the test
-resize come from the checkpoint's own metadata, so no config is needed.
+resize come from the checkpoint's own metadata, so no config is needed. Prints a line per image as it goes
+(progress: -q hides them) and, at the end, how many predictions it wrote where.
 
 example:
   rrseg predict runs/demo/rr/inference.safetensors photos/*.jpg --out predictions/
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     from pathlib import Path
 
     import numpy as np
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_open, check_writable, ensure_writable_dir
 
+    logger = logging.getLogger(__name__)
     out = Path(args.out)
     check_writable(out)  # fail now; nothing is written until the model and every image have been read
     device = pick_device(args.device)
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         overlay = (args.alpha * colours + (1 - args.alpha) * arr).astype(np.uint8)
         with atomic_open(out / f"{path.stem}_overlay.jpg") as f:
             Image.fromarray(overlay).save(f, format="JPEG", quality=90)
-        print(f"{path} -> {out / (path.stem + '.png')}")
+        logger.info("%s -> %s", path, out / (path.stem + ".png"))  # progress: hidden by -q
+    print(f"wrote {len(paths)} predictions to {out}/ (<name>.png: class ids; <name>_overlay.jpg: colours)")
     return 0
 

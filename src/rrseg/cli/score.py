@@ -14,8 +14,8 @@ stems ending in _labelTrainIds or _gtFine_labelTrainIds match predictions withou
 more than 256 classes are 16-bit PNGs, as `rrseg predict` writes them.
 
 example:
-  rrseg stats data/ADEChallengeData2016/annotations/training --num-classes 150 --reduce-zero-label -o counts.json
-  rrseg score my_preds/ data/ADEChallengeData2016/annotations/validation --num-classes 150 \\
+  rrseg stats data/ade/ADEChallengeData2016/annotations/training --num-classes 150 --reduce-zero-label -o counts.json
+  rrseg score my_preds/ data/ade/ADEChallengeData2016/annotations/validation --num-classes 150 \\
       --reduce-zero-label --counts counts.json --group-by both -o report.json
   rrseg score my_preds/ data/ADE20K_2021_17_01 --counts ade20k_full_counts.json   # 847 classes, 65535 ignored
 """
@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pred_dir", help="folder of predicted index PNGs (values 0..C-1)")
     p.add_argument("gt_dir", metavar="GROUND_TRUTH", help="folder of ground-truth label files, or a dataset")
     add_dataset_arguments(p, split="val")
-    p.add_argument("--counts", help="class counts (JSON from `rrseg stats` or released .txt) for the groups")
+    p.add_argument("--counts", help="class counts for the groups: JSON from `rrseg stats`, a released .txt, or "
+                                    "released counts by name (ade20k, coco_stuff164k, cityscapes)")
     p.add_argument("--group-by", choices=("region", "pixel", "both"), default=None,
                    help="rank the frequency groups by region count (default), pixel count, or both (needs --counts)")
     p.add_argument("--class-names", help="text file with one class name per line")

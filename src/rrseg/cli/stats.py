@@ -13,7 +13,7 @@ also writes the released format, PREFIX_image_label_stats.txt and PREFIX_pix_lab
 classes named where there is room, from the dataset or --class-names; Spearman rank correlation in the title).
 
 example:
-  rrseg stats data/ADEChallengeData2016/annotations/training --num-classes 150 \\
+  rrseg stats data/ade/ADEChallengeData2016/annotations/training --num-classes 150 \\
       --reduce-zero-label -o ade20k_counts.json --txt ade20k --plot ade20k_counts.png
   rrseg stats data/ADE20K_2021_17_01 -o ade20k_full_counts.json        # 847 classes, 65535 ignored
   rrseg stats data/ADE20K_2021_17_01/annotations_detectron2/training --suffix .tif \\
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from rrseg.data.stats import compute_stats, plot_class_counts, stats_files
     from rrseg.errors import RRSegError
     from rrseg.io import atomic_write_json, atomic_write_text, check_writable
+    from rrseg.output import show_progress_bar
 
     src = label_source(args.label_dir, args)
     dataset = src.dataset
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     files = dataset.label_files if dataset is not None else stats_files(args.label_dir, args.suffix or ".png")
     counts, info = compute_stats(
         files, num_classes, src.reduce_zero_label, src.ignore_index, args.workers, args.on_bad_label,
-        progress=True, label_dtype=src.label_dtype, label_dtype_hint=src.label_dtype_hint,
+        progress=show_progress_bar(), label_dtype=src.label_dtype, label_dtype_hint=src.label_dtype_hint,
     )
     out = counts.to_json()
     out.update(label_dir=str(Path(args.label_dir).resolve()), options=info["options"], skipped=info["skipped"])

@@ -1,14 +1,20 @@
 """Train a segmentation model from a YAML config (iteration-based, with periodic evaluation).
 
 Configs are YAML data with `_base_` inheritance; `--set key.sub=value` overrides any key (checked against
-the schema). The resolved config, a JSONL log, TensorBoard events, checkpoints (safetensors + state),
-best.safetensors, inference.safetensors (no RR weights) and the final report land in the work dir
-(work_dir in the config, else work_dirs/<name>, name defaulting to the config file's name). A work dir that
+the schema). The config is a file or a packaged preset's name (`rrseg config list`: the demo and the paper
+presets, configs/ in a checkout); `rrseg config show` prints it resolved, docs/CONFIG.md lists every key.
+The resolved config, a JSONL log, TensorBoard events, checkpoints (safetensors + state), best.safetensors,
+inference.safetensors (no RR weights) and the final report land in the work dir (work_dir in the config,
+else work_dirs/<name>, name defaulting to the config file's name). A work dir that
 holds a run is never overwritten silently: `--resume` continues it exactly where it stopped, `--overwrite`
 replaces it. Ctrl-C or SIGTERM saves a checkpoint.
 
+Prints set-up messages and a progress bar (loss, learning rate) while it trains (train.progress), and at the
+end the evaluation table and the files written; -q hides the progress and keeps the table and the files.
+
 examples:
   rrseg train configs/demo.yaml
+  rrseg train upernet_swin_t/ade20k_160k_rr            # a packaged preset by name, from any directory
   rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml --set data.batch_size=4 optim.lr=1e-4
   rrseg train configs/demo.yaml --work-dir runs/demo_rr --resume
   torchrun --nproc_per_node=4 -m rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml
@@ -21,7 +27,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", help="YAML config file, or a packaged preset's name (rrseg config list)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     p.add_argument("--work-dir", help="output folder (overrides work_dir in the config)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the work dir")

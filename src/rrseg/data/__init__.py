@@ -16,6 +16,8 @@ _EXPORTS = {
     "CityscapesDataset": "cityscapes",
     "FolderDataset": "folder",
     "load_folder_spec": "folder",
+    "inspect_folder": "folder",
+    "FolderSummary": "folder",
     "SegDataset": "base",
     "Sample": "base",
     "read_image": "base",
@@ -45,12 +47,14 @@ __all__ = [
     "CityscapesDataset",
     "DataError",
     "FolderDataset",
+    "FolderSummary",
     "Sample",
     "SegDataset",
     "build_dataset",
     "check_dataset",
     "dataset_class",
     "detect_layout",
+    "inspect_folder",
     "load_folder_spec",
     "make_synthetic",
     "read_image",
@@ -69,7 +73,7 @@ if TYPE_CHECKING:
     from rrseg.data.cityscapes import CityscapesDataset
     from rrseg.data.coco_stuff import COCOStuff164kDataset
     from rrseg.data.errors import PROBLEM_KINDS, DataError
-    from rrseg.data.folder import FolderDataset, load_folder_spec
+    from rrseg.data.folder import FolderDataset, FolderSummary, inspect_folder, load_folder_spec
     from rrseg.data.synthetic import make_synthetic
     from rrseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transforms, train_transforms
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from rrseg.data.ade20k_full import ADE20KFullDataset
 from rrseg.data.base import SegDataset
 from rrseg.data.cityscapes import CityscapesDataset
 from rrseg.data.coco_stuff import COCOStuff164kDataset
-from rrseg.data.folder import SPEC_NAME, FolderDataset
+from rrseg.data.folder import IMAGES_DIR, LABEL_DIRS, SPEC_NAME, FolderDataset
 from rrseg.errors import RRSegError
 
 __all__ = ["DATASETS", "build_dataset", "dataset_at", "dataset_class", "detect_layout"]
@@ -52,11 +53,15 @@ def build_dataset(
     root: str | os.PathLike,
     split: str = "train",
     transforms: Callable[..., Any] | None = None,
+    config_key: str = "",
     **options: Any,
 ) -> SegDataset:
     """A dataset by name: ``ade20k``, ``ade20k_full``, ``coco_stuff164k``, ``cityscapes``, ``folder`` (root: dir
-    or YAML)."""
+    or YAML). ``config_key`` ("data.train"): the config section it comes from, which a dataset that takes it
+    (``folder``) names in its messages."""
     cls = dataset_class(name)
+    if config_key and "config_key" in inspect.signature(cls.__init__).parameters:
+        options = {"config_key": config_key, **options}
     try:
         return cls(root, split=split, transforms=transforms, **options)
     except TypeError as e:
@@ -64,14 +69,17 @@ def build_dataset(
 
 
 def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
-    """(dataset name, root) of the dataset at ``path``: a folder dataset (dataset.yaml) or a known layout."""
+    """(dataset name, root) of the dataset at ``path``: a folder dataset (dataset.yaml), a known benchmark
+    layout, or a folder dataset without dataset.yaml (an ``images/`` folder, usually beside ``masks/``,
+    ``labels/`` or ``annotations/``; see :mod:`rrseg.data.folder`). Known layouts are tried first."""
     p = Path(path)
     if p.is_file():
         if p.suffix.lower() in (".yaml", ".yml"):
             return "folder", p
         raise RRSegError(f"{p}: expected a dataset folder or a dataset YAML file")
     if not p.is_dir():
-        raise RRSegError(f"{p}: dataset folder not found")
+        raise RRSegError(f"{p}: dataset folder not found (resolved to {p.absolute()})"
+                         if not p.is_absolute() else f"{p}: dataset folder not found")
     if (p / SPEC_NAME).is_file():
         return "folder", p
     full = ADE20KFullDataset.resolve_root(p)
@@ -84,8 +92,12 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
         return "coco_stuff164k", p
     if (p / "leftImg8bit").is_dir():
         return "cityscapes", p
+    if (p / IMAGES_DIR).is_dir():
+        return "folder", p
+    beside = f"{'/, '.join(LABEL_DIRS[:-1])}/ or {LABEL_DIRS[-1]}/"
     raise RRSegError(
-        f"{p}: not a known dataset layout (no {SPEC_NAME}, ADEChallengeData2016 images/training, "
+        f"{p}: not a known dataset layout (no {SPEC_NAME}, no {IMAGES_DIR}/ folder (beside {beside}), "
+        "no ADEChallengeData2016 images/training, "
         "ADE20K_2021_17_01 images_detectron2/training, COCO images/train2017 or Cityscapes leftImg8bit); "
         "pass --dataset NAME"
     )

@@ -1,12 +1,14 @@
 """``check_dataset``: scan a dataset and report every problem at once, with the messages training would raise.
 
-Checked per split: the split folder exists and holds images; every image has a label (and, as a warning,
+Checked per split (split folders, split lists, or a folder dataset's automatic train/val split): the split
+exists and holds images (a split list's names each name an image); every image has a label (and, as a warning,
 every label an image); every image decodes fully; every label is a readable single-channel index PNG of the
 image's size whose values (after reduce_zero_label) are class ids or the ignore index.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -129,8 +131,11 @@ def check_dataset(
     options = dict(options or {})
     cls = dataset_class(kind)
     try:
-        available = cls.available_splits(root)  # type: ignore[attr-defined]
-    except DataError as e:  # e.g. a broken dataset.yaml
+        # a folder dataset's options can change its layout (labels_dir, split_file, ...)
+        takes_options = "options" in inspect.signature(cls.available_splits).parameters  # type: ignore[attr-defined]
+        available = (cls.available_splits(root, **options) if takes_options  # type: ignore[attr-defined]
+                     else cls.available_splits(root))  # type: ignore[attr-defined]
+    except DataError as e:  # e.g. a broken dataset.yaml, no label folder, two candidate label folders
         report = CheckReport(kind, Path(root), 0)
         report.splits.append(SplitReport("-", problems=[Problem(e.kind, str(e))]))
         return report

@@ -17,6 +17,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "empty_split": "split without images",
     "corrupt_image": "unreadable or corrupt image",
     "missing_label": "image without label",
+    "missing_image": "name in a split list without an image",
     "corrupt_label": "unreadable or corrupt label",
     "rgb_label": "colour (RGB) label where an index PNG is expected",
     "label_dtype": "label of the wrong pixel type (e.g. 8-bit where 16-bit is expected)",

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from rrseg.engine import checkpoint as ckpt
 from rrseg.errors import RRSegError
-from rrseg.io import atomic_write_json
+from rrseg.io import atomic_write_json, jsonable
+from rrseg.output import show_progress
 
 if TYPE_CHECKING:
     from rrseg.engine.trainer import Trainer
@@ -44,6 +45,7 @@ __all__ = [
     "TensorBoard",
     "TrainingStopped",
     "default_callbacks",
+    "strict_record",
 ]
 
 
@@ -74,15 +76,39 @@ class Callback:
 
 
 class JsonlLog(Callback):
-    """Appends every record to ``log.jsonl`` in the work dir, one JSON object per line."""
+    """Appends every record to ``log.jsonl`` in the work dir, one JSON object per line, in strict JSON: a NaN or
+    infinite value (a group's mIoU with no class present, a non-finite loss) is written as null and its key
+    listed in the record's ``"nonfinite"`` (see :func:`strict_record`)."""
 
     def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
         path = trainer.work_dir / "log.jsonl"
         try:
             with open(path, "a") as f:
-                f.write(json.dumps(record, allow_nan=True) + "\n")
+                f.write(json.dumps(strict_record(record), allow_nan=False) + "\n")
         except OSError as e:
             raise RRSegError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def strict_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as strict JSON can hold it: NaN / infinite floats (also in nested values) become None, and the
+    top-level keys that held one are listed in ``"nonfinite"`` (absent when there are none)."""
+    flagged = [k for k, v in record.items() if _has_nonfinite(v)]
+    out = jsonable(record)
+    if flagged:
+        out["nonfinite"] = flagged
+    return out
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        value = value.tolist()
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nonfinite(v) for v in value)
+    return False
 
 
 class TensorBoard(Callback):
@@ -121,7 +147,8 @@ class TensorBoard(Callback):
 
 
 class Progress(Callback):
-    """A rich progress bar with the loss and learning rate (or the number of skipped steps)."""
+    """A rich progress bar with the loss and learning rate (or the number of skipped steps). In the standard
+    set when ``train.progress`` is on and the ``rrseg`` logger shows progress (INFO; not under ``rrseg -q``)."""
 
     def __init__(self) -> None:
         self.bar = None
@@ -216,7 +243,8 @@ class NonFinitePolicy(Callback):
     def on_non_finite(self, trainer: Trainer, terms: dict[str, float], detail: str) -> None:
         if trainer.cfg.train.nan_policy == "skip":
             trainer.skipped += 1
-            trainer.log({"event": "skip_non_finite", "iteration": trainer.iteration + 1, "terms": detail})
+            # the terms' values too: log.jsonl writes the non-finite ones as null, listed in "nonfinite"
+            trainer.log({"event": "skip_non_finite", "iteration": trainer.iteration + 1, "terms": detail, **terms})
             return
         path = trainer.save_checkpoint()
         saved = f"is saved in {path}" if path else "is saved by rank 0"
@@ -260,7 +288,7 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
         callbacks.append(JsonlLog())
         if cfg.train.tensorboard:
             callbacks.append(TensorBoard())
-        if cfg.train.progress:
+        if cfg.train.progress and show_progress():  # a bar is progress: not with rrseg -q (rrseg.output)
             callbacks.append(Progress())
     callbacks += [LossAverages(), Evaluation(), Checkpointing()]
     return callbacks

@@ -12,7 +12,6 @@ initialisation follows the seed in that order, so the same seed gives the same r
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +54,11 @@ def build_datasets(cfg: Config) -> tuple[Any, Any, Any, Any]:
 
     d = cfg.data
     test_tf = test_transforms(scale=tuple(d.scale), mean=tuple(d.mean), std=tuple(d.std))
-    train = build_dataset(d.train.type, d.train.root, d.train.split, transforms=None, **d.train.options)
-    val = build_dataset(d.val.type, d.val.root, d.val.split, transforms=test_tf, **d.val.options)
+    # config_key: a folder dataset's messages name the key to change (data.train.options.labels_dir, ...)
+    train = build_dataset(d.train.type, d.train.root, d.train.split, transforms=None, config_key="data.train",
+                          **d.train.options)
+    val = build_dataset(d.val.type, d.val.root, d.val.split, transforms=test_tf, config_key="data.val",
+                        **d.val.options)
     ignore = getattr(train, "ignore_index", 255)
     if getattr(val, "ignore_index", 255) != ignore:
         raise RRSegError(f"data.val ({d.val.type} at {d.val.root}) ignores label {val.ignore_index} but "
@@ -272,7 +274,8 @@ def _warn_random_start(name: str, model: nn.Module) -> None:
 
 def _check_data(cfg: Config, train_ds: Any, val_ds: Any) -> None:
     from rrseg.data.check import verify_samples
+    from rrseg.output import show_progress_bar
 
-    show = cfg.train.progress and sys.stderr.isatty()
+    show = cfg.train.progress and show_progress_bar()  # a terminal, and not rrseg -q
     for dataset, what in ((train_ds, "training data"), (val_ds, "validation data")):
         verify_samples(dataset, workers=cfg.data.workers, progress=show, what=what)

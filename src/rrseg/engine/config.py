@@ -3,7 +3,8 @@
 Nothing in a config is executed: files are read with ``yaml.safe_load`` (a ``!!python`` tag is an error),
 values are plain data, and the schema below (dataclasses) names every valid key. An unknown or misspelt
 key is an error naming it and suggesting the closest valid key; a value of the wrong type is an error
-naming the key, the value and the expected type.
+naming the key, the value and the expected type; a number outside its key's range (``RANGES`` below, a loss
+option's on its field) is an error naming the key, the value and the range, before anything runs or is written.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from rrseg.errors import RRSegError
+from rrseg.ranges import Range, field_range
 from rrseg.rebalance.base import NoRegionLoss, PixelLossOptions, RegionLossOptions
 from rrseg.rebalance.pixel import CrossEntropyOptions
 from rrseg.rebalance.registry import loss_class, loss_option_names, loss_registry
+from rrseg.schema import section, setting
 
 __all__ = [
     "Config",
@@ -32,8 +35,13 @@ __all__ = [
     "NoDecayRule",
     "apply_overrides",
     "config_to_dict",
+    "config_yaml",
+    "find_config",
+    "find_preset",
     "load_config",
     "parse_config",
+    "preset_names",
+    "presets_dir",
     "resolved_work_dir",
 ]
 
@@ -47,133 +55,159 @@ class ConfigError(RRSegError):
 
 @dataclass
 class DatasetConfig:
-    type: str = "folder"  # a name rrseg.data.build_dataset takes (rrseg.data.DATASETS, or an alias of one)
-    root: str = ""
-    split: str = "train"
-    options: dict[str, Any] = field(default_factory=dict)  # passed to the dataset class
+    type: str = setting("folder", "the dataset type: a name rrseg.data.build_dataset takes (rrseg.data.DATASETS, "
+                                  "or an alias of one)")
+    root: str = setting("", "the dataset's folder (type folder: the folder or its dataset.yaml)")
+    split: str = setting("train", "the split to read")
+    options: dict[str, Any] = setting({}, "passed to the dataset class (keyword arguments)")
 
 
 @dataclass
 class DataConfig:
-    train: DatasetConfig = field(default_factory=DatasetConfig)
-    val: DatasetConfig = field(default_factory=lambda: DatasetConfig(split="val"))
-    batch_size: int = 2  # per process
-    workers: int = 2
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])
-    scale: list[int] = field(default_factory=lambda: [2048, 512])  # (long, short) side, as mmseg
-    ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    cat_max_ratio: float = 0.75
-    flip_prob: float = 0.5
-    photometric: bool = True
-    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
-    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
-    # decode and check every training and validation sample before training starts (and before anything is
-    # written), so that a corrupt file stops the run at once rather than hours in; false skips the check
-    check: bool = True
+    train: DatasetConfig = section(DatasetConfig, "the training dataset")
+    val: DatasetConfig = section(lambda: DatasetConfig(split="val"),
+                                 "the validation dataset (evaluated during training and by rrseg eval)")
+    batch_size: int = setting(2, "images per process and iteration (the global batch: x processes x "
+                                 "optim.accumulate)")
+    workers: int = setting(2, "data-loading worker processes per training process (0: load in the training "
+                              "process)")
+    crop_size: list[int] = setting([512, 512], "training: the random crop [height, width]; a smaller image is "
+                                               "padded to it (image 0, label the ignore index)")
+    scale: list[int] = setting([2048, 512], "the base size (long, short) side, as mmseg: training rescales it by a "
+                                            "ratio from ratio_range, evaluation resizes each image into it (aspect "
+                                            "kept)")
+    ratio_range: list[float] = setting([0.5, 2.0], "training: the random ratio [low, high] scale is multiplied by")
+    cat_max_ratio: float = setting(0.75, "training: the random crop is drawn again (up to 10 times) while one class "
+                                         "(ignore excluded) covers this fraction of it or more; 1: never")
+    flip_prob: float = setting(0.5, "training: the probability of a horizontal flip")
+    photometric: bool = setting(True, "training: mmseg's photometric distortion (brightness, contrast, saturation, "
+                                      "hue)")
+    mean: list[float] = setting([123.675, 116.28, 103.53], "per channel (RGB): subtracted from the image, in 0-255 "
+                                                           "units")
+    std: list[float] = setting([58.395, 57.12, 57.375], "per channel (RGB): the image is divided by it, in 0-255 "
+                                                        "units")
+    check: bool = setting(True, "decode and check every training and validation sample before training starts (and "
+                                "before anything is written), so that a corrupt file stops the run at once rather "
+                                "than hours in; false skips the check")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "upernet_swin_t"
-    num_classes: int = 0  # 0: take it from the training dataset
-    # a local file (timm / safetensors / HF / mmseg checkpoint), rrseg:NAME (packaged), or timm / timm:TAG
-    # (the backbone's timm weights through timm's hub download and cache); none (any case): no weights, from
-    # scratch by choice; null (not set): no weights either, with a warning when the backbone has timm weights
-    pretrained: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # passed to build_model
+    name: str = setting("upernet_swin_t", "the model: a name rrseg.models.build_model takes "
+                                          "(rrseg.models.list_models())")
+    num_classes: int = setting(0, "the classifier's classes; 0: take it from the training dataset")
+    pretrained: str | None = setting(
+        None, "a local file (timm / safetensors / HF / mmseg checkpoint), rrseg:NAME (packaged), or timm / timm:TAG "
+              "(the backbone's timm weights through timm's hub download and cache); none (any case): no weights, "
+              "from scratch by choice; null (not set): no weights either, with a warning when the backbone has timm "
+              "weights")
+    options: dict[str, Any] = setting({}, "passed to build_model (keyword arguments)")
 
 
 @dataclass
 class LossConfig:
-    # `type` names a pixel loss of rrseg.rebalance.PIXEL_LOSSES; the section's other keys are that loss's
-    # options (its options class: every pixel loss takes loss_weight and avg_non_ignore)
-    pixel: PixelLossOptions = field(default_factory=CrossEntropyOptions)
-    aux_weight: float | None = None  # None: the model's own (0.4 for mmseg-style FCN auxiliary heads)
-    # `type` names a region loss of rrseg.rebalance.REGION_LOSSES (none, or a branch the model carries in
-    # training) and the other keys are its options
-    region: RegionLossOptions = field(default_factory=NoRegionLoss)
-    # class counts: a file (JSON from `rrseg stats` or released .txt), a released name ("ade20k"), or
-    # None to count the training labels once (cached in the work dir)
-    counts: str | None = None
+    pixel: PixelLossOptions = section(
+        CrossEntropyOptions, "the pixel loss: `type` names a pixel loss of rrseg.rebalance.PIXEL_LOSSES; the "
+                             "section's other keys are that loss's options (its options class: every pixel loss "
+                             "takes loss_weight and avg_non_ignore)")
+    aux_weight: float | None = setting(None, "the auxiliary heads' cross-entropy weight; null: the model's own (0.4 "
+                                             "for mmseg-style FCN auxiliary heads)")
+    region: RegionLossOptions = section(
+        NoRegionLoss, "the region loss: `type` names a region loss of rrseg.rebalance.REGION_LOSSES (none, or a "
+                      "branch the model carries in training) and the other keys are its options")
+    counts: str | None = setting(None, "class counts: a file (JSON from `rrseg stats` or released .txt), a released "
+                                       "name (\"ade20k\"), or null to count the training labels once (cached in the "
+                                       "work dir)")
 
 
-# Which parameters get no weight decay: "norm_bias" = 1-D parameters (norms), biases, position embeddings and
-# relative position tables (mmseg's BEiT / ConvNeXt layer-decay constructors, timm's habit); "swin_release" =
-# the released Swin configs' mmcv custom_keys: backbone names containing norm, absolute_pos_embed or
-# relative_position_bias_table (biases and the heads' BatchNorms are decayed); "none" = every parameter decays
-# (mmseg's default optimizer, the SGD recipes).
+# Which parameters get no weight decay (optim.no_decay: its meaning says what each rule is).
 NoDecayRule = Literal["norm_bias", "swin_release", "none"]
 
 
 @dataclass
 class OptimConfig:
-    type: str = "adamw"  # sgd | adamw
-    lr: float = 6e-5
-    momentum: float = 0.9  # sgd
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
-    weight_decay: float = 0.01
-    no_decay: NoDecayRule = "norm_bias"  # parameters without weight decay (see NoDecayRule)
-    layer_decay: float | None = None  # layer-wise lr decay (BEiT), e.g. 0.9
-    head_lr_mult: float = 1.0  # lr multiplier of decode/aux heads
-    clip_grad: float | None = None  # max gradient norm
-    accumulate: int = 1  # gradient accumulation steps per iteration
+    type: str = setting("adamw", "the optimizer: sgd or adamw")
+    lr: float = setting(6e-5, "the base learning rate (reached at the end of warm-up, then decayed by the schedule)")
+    momentum: float = setting(0.9, "sgd: the momentum")
+    betas: list[float] = setting([0.9, 0.999], "adamw: the betas")
+    weight_decay: float = setting(0.01, "the weight decay of the parameters that decay (see no_decay)")
+    no_decay: NoDecayRule = setting(
+        "norm_bias", "which parameters get no weight decay: norm_bias = 1-D parameters (norms), biases, position "
+                     "embeddings and relative position tables (mmseg's BEiT / ConvNeXt layer-decay constructors, "
+                     "timm's habit); swin_release = the released Swin configs' mmcv custom_keys: backbone names "
+                     "containing norm, absolute_pos_embed or relative_position_bias_table (biases and the heads' "
+                     "BatchNorms are decayed); none = every parameter decays (mmseg's default optimizer, the SGD "
+                     "recipes)")
+    layer_decay: float | None = setting(None, "layer-wise lr decay (BEiT), e.g. 0.9: the lr of layer i of n is "
+                                              "scaled by layer_decay^(n - 1 - i); null: none")
+    head_lr_mult: float = setting(1.0, "the lr multiplier of the decode / auxiliary heads")
+    clip_grad: float | None = setting(None, "the max gradient norm (clipped to it); null: no clipping")
+    accumulate: int = setting(1, "gradient accumulation steps (batches) per iteration")
 
 
 @dataclass
 class ScheduleConfig:
-    iters: int = 160000
-    warmup_iters: int = 1500
-    warmup_ratio: float = 1e-6
-    power: float = 1.0
-    min_lr: float = 0.0
+    iters: int = setting(160000, "training iterations (optimizer updates)")
+    warmup_iters: int = setting(1500, "iterations of linear warm-up (0: none)")
+    warmup_ratio: float = setting(1e-6, "the warm-up's first lr as a fraction of the scheduled lr")
+    power: float = setting(1.0, "the poly decay's power: lr = (base - min_lr) x (1 - iteration / iters)^power + "
+                                "min_lr")
+    min_lr: float = setting(0.0, "the lr the poly decay ends at")
 
 
 @dataclass
 class EvalConfig:
-    interval: int = 16000  # evaluate every N iterations (0: only at the end)
-    mode: str = "whole"  # whole | slide
-    crop_size: list[int] = field(default_factory=lambda: [512, 512])
-    stride: list[int] = field(default_factory=lambda: [341, 341])
-    scales: list[float] = field(default_factory=lambda: [1.0])  # TTA scale ratios
-    flip: bool = False
-    batch_size: int = 1
-    group_sizes: list[int] | None = None  # frequent / common sizes; default: ADE20K fractions 20/55/75 of 150
-    # frequency groups ranked by region (image) count, by pixel count (pixel_frequent / ...), or both
-    group_by: str = "region"
+    interval: int = setting(16000, "evaluate every N iterations (0: only at the end)")
+    mode: str = setting("whole", "inference: whole (the whole image at once) or slide (overlapping crop_size "
+                                 "windows, stride apart)")
+    crop_size: list[int] = setting([512, 512], "slide: the window [height, width]")
+    stride: list[int] = setting([341, 341], "slide: the step between windows [height, width]")
+    scales: list[float] = setting([1.0], "TTA scale ratios (of data.scale), the logits averaged")
+    flip: bool = setting(False, "TTA: the horizontally flipped image too, the logits averaged")
+    batch_size: int = setting(1, "validation images per batch (per process)")
+    group_sizes: list[int] | None = setting(None, "frequent / common sizes (the rest: rare); default: ADE20K "
+                                                  "fractions 20/55/75 of 150, at least one class per group, no "
+                                                  "rare group below 3 classes (rrseg.metrics.groups)")
+    group_by: str = setting("region", "frequency groups ranked by region (image) count (region), by pixel count "
+                                      "(pixel: groups pixel_frequent / ...), or both")
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
-    deterministic: bool = True  # deterministic algorithms on CPU (bit-exact resume)
-    amp: str = "none"  # none | bf16 | fp16 (CUDA)
-    sync_bn: bool = False
-    log_interval: int = 50
-    checkpoint_interval: int = 16000
-    keep_last: int = 2
-    tensorboard: bool = True
-    progress: bool = True
-    nan_policy: str = "stop"  # stop (checkpoint and exit with a message) | skip (skip the step)
-    # the global batch the config assumes: images per optimizer update over all processes (data.batch_size x
-    # processes x optim.accumulate). The paper presets set it (their learning rates and RR's per-process pooling
-    # are the preset's at that batch only); a run with another batch logs a warning. None: no assumption.
-    global_batch: int | None = None
+    seed: int = setting(0, "the random seed (initialisation, data order, augmentation, dropout)")
+    deterministic: bool = setting(True, "deterministic algorithms on CPU (bit-exact resume)")
+    amp: str = setting("none", "mixed precision: none, bf16 or fp16 (CUDA)")
+    sync_bn: bool = setting(False, "BatchNorm statistics synchronised over the processes (DDP)")
+    log_interval: int = setting(50, "a training record (loss terms, lr) in log.jsonl and TensorBoard every N "
+                                    "iterations")
+    checkpoint_interval: int = setting(16000, "a training checkpoint every N iterations (and one at the end)")
+    keep_last: int = setting(2, "training checkpoints kept, the latest (0: all)")
+    tensorboard: bool = setting(True, "TensorBoard events in the work dir (tb/)")
+    progress: bool = setting(True, "a progress bar while training (and while the data is checked, on a "
+                                   "terminal); shown only when progress is (not with rrseg -q)")
+    nan_policy: str = setting("stop", "a non-finite loss: stop (checkpoint and exit with a message) or skip (skip "
+                                      "the step)")
+    global_batch: int | None = setting(
+        None, "the global batch the config assumes: images per optimizer update over all processes (data.batch_size "
+              "x processes x optim.accumulate). The paper presets set it (their learning rates and RR's per-process "
+              "pooling are the preset's at that batch only); a run with another batch logs a warning. null: no "
+              "assumption")
 
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    work_dir: str = ""  # where the run writes; empty: work_dirs/<name> (resolved_work_dir)
-    name: str = ""  # a label for reports; defaults to the config file's stem
-    # a paper preset's mark: the experiment it reproduces and the configs it follows (file:line); empty for
-    # user configs
-    paper: str = ""
+    model: ModelConfig = section(ModelConfig, "the model")
+    data: DataConfig = section(DataConfig, "the datasets, the loading and the training augmentation")
+    loss: LossConfig = section(LossConfig, "the training loss: a pixel loss, auxiliary heads and a region loss")
+    optim: OptimConfig = section(OptimConfig, "the optimizer")
+    schedule: ScheduleConfig = section(ScheduleConfig, "the iterations and the learning-rate schedule (linear "
+                                                       "warm-up, then poly decay)")
+    eval: EvalConfig = section(EvalConfig, "evaluation: when, how (whole / slide, TTA) and the frequency groups")
+    train: TrainConfig = section(TrainConfig, "the training run: seed, precision, logging, checkpoints")
+    work_dir: str = setting("", "where the run writes; empty: work_dirs/<name> (resolved_work_dir)")
+    name: str = setting("", "a label for reports (and the default work dir); defaults to the config file's stem")
+    paper: str = setting("", "a paper preset's mark: the experiment it reproduces and the configs it follows "
+                             "(file:line); empty for user configs")
 
 
 # Allowed values of string fields that select an implementation. The loss sections' `type` and options come
@@ -195,6 +229,47 @@ def _dataset_name(name: str) -> None:
 
 # String fields that name an entry of a registry: the check raises an RRSegError naming the known names.
 REGISTERED: dict[str, Callable[[str], Any]] = {"data.train.type": _dataset_name, "data.val.type": _dataset_name}
+
+# The allowed values of every numeric key (a list's items one by one; `length` / `min_length`: its number of
+# items), checked at load. A loss option declares its range on its options class's field (rrseg.ranges.ranged).
+# tests/engine/test_config_ranges.py fails for a numeric key with no range.
+RANGES: dict[str, Range] = {
+    "model.num_classes": Range(">= 0"),  # 0: from the training dataset
+    "data.batch_size": Range(">= 1"),
+    "data.workers": Range(">= 0"),  # 0: load in the main process
+    "data.crop_size": Range(">= 1", length=2),  # (height, width)
+    "data.scale": Range(">= 1", length=2),  # (long, short) side
+    "data.ratio_range": Range("> 0", length=2),  # (low, high), low <= high (_check_combinations)
+    "data.cat_max_ratio": Range("(0, 1]"),  # 1: no re-drawn crops
+    "data.flip_prob": Range("[0, 1]"),
+    "data.mean": Range("[0, 255]", length=3),  # RGB, of 0..255 pixel values
+    "data.std": Range("> 0", length=3),
+    "loss.aux_weight": Range(">= 0"),
+    "optim.lr": Range("> 0"),
+    "optim.momentum": Range("[0, 1)"),
+    "optim.betas": Range("[0, 1)", length=2),
+    "optim.weight_decay": Range(">= 0"),
+    "optim.layer_decay": Range("(0, 1]"),
+    "optim.head_lr_mult": Range("> 0"),
+    "optim.clip_grad": Range("> 0"),  # null: no clipping
+    "optim.accumulate": Range(">= 1"),
+    "schedule.iters": Range(">= 1"),
+    "schedule.warmup_iters": Range(">= 0"),  # >= iters is a warning when training starts, not an error
+    "schedule.warmup_ratio": Range("[0, 1]"),
+    "schedule.power": Range(">= 0"),
+    "schedule.min_lr": Range(">= 0"),  # and <= optim.lr (_check_combinations)
+    "eval.interval": Range(">= 0"),  # 0: only at the end
+    "eval.crop_size": Range(">= 1", length=2),
+    "eval.stride": Range(">= 1", length=2),  # <= eval.crop_size in slide mode (_check_combinations)
+    "eval.scales": Range("> 0", min_length=1),
+    "eval.batch_size": Range(">= 1"),
+    "eval.group_sizes": Range(">= 0", length=2),  # (frequent, common)
+    "train.seed": Range("[0, 4294967295]"),  # numpy's seeds: 32 bits
+    "train.log_interval": Range(">= 1"),
+    "train.checkpoint_interval": Range(">= 1"),
+    "train.keep_last": Range(">= 0"),  # 0: keep every checkpoint
+    "train.global_batch": Range(">= 1"),
+}
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -432,7 +507,30 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
                 REGISTERED[full](kwargs[key])
             except RRSegError as e:
                 raise ConfigError(f"config key {full!r}: {e}") from None
+        allowed = RANGES.get(full) or field_range(fields[key])
+        if allowed is not None:
+            _check_range(full, kwargs[key], allowed)
     return cls(**kwargs)
+
+
+def _check_range(key: str, value: Any, allowed: Range) -> None:
+    """Raise if a number (or a list's length or items) is outside ``allowed``; None (an unset optional key)
+    passes."""
+    if value is None:
+        return
+    if isinstance(value, list):
+        n = len(value)
+        if allowed.length is not None and n != allowed.length:
+            raise ConfigError(f"config key {key!r}: {value!r} has {n} item{'' if n == 1 else 's'}, "
+                              f"expected {allowed.length} (each {allowed})")
+        if n < allowed.min_length:
+            raise ConfigError(f"config key {key!r}: {value!r} has {n} item{'' if n == 1 else 's'}, "
+                              f"expected at least {allowed.min_length} (each {allowed})")
+        for i, item in enumerate(value):
+            _check_range(f"{key}[{i}]", item, allowed)
+        return
+    if value not in allowed:
+        raise ConfigError(f"config key {key!r}: {value!r} is not {allowed}")
 
 
 def _build_loss(base: Any, data: dict, prefix: str) -> Any:
@@ -457,6 +555,16 @@ def _build_loss(base: Any, data: dict, prefix: str) -> Any:
 
 def _check_combinations(cfg: Config) -> Config:
     """Keys that are valid alone but not together."""
+    low, high = cfg.data.ratio_range
+    if low > high:
+        raise ConfigError(f"config key 'data.ratio_range': {cfg.data.ratio_range!r} is not (low, high) with "
+                          "low <= high")
+    if cfg.eval.mode == "slide" and any(s > c for s, c in zip(cfg.eval.stride, cfg.eval.crop_size)):
+        raise ConfigError(f"config key 'eval.stride': {cfg.eval.stride!r} is not <= eval.crop_size "
+                          f"{cfg.eval.crop_size!r} in each side (slide mode: a larger stride leaves pixels unseen)")
+    if cfg.schedule.min_lr > cfg.optim.lr:
+        raise ConfigError(f"config key 'schedule.min_lr': {cfg.schedule.min_lr!r} is not <= optim.lr "
+                          f"{cfg.optim.lr!r} (the poly schedule goes from optim.lr down to min_lr)")
     p = cfg.loss.pixel
     if getattr(p, "divide_by_weight_sum", False) and not p.avg_non_ignore:
         raise ConfigError("config key 'loss.pixel.divide_by_weight_sum': true divides by the labelled pixels' "
@@ -515,17 +623,20 @@ def parse_config(data: dict) -> Config:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
-    """Read ``path`` (following ``_base_``), apply ``--set`` overrides, validate."""
+    """Read ``path`` (following ``_base_``), apply ``--set`` overrides, validate. ``path`` is a config file or
+    the name of a packaged preset (:func:`find_config`: ``demo``, ``upernet_swin_t/ade20k_160k_rr``)."""
+    file = find_config(path)
     path = Path(path)
     try:
-        data = apply_overrides(_load_with_bases(path), overrides or [])
+        data = apply_overrides(_load_with_bases(file), overrides or [])
         cfg = parse_config(data)
     except ConfigError as e:
         msg = str(e)
-        named = msg.startswith((str(path), str(path.resolve())))  # errors in a _base_ file name that file
+        # errors in a _base_ file name that file
+        named = msg.startswith((str(path), str(path.resolve()), str(file), str(file.resolve())))
         raise ConfigError(msg if named else f"{path}: {msg}") from None
     if not cfg.name:
-        cfg.name = path.stem
+        cfg.name = file.stem
     cfg.work_dir = resolved_work_dir(cfg)
     return cfg
 
@@ -538,3 +649,84 @@ def resolved_work_dir(cfg: Config) -> str:
 
 def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
+
+
+class _ShowDumper(yaml.SafeDumper):
+    """Sections as blocks, lists of plain values on one line (``crop_size: [512, 512]``)."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flow = all(not isinstance(v, (list, dict)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_ShowDumper.add_representer(list, _represent_list)
+
+
+def config_yaml(cfg: Config) -> str:
+    """``cfg`` as YAML, every key in schema order (what ``rrseg config show`` prints; it loads back as is)."""
+    return yaml.dump(config_to_dict(cfg), Dumper=_ShowDumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+# ---------------------------------------------------------------------------------------------- presets
+# The packaged configs (the demo and the paper presets) live in the package, rrseg/configs/<model>/<name>.yaml
+# with their shared rrseg/configs/_base_/*.yaml; a checkout's top-level configs/ links to that folder. Each is
+# reachable by name from anywhere: `rrseg train upernet_swin_t/ade20k_160k_rr`, `rrseg train demo`.
+
+_PRESET_SUFFIXES = (".yaml", ".yml")
+
+
+def presets_dir() -> Path:
+    """The folder of the packaged configs (``rrseg/configs``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("rrseg") / "configs"))
+
+
+def preset_names() -> list[str]:
+    """The packaged configs by name, sorted: ``demo``, ``upernet_swin_t/ade20k_160k_rr``, ... (the ``_base_``
+    fragments they share left out)."""
+    root = presets_dir()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")
+                  if "_base_" not in p.relative_to(root).parts)
+
+
+def _preset_key(name: str | os.PathLike) -> str | None:
+    """The preset name a relative path or name spells (``configs/demo.yaml``, ``demo.yaml`` and ``demo`` spell
+    ``demo``), or None for an absolute path or one that leaves the folder."""
+    text = os.fspath(name).replace(os.sep, "/")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if text.startswith("/") or not parts or ".." in parts:
+        return None
+    if parts[0] == "configs" and len(parts) > 1:  # a checkout's path: configs/<model>/<name>.yaml
+        parts = parts[1:]
+    key = "/".join(parts)
+    for suffix in _PRESET_SUFFIXES:
+        key = key.removesuffix(suffix)
+    return key
+
+
+def find_preset(name: str | os.PathLike) -> Path | None:
+    """The packaged config ``name`` names (:func:`_preset_key`), or None."""
+    key = _preset_key(name)
+    if key is None:
+        return None
+    file = presets_dir() / f"{key}.yaml"
+    return file if file.is_file() else None
+
+
+def find_config(name: str | os.PathLike) -> Path:
+    """The config file ``name`` names: an existing path as it is, else the packaged preset of that name
+    (:func:`find_preset`), else a ConfigError naming the closest preset names."""
+    path = Path(name)
+    if path.exists() or _preset_key(name) is None:
+        return path  # (a missing absolute path: read_yaml's "config file not found")
+    preset = find_preset(name)
+    if preset is not None:
+        return preset
+    key = _preset_key(name) or ""
+    names = preset_names()
+    close = difflib.get_close_matches(key, names, n=4, cutoff=0.6) or [n for n in names if key in n][:4]
+    hint = f"; close ones: {', '.join(close)}" if close else ""
+    raise ConfigError(f"{name}: config file not found, nor a packaged preset of that name{hint} "
+                      "(`rrseg config list` names the presets)")

@@ -34,6 +34,7 @@ from rrseg.engine.evaluator import evaluation_report, write_report
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, check_writable, ensure_writable_dir, remove_stale_temps
 from rrseg.metrics.report import format_report
+from rrseg.output import RESULT
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Trainer:
         self.skipped = 0  # steps skipped for a non-finite loss in this process (nan_policy=skip)
         self.best: dict[str, Any] = {"mIoU": -1.0, "iteration": -1}
         self.history: list[dict] = []
+        self.written: list[str] = []  # the report files of the finished run (rank 0)
         self.extra_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
         self._bn_state: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -244,10 +246,13 @@ class Trainer:
             cb.on_evaluation(self, report)
         return report
 
-    def write_report(self, report: dict) -> None:
-        """report.json, report.md and the IoU-against-count plot(s) in the work dir (rank 0)."""
+    def write_report(self, report: dict) -> list[str]:
+        """report.json, report.md and the IoU-against-count plot(s) in the work dir (rank 0); the names of the
+        files written."""
         if self.info.is_main:
-            write_report(self.work_dir, report, self.cfg.name, title=f"{self.cfg.name}: iteration {self.iteration}")
+            return write_report(self.work_dir, report, self.cfg.name,
+                                title=f"{self.cfg.name}: iteration {self.iteration}")
+        return []
 
     def log(self, record: dict) -> None:
         """A record of the run's log, stamped with the time, for the callbacks that write it."""
@@ -262,12 +267,19 @@ class Trainer:
             parts = self.setup()
             self.callbacks = [*default_callbacks(self), *self.extra_callbacks]
             try:
-                return self._loop(parts)
+                report = self._loop(parts)
             finally:
                 for cb in self.callbacks:
                     cb.close(self)
         finally:
             cleanup()
+        if report is not None:  # rank 0; after the progress bar has gone: the results come last
+            written = [*self.written, "inference.safetensors"]
+            if (self.work_dir / "best.safetensors").is_file():
+                written.append("best.safetensors")
+            logger.log(RESULT, format_report(report))
+            logger.log(RESULT, "wrote %s/%s", self.work_dir, ", ".join(written))
+        return report
 
     def _loop(self, parts: Components) -> dict | None:
         cfg, info = self.cfg, self.info
@@ -295,16 +307,14 @@ class Trainer:
                 ckpt.save_weights(self.work_dir / "inference.safetensors", parts.model.inference_state_dict(),
                                   {**parts.metadata, "iteration": self.iteration})
                 final_report["best"] = self.best
-                self.write_report(final_report)
+                self.written = self.write_report(final_report)
             barrier()  # the ranks leave together: gloo can abort a process that exits while a peer still works
         except TrainingStopped as stop:
             path = self.save_checkpoint()
             if info.is_main:
-                logger.info("\n%s: checkpoint saved at iteration %d (%s); continue with --resume", stop,
-                            self.iteration, path)
+                logger.log(RESULT, "\n%s: checkpoint saved at iteration %d (%s); continue with --resume", stop,
+                           self.iteration, path)
             raise SystemExit(128 + stop.signum) from None
-        if info.is_main:
-            logger.info(format_report(final_report))
         return final_report if info.is_main else None
 
     def _fingerprints(self) -> list[str]:

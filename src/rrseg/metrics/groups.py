@@ -2,8 +2,19 @@
 common / rare.
 
 The default split is the ADE20K one used by DisAlign (top 20 / next 55 / last 75 of 150 classes), applied
-as the same fractions to other class counts. ``sizes`` (absolute group sizes) or ``thresholds`` (minimum
-region counts for frequent and for common) override it.
+as the same fractions to other class counts, with two rules for few classes (:func:`default_group_sizes`):
+
+- no group is left empty: frequent = max(1, round(C x 20/150)), common = max(1, round(C x 55/150)), rare =
+  the rest; so the most frequent class is always "frequent" and, from 3 classes on, the ranking's last class
+  always "rare";
+- but there is no "rare" group below 3 classes (1 class: frequent only; 2 classes: frequent and common), as
+  ranking two classes says which is more frequent, not that one is rare.
+
+For 150 classes this is 20 / 55 / 75, for 30 (the demo) 4 / 11 / 15, for 19 (Cityscapes) 3 / 7 / 9, for 3
+classes 1 / 1 / 1 (from 4 classes on the rules change nothing: the rounded fractions are never 0 there).
+Classes are ranked by count, most frequent first; equal counts keep class order, so classes with the same
+count can fall on both sides of a border. ``sizes`` (absolute group sizes) or ``thresholds`` (minimum region
+counts for frequent and for common) override the default.
 
 ``ranked_groups`` names the groups after their ranking: by region count ``frequent`` / ``common`` / ``rare``
 (the names reports have always had), by pixel count ``pixel_frequent`` / ``pixel_common`` / ``pixel_rare``
@@ -22,7 +33,9 @@ from rrseg.metrics.confusion import SegMetrics
 __all__ = [
     "GROUP_BY",
     "GROUP_NAMES",
+    "MIN_CLASSES_FOR_RARE",
     "PIXEL_GROUP_NAMES",
+    "default_group_sizes",
     "frequency_groups",
     "group_ranking",
     "group_summary",
@@ -34,6 +47,21 @@ PIXEL_PREFIX = "pixel_"
 PIXEL_GROUP_NAMES = tuple(PIXEL_PREFIX + g for g in GROUP_NAMES)
 GROUP_BY = ("region", "pixel", "both")  # eval.group_by / rrseg score --group-by
 ADE20K_SIZES = (20, 55, 75)
+
+
+MIN_CLASSES_FOR_RARE = 3
+
+
+def default_group_sizes(num_classes: int) -> tuple[int, int]:
+    """(frequent, common) sizes of the default split for ``num_classes`` classes; rare is the rest (see the
+    module: ADE20K's fractions, at least one class per group, no rare group below 3 classes)."""
+    c = int(num_classes)
+    total = sum(ADE20K_SIZES)
+    n_freq = min(c, max(1, round(c * ADE20K_SIZES[0] / total)))
+    n_common = max(1, round(c * ADE20K_SIZES[1] / total))
+    # what is left for rare: none below MIN_CLASSES_FOR_RARE classes, at least one from there on
+    n_common = min(n_common, c - n_freq - (1 if c >= MIN_CLASSES_FOR_RARE else 0))
+    return n_freq, max(0, n_common)
 
 
 def frequency_groups(
@@ -56,11 +84,7 @@ def frequency_groups(
             "common": order[(counts[order] < t_freq) & (counts[order] >= t_common)],
             "rare": order[counts[order] < t_common],
         }
-    if sizes is None:
-        n_freq = round(c * ADE20K_SIZES[0] / sum(ADE20K_SIZES))
-        n_common = round(c * ADE20K_SIZES[1] / sum(ADE20K_SIZES))
-    else:
-        n_freq, n_common = sizes
+    n_freq, n_common = default_group_sizes(c) if sizes is None else sizes
     if n_freq < 0 or n_common < 0 or n_freq + n_common > c:
         raise ValueError(f"group sizes {(n_freq, n_common)} do not fit {c} classes")
     return {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rrseg.ranges import ranged
 from rrseg.types import SegOutput
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ class Criterion(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ options
 # A loss's options class is a dataclass: its fields are the keys of its config section (``loss.pixel`` or
-# ``loss.region``) with their types and defaults, which the config checks and fills in. ``type`` is the name
+# ``loss.region``) with their types and defaults, which the config checks and fills in; a numeric field declares
+# its allowed range with ``rrseg.ranges.ranged(default, "[0, 1)")``, checked at load. ``type`` is the name
 # the loss is registered under; each subclass sets it as its default (the bases' is the loss a config gets
 # when it names none, so a subclass that forgets is refused as a second registration of that name).
 
@@ -68,11 +70,17 @@ class PixelLossOptions:
     """The options every pixel loss takes; a pixel loss's options class adds its own and ``build``."""
 
     KIND: ClassVar[str] = "pixel"
+    # the options' meanings (rrseg.schema; docs/CONFIG.md is generated from them), here and in each subclass
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "type": "the pixel loss: a name of rrseg.rebalance.PIXEL_LOSSES",
+        "loss_weight": "the pixel loss's weight in the training loss",
+        "avg_non_ignore": "every pixel loss and the auxiliary CE: the per-pixel losses (class-weighted for "
+                          "weighted_ce) summed and divided by the labelled pixels (true, mmseg >= 0.23) or by all "
+                          "pixels, ignored ones included (false, mmseg 0.17: what the released configs ran; it sets "
+                          "the pixel losses' weight against RR)",
+    }
     type: str = "ce"
-    loss_weight: float = 1.0
-    # every pixel loss and the auxiliary CE: the sum of per-pixel losses (class-weighted for weighted_ce) over
-    # the labelled pixels (true, mmseg >= 0.23) or over all pixels, ignored ones included (false, mmseg 0.17:
-    # what the released configs ran; it sets the pixel losses' weight against RR)
+    loss_weight: float = ranged(1.0, ">= 0")
     avg_non_ignore: bool = True
 
     def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> LossTerm:
@@ -87,6 +95,9 @@ class RegionLossOptions:
     (``build_model(rebalance=...)``); ``module`` builds the branch from such a setting."""
 
     KIND: ClassVar[str] = "region"
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "type": "the region loss: a name of rrseg.rebalance.REGION_LOSSES (none: no region term)",
+    }
     type: str = "none"
 
     def spec(self, counts: ClassCounts, ignore_index: int = 255) -> dict[str, Any] | None:

@@ -9,11 +9,13 @@ sigma = 4. Inference is unchanged. Averaging (``avg_non_ignore``) as the other p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from rrseg.ranges import ranged
 from rrseg.rebalance.base import PixelLossOptions
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.rebalance.pixel import _PixelTerm
@@ -54,8 +56,12 @@ class BLVLoss(_PixelTerm):
 class BLVOptions(PixelLossOptions):
     """blv: CE on logits perturbed by |N(0, sigma)| clipped to [0, 1], scaled per class (pixel frequencies)."""
 
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "sigma": "the perturbation's spread: |N(0, sigma)| clipped to [0, 1], scaled per class by its log-frequency "
+                 "gap (largest for the rarest class)",
+    }
     type: str = "blv"
-    sigma: float = 4.0
+    sigma: float = ranged(4.0, ">= 0")
 
     def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> BLVLoss:
         return BLVLoss(counts, num_classes, "loss_blv", self.loss_weight, sigma=self.sigma, ignore_index=ignore_index,

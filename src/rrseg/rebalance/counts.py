@@ -4,6 +4,10 @@ Accepted sources: a released dataset name ("ade20k", "coco_stuff164k", "cityscap
 tensor / array of image counts; a JSON file written by ``rrseg stats``;
 the released text format (one integer per line, class order), e.g. ``ade20k_image_label_stats.txt``. For a
 released ``*_image_label_stats.txt`` the sibling ``*_pix_label_stats.txt`` is read too when present.
+
+The released files ship with the package and are found by their bare file name as well (the authors' configs
+name them so): ``"ade20k_image_label_stats.txt"`` is the packaged file unless a file of that name exists
+where it points (a path with a folder is always read as given).
 """
 
 from __future__ import annotations
@@ -32,6 +36,22 @@ RELEASED = {"ade20k": "ade20k", "coco_stuff164k": "cocostuff164k", "cityscapes":
 def released_stats_path(name: str, kind: str = "image") -> Path:
     """Path of a released counts file: ``name`` in RELEASED, ``kind`` "image" or "pix"."""
     return Path(__file__).resolve().parent.parent / "data" / "resources" / f"{RELEASED[name]}_{kind}_label_stats.txt"
+
+
+def released_file(path: str | os.PathLike) -> Path | None:
+    """The packaged released counts file that ``path`` names by its bare file name (e.g.
+    ``ade20k_image_label_stats.txt``, ``cocostuff164k_pix_label_stats.txt``) when no such file exists there;
+    else None."""
+    path = Path(path)
+    if path.exists() or path.parent != Path(".") or not path.name.endswith("_label_stats.txt"):
+        return None
+    packaged = released_stats_path("ade20k").parent / path.name
+    return packaged if packaged.is_file() else None
+
+
+def released_files() -> list[str]:
+    """The file names of the packaged released counts."""
+    return sorted(p.name for p in released_stats_path("ade20k").parent.glob("*_label_stats.txt"))
 
 
 class CountsError(RRSegError, ValueError):
@@ -92,6 +112,9 @@ class ClassCounts:
         elif isinstance(source, str) and source in RELEASED:
             counts = cls._load_file(released_stats_path(source))
             where = f"released {source} counts: "
+        elif isinstance(source, (str, os.PathLike)) and released_file(source) is not None:
+            counts = cls._load_file(released_file(source))
+            where = f"released {Path(source).name}: "
         elif isinstance(source, (str, os.PathLike)):
             counts = cls._load_file(Path(source))
             where = f"{source}: "
@@ -107,7 +130,8 @@ class ClassCounts:
     @classmethod
     def _load_file(cls, path: Path) -> ClassCounts:
         if not path.is_file():
-            raise CountsError(f"{path}: counts file not found")
+            raise CountsError(f"{path}: counts file not found (released counts are named {', '.join(RELEASED)} "
+                              f"or by their file name, e.g. {released_files()[0]})")
         if path.suffix == ".json":
             try:
                 data = json.loads(path.read_text())

@@ -12,13 +12,14 @@ for ``F.cross_entropy(weight=...)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rrseg.ranges import ranged
 from rrseg.rebalance.base import LossTerm, PixelLossOptions, resize_logits
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.types import SegOutput
@@ -138,9 +139,14 @@ class CrossEntropyOptions(PixelLossOptions):
 class WeightedCEOptions(PixelLossOptions):
     """weighted_ce: cross-entropy with per-class weights from the pixel frequencies (:func:`class_weights`)."""
 
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "weight_scheme": "the class weights from the pixel frequencies f: log: w = 1 + log(max f / f); inv_sqrt: "
+                         "1 / sqrt(f), mean 1",
+        "divide_by_weight_sum": "divide by the sum of the labelled pixels' class weights (PyTorch's rule); needs "
+                                "avg_non_ignore",
+    }
     type: str = "weighted_ce"
-    weight_scheme: Literal["log", "inv_sqrt"] = "log"  # log: w = 1 + log(max f / f); inv_sqrt: 1 / sqrt(f), mean 1
-    # divide by the sum of the labelled pixels' class weights (PyTorch's rule); needs avg_non_ignore
+    weight_scheme: Literal["log", "inv_sqrt"] = "log"
     divide_by_weight_sum: bool = False
 
     def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> CrossEntropyLoss:
@@ -180,8 +186,9 @@ class FocalLoss(_PixelTerm):
 class FocalOptions(PixelLossOptions):
     """focal: CE scaled by (1 - p_t)^gamma."""
 
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {"gamma": "the focusing power: CE x (1 - p_t)^gamma (0: plain CE)"}
     type: str = "focal"
-    gamma: float = 2.0
+    gamma: float = ranged(2.0, ">= 0")
 
     def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> FocalLoss:
         return FocalLoss("loss_focal", self.loss_weight, gamma=self.gamma, ignore_index=ignore_index,
@@ -219,9 +226,13 @@ class BalancedSoftmaxLoss(_PixelTerm):
 class BalancedSoftmaxOptions(PixelLossOptions):
     """balanced_softmax: CE on logits + tau * log prior, the prior from pixel or region (image) counts."""
 
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "prior": "the counts of the log prior: pixel or region (image) counts",
+        "tau": "the prior's scale: CE on logits + tau x log prior",
+    }
     type: str = "balanced_softmax"
     prior: Literal["pixel", "region"] = "pixel"
-    tau: float = 1.0
+    tau: float = ranged(1.0, ">= 0")
 
     def build(self, counts: ClassCounts, num_classes: int, ignore_index: int = 255) -> BalancedSoftmaxLoss:
         return BalancedSoftmaxLoss(counts, num_classes, "loss_bsm", self.loss_weight, prior=self.prior, tau=self.tau,

@@ -36,13 +36,14 @@ import inspect
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
+from rrseg.ranges import ranged
 from rrseg.rebalance.base import RegionLossOptions, resize_logits
 from rrseg.rebalance.counts import ClassCounts, CountsLike
 from rrseg.types import SegOutput
@@ -405,20 +406,36 @@ class RegionRebalance(nn.Module):
 class RROptions(RegionLossOptions):
     """rr: Region Rebalance, the released defaults (frozen branch, region-count prior, soft targets 0.5)."""
 
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "loss_weight": "the region loss's weight in the training loss",
+        "trainable": "the region branch learns too (false, as released: frozen at its random init, its BatchNorm "
+                     "statistics still updated)",
+        "per_image": "one region per class per image rather than per class in the process's batch",
+        "prior": "the log prior added to the region logits: from region (image) counts, pixel counts, or none",
+        "smooth": "the true-class target probability; null: 0.5 for rr, 1.0 for ceco",
+        "reduce_channels": "the branch's 1x1 reduction of the features (conv + BatchNorm): its channels",
+        "hidden_channels": "the branch's hidden layer (Linear + ReLU): its width",
+        "dropout": "the dropout before the region classifier",
+        # the release's DeepLabV3+ / OCRNet heads (see the module docstring)
+        "prior_eps": "the release's DeepLabV3+ / OCRNet heads: the prior log(n / sum n + prior_eps); null: a zero "
+                     "count taken as 1",
+        "ignored_region": "the release's DeepLabV3+ / OCRNet heads: the ignored pixels as one more region (loss 0, "
+                          "counted in the mean)",
+        "consistency_weight": "the release's DeepLabV3+ / OCRNet heads: the weight of their consistency term (each "
+                              "labelled pixel's logits against the regions' logits); 0: none",
+    }
     type: str = "rr"
-    loss_weight: float = 1.0
+    loss_weight: float = ranged(1.0, ">= 0")
     trainable: bool = False
     per_image: bool = False
     prior: Literal["region", "pixel", "none"] = "region"
-    smooth: float | None = None  # None: 0.5 for rr, 1.0 for ceco
-    reduce_channels: int = 128
-    hidden_channels: int = 512
-    dropout: float = 0.1
-    # The release's DeepLabV3+ / OCRNet heads (see the module docstring): log(n / sum n + prior_eps) (null: a zero
-    # count taken as 1), the ignored pixels as one more region (loss 0, counted in the mean), consistency term
-    prior_eps: float | None = None
+    smooth: float | None = ranged(None, "(0, 1]")
+    reduce_channels: int = ranged(128, ">= 1")
+    hidden_channels: int = ranged(512, ">= 1")
+    dropout: float = ranged(0.1, "[0, 1)")
+    prior_eps: float | None = ranged(None, "> 0")
     ignored_region: bool = False
-    consistency_weight: float = 0.0
+    consistency_weight: float = ranged(0.0, ">= 0")
 
     @classmethod
     def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:
@@ -449,8 +466,11 @@ class RROptions(RegionLossOptions):
 class CeCoOptions(RROptions):
     """ceco: RR with a fixed simplex-ETF classifier over L2-normalised region features (CeCo, CVPR 2023)."""
 
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "logit_scale": "the scale of the ETF classifier's logits (over L2-normalised region features)",
+    }
     type: str = "ceco"
-    logit_scale: float = 5.0
+    logit_scale: float = ranged(5.0, "> 0")
 
     @classmethod
     def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:

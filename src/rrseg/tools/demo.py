@@ -31,6 +31,7 @@ from rrseg.engine.trainer import Trainer
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 from rrseg.metrics.report import plot_iou_vs_count
+from rrseg.output import RESULT
 from rrseg.tools.experiment import last_run, plot_curves, plot_predictions, read_log, summary_row, summary_table
 
 logger = logging.getLogger(__name__)
@@ -193,8 +194,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", config: str | os.PathLike | N
     }
     atomic_write_json(report_dir / "summary.json", summary)
     atomic_write_text(report_dir / "README.md", _markdown(summary, reports))
-    logger.info("\n" + summary_table(rows))
-    logger.info(f"\nreport: {report_dir}/README.md (plots: iou_vs_count.png, curves.png, predictions.png); "
+    logger.log(RESULT, "\n" + summary_table(rows))  # the results: kept by rrseg -q
+    logger.log(RESULT, f"\nreport: {report_dir}/README.md (plots: iou_vs_count.png, curves.png, predictions.png); "
                 f"{summary['total_seconds'] / 60:.1f} min in all")
     return summary
 

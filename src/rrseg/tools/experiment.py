@@ -90,7 +90,8 @@ def plot_curves(runs: Mapping[str, str | os.PathLike], path: str | os.PathLike,
                              squeeze=False)
     for ax, term in zip(axes[0], present):
         for name, recs in logs.items():
-            pts = [(r["iteration"], r[term]) for r in recs if term in r]
+            # log.jsonl holds a non-finite value as null (listed in the record's "nonfinite"): a gap in the curve
+            pts = [(r["iteration"], math.nan if r[term] is None else r[term]) for r in recs if term in r]
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, label=name, lw=1.4)

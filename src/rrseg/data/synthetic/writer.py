@@ -21,6 +21,7 @@ from rrseg.data.synthetic.render import palette_bytes, render_image
 from rrseg.data.synthetic.statistics import count_split, format_statistics, long_tail_statistics
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from rrseg.output import RESULT
 from rrseg.parallel import chunk_size, default_workers, parallel_map
 
 logger = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def make_synthetic(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if verbose:
-        logger.info(f"wrote {out} ({total} images, {w}x{h}, seed {seed}) in {stats['seconds']:.1f} s")
+        # the result (kept by rrseg -q); the statistics below are detail (INFO), stored in synthetic.json too
+        logger.log(RESULT, f"wrote {out} ({total} images, {w}x{h}, seed {seed}) in {stats['seconds']:.1f} s")
         logger.info(format_statistics(stats) if kind == "longtail" else f"{num_classes} classes, class-balanced "
                     f"({designs[0].train_images} training images each)")
     return out
