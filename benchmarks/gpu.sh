@@ -34,8 +34,9 @@
 #   (BEiT-L first) are left out, and their rows say so.
 # Dry run (this project's 2-core shared CPU, 2026-12-02): env 6-9 s, checks 4-5 s, branch 5-6 s, train
 # 20-35 s (two gloo ranks), models 12-20 s; 50-80 s in all with the machine's load. Its end-to-end test is
-# opt-in for that reason: RRSEG_SLOW=1 pytest tests/models/test_gpu_bench_script.py -k dry_run (the suite
-# checks that the script parses, one tiny model pass, the report's sections in every part state, and that
+# marked slow and multiprocess for that reason (make test runs it, make test-fast does not):
+# pytest tests/benchmarks/test_gpu_bench_script.py -k dry_run (the file's other tests
+# check that the script parses, one tiny model pass, the report's sections in every part state, and that
 # the branch paths compute the same loss).
 # Give the device call a timeout_s of about 330 (TOTAL 285 s + interpreter and wheel start-up).
 # Needs python3 with torch (+ CUDA), numpy, pyyaml, pillow, rich, matplotlib, safetensors, huggingface_hub;

@@ -77,7 +77,7 @@ def main() -> int:
     torch.manual_seed(0)
     rows: list[dict] = []
 
-    # the evaluation accumulator, as evaluate() builds it on the device
+    # the evaluation accumulator, as Evaluator.confusion() builds it on the device
     c = 150
     label = make_labels(4, 128).to(device)
     pred = torch.randint(0, c, label.shape).to(device)

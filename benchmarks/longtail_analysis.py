@@ -26,7 +26,7 @@ import torch
 
 from rrseg.data.folder import FolderDataset
 from rrseg.data.transforms import test_transforms
-from rrseg.engine.evaluator import evaluate
+from rrseg.engine.evaluator import Evaluator
 from rrseg.engine.inference import load_for_inference
 from rrseg.engine.loader import collate
 from rrseg.io import atomic_write_json, atomic_write_text
@@ -81,7 +81,7 @@ def confusion(run: Path, data: Path) -> tuple[np.ndarray, dict]:
     ds = FolderDataset(data, "val", transforms=test_transforms(scale=tuple(d.scale), mean=tuple(d.mean),
                                                                std=tuple(d.std)))
     loader = torch.utils.data.DataLoader(ds, batch_size=50, collate_fn=collate)
-    cm = evaluate(model, loader, int(meta["num_classes"]), cfg.eval, torch.device("cpu"), ds.ignore_index)
+    cm = Evaluator(cfg.eval, int(meta["num_classes"]), ds.ignore_index, device="cpu").confusion(model, loader)
     report = json.loads((run / "report.json").read_text())
     return cm.mat.cpu().numpy(), report
 

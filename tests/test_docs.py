@@ -216,7 +216,7 @@ class Snippet:
     replace: list[tuple[str, str, str]] = field(default_factory=list)  # (old, new, why)
     check: Callable[[dict, Path], None] | None = None
     slow: bool = False
-    needs: str | None = None  # a module the snippet needs that may be absent
+    needs: str | None = None  # a module the snippet needs that is no dev dependency, so may be absent
 
 
 SNIPPETS = {
@@ -224,7 +224,7 @@ SNIPPETS = {
     "smp": Snippet("RRWrapper(model, counts=", givens_smp, [
         ('encoder_weights="imagenet"', "encoder_weights=None", "ImageNet weights are a download"),
     ], check_smp, slow=True, needs="segmentation_models_pytorch"),
-    "hf": Snippet("region_rebalance_for(model,", givens_hf, check=check_hf, slow=True, needs="accelerate"),
+    "hf": Snippet("region_rebalance_for(model,", givens_hf, check=check_hf, slow=True),
     "plain": Snippet("RegionRebalance(in_channels=512", givens_plain, check=check_plain),
     "models": Snippet('"upernet_swin_t", num_classes=150', givens_model, [
         ('pretrained="timm"', "pretrained=None", "timm's ImageNet weights are a download"),

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import ADE20K_FULL_IDS
@@ -36,6 +37,7 @@ def naive(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return image, pixel
 
 
+@pytest.mark.slow  # `rrseg check-data` in a subprocess
 def test_check_data_recognises_the_layout(run_rrseg, ade20k_full):
     proc = run_rrseg("check-data", ade20k_full.parent, "--workers", 1)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -62,7 +62,13 @@ def test_eval_matches_the_training_report_and_tta_runs(trained, tmp_path):
     report = json.loads((out / "report.json").read_text())
     train_report = json.loads((work / "report.json").read_text())
     assert report["per_class"] == train_report["per_class"]
-    assert (out / "report.md").is_file() and (out / "iou_vs_count.png").is_file()
+    # the whole report, but for what says where it comes from (one Evaluator for both)
+    own = {"iteration", "best", "checkpoint", "eval"}
+    assert {k: v for k, v in report.items() if k not in own} == {k: v for k, v in train_report.items() if k not in own}
+    assert list(report)[:7] == list(train_report)[:7]  # the same keys in the same order
+    body = (out / "report.md").read_text().split("\n", 1)[1]  # the title names the checkpoint, the iteration
+    assert body == (work / "report.md").read_text().split("\n", 1)[1]
+    assert (out / "iou_vs_count.png").read_bytes() == (work / "iou_vs_count.png").read_bytes()
     assert "frequent" in proc.stdout
     tta = rrseg(["eval", cfgs["rr"], work, "--tta", "--slide", "--set", "eval.crop_size=[32,32]",
                  "eval.stride=[16,16]", "--out", tmp_path / "tta"], env)

@@ -33,6 +33,7 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow  # `rrseg train` in a subprocess: 6 iterations, 2 evaluations
 def test_train_rr_writes_every_output(tiny_config, cli_env):
     cfg = tiny_config("rr", loss={"region": {"type": "rr"}, "counts": None})
     proc = rrseg(["train", cfg], cli_env)

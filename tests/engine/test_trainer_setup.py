@@ -176,6 +176,7 @@ def test_the_default_work_dir_is_named_after_the_config(tmp_path, monkeypatch):
     assert load_config(_small_run_config(tmp_path, work_dir="elsewhere")).work_dir == "elsewhere"
 
 
+@pytest.mark.slow  # trains three times
 def test_a_work_dir_that_holds_a_run_is_never_overwritten_silently(tmp_path):
     """A second run into a finished work dir without --resume is refused before anything is written (the old
     run intact); --overwrite removes the old run's outputs (and nothing else) first; --resume continues."""

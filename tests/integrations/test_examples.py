@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -52,6 +51,7 @@ def val_miou(stdout: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow  # the example in a subprocess: makes its data, trains 3 steps
 def test_plain_pytorch_example_makes_its_data_and_trains(tmp_path):
     out = tmp_path / "run"
     stdout = run_example(
@@ -89,7 +89,6 @@ def test_smp_example_trains_saves_and_reloads(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_hf_example_custom_loop(tmp_path, data_root):
-    pytest.importorskip("transformers")
     out = tmp_path / "run"
     stdout = run_example("hf_rr.py", "--data", str(data_root), "--out", str(out), *SMALL, cwd=tmp_path)
     assert last_rr_loss(stdout) > 0
@@ -97,10 +96,8 @@ def test_hf_example_custom_loop(tmp_path, data_root):
     assert (out / "model" / "config.json").is_file() and (out / "model" / "region_rebalance.safetensors").is_file()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="the HF Trainer needs accelerate")
 @pytest.mark.slow
 def test_hf_example_with_trainer(tmp_path, data_root):
-    pytest.importorskip("transformers")
     out = tmp_path / "run"
     stdout = run_example(
         "hf_rr.py", "--model", "upernet", "--trainer", "--data", str(data_root), "--out", str(out), *SMALL,

@@ -39,10 +39,23 @@ def write(name: str, out_dir: Path) -> Path:
     tensors = {k: v.to(torch.float32).contiguous() for k, v in ref.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.safetensors"
+    if _same(path, tensors, meta):  # the file's layout bytes may vary between writes: keep an equal one
+        return path
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
+
+
+def _same(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bool:
+    if not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        if f.metadata() != meta or set(f.keys()) != set(tensors):
+            return False
+        return all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
 
 
 def main(argv: list[str]) -> int:

@@ -3,8 +3,9 @@
 Writes report.json, report.md and iou_vs_count.png (with eval.group_by pixel or both, also
 iou_vs_pixel_count.png) to --out (default: a folder `eval_<checkpoint>` next to the checkpoint). `--slide`
 uses sliding-window inference (eval.crop_size / eval.stride), `--tta` multi-scale (0.5, 0.75, 1.0, 1.25, 1.5,
-1.75) + flip. Prints the report's table (overall, per group, the worst classes) and the files written, also
-with -q.
+1.75) + flip. The evaluation is the trainer's (one Evaluator), in the config's precision (train.amp; `--set
+train.amp=none` for float32). Prints the report's table (overall, per group, the worst classes) and the files
+written, also with -q.
 
 examples:
   rrseg eval configs/demo.yaml runs/demo/rr/best.safetensors
@@ -32,10 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rrseg.engine import checkpoint as ckpt
-    from rrseg.engine.components import build_datasets, build_val_loader, eval_groups, resolve_counts
+    from rrseg.engine.components import build_datasets, build_evaluator, build_val_loader, resolve_counts
     from rrseg.engine.config import load_config
     from rrseg.engine.distributed import setup
-    from rrseg.engine.evaluator import evaluation_report, write_report
     from rrseg.engine.inference import load_into
     from rrseg.errors import RRSegError
     from rrseg.io import check_writable
@@ -65,15 +65,15 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise RRSegError(f"{e} (the checkpoint holds a {trained}, the config builds a {cfg.model.name})") from None
     model.to(info.device).eval()
-    # the trainer's look-up: loss.counts, else the counts.json of the run the checkpoint belongs to, else counted
+    # the trainer's look-up: loss.counts, else the counts.json of the run the checkpoint belongs to, else counted;
+    # the trainer's evaluator (eval.group_by / group_sizes checked as it is built, before any inference)
     counts = resolve_counts(cfg, train_ds, num_classes, ckpt.work_dir_of(file))
-    eval_groups(cfg, counts)  # eval.group_by / group_sizes checked before the evaluation
-    report = evaluation_report(model, build_val_loader(cfg, val_ds, info), num_classes, cfg.eval, info.device, counts,
-                               getattr(val_ds, "class_names", None), getattr(val_ds, "ignore_index", 255))
+    evaluator = build_evaluator(cfg, num_classes, getattr(val_ds, "ignore_index", 255), counts, val_ds, info.device)
+    report = evaluator.report(model, build_val_loader(cfg, val_ds, info))
     report.update(name=cfg.name, checkpoint=str(file), eval=dict(mode=cfg.eval.mode, scales=cfg.eval.scales,
                                                                   flip=cfg.eval.flip))
     if info.is_main:
-        files = write_report(out, report, cfg.name, title=f"{cfg.name}: {file}")
+        files = evaluator.write(out, report, cfg.name, title=f"{cfg.name}: {file}")
         print(format_report(report))
         print(f"wrote {out}/{', '.join(files)}")
     return 0

@@ -1,9 +1,10 @@
 """What a training run is made of, built from its config in one place: ``build_components(cfg, info)``.
 
-Datasets and transforms, the class counts and evaluation groups, the model (with its RR / CeCo branch), the
-criterion, DDP, the optimizer with its learning-rate schedule, the AMP scaler, and the loaders. The trainer
-(:mod:`rrseg.engine.trainer`) runs a loop over them; ``rrseg eval`` builds the same datasets, counts and
-validation loader through the functions here, so a number means the same thing in both.
+Datasets and transforms, the class counts, the evaluator (with its frequency groups), the model (with its RR /
+CeCo branch), the criterion, DDP, the optimizer with its learning-rate schedule, the AMP scaler, and the
+loaders. The trainer (:mod:`rrseg.engine.trainer`) runs a loop over them; ``rrseg eval`` builds the same
+datasets, counts, evaluator and validation loader through the functions here, so a number means the same thing
+in both.
 
 The build order is fixed (datasets, counts, model, criterion, optimizer, loaders): the model's random
 initialisation follows the seed in that order, so the same seed gives the same run.
@@ -17,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from rrseg.engine.config import Config, config_to_dict
 from rrseg.engine.distributed import DistInfo, on_main
+from rrseg.engine.evaluator import Evaluator
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
 from rrseg.errors import RRSegError
-from rrseg.metrics.groups import ranked_groups
 from rrseg.rebalance import ClassCounts, Criterion, CrossEntropyLoss
 
 logger = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ __all__ = [
     "build_components",
     "build_criterion",
     "build_datasets",
+    "build_evaluator",
     "build_val_loader",
     "convert_sync_bn",
-    "eval_groups",
     "model_metadata",
     "rebalance_spec",
     "resolve_counts",
@@ -99,17 +99,14 @@ def resolve_counts(cfg: Config, train_ds: Any, num_classes: int, work_dir: Path 
     return on_main(cached_or_counted)
 
 
-def eval_groups(cfg: Config, counts: ClassCounts) -> dict[str, np.ndarray]:
-    """The frequency groups ``cfg.eval`` asks for (``group_by``, ``group_sizes``); an RRSegError naming the
-    key when they cannot be made (pixel groups without pixel counts, sizes that do not fit)."""
-    sizes = tuple(cfg.eval.group_sizes) if cfg.eval.group_sizes else None
-    try:
-        return ranked_groups(counts.image_counts, counts.pixel_counts, cfg.eval.group_by, sizes)
-    except RRSegError as e:
-        source = f" (counts: {cfg.loss.counts})" if cfg.loss.counts else ""
-        raise RRSegError(f"config key 'eval.group_by': {e}{source}") from None
-    except ValueError as e:
-        raise RRSegError(f"config key 'eval.group_sizes': {e}") from None
+def build_evaluator(cfg: Config, num_classes: int, ignore_index: int, counts: ClassCounts, val_ds: Any,
+                    device: torch.device) -> Evaluator:
+    """The run's :class:`Evaluator`, one construction for the trainer and ``rrseg eval``: ``cfg.eval``, the
+    validation data's class names, the training precision (``train.amp``). Its frequency groups are ranked
+    here, once; a config that cannot make them (pixel groups without pixel counts, sizes that do not fit) is an
+    RRSegError naming the key, before any training or inference."""
+    return Evaluator(cfg.eval, num_classes, ignore_index, counts, getattr(val_ds, "class_names", None),
+                     AMP_DTYPES[cfg.train.amp], device, counts_source=cfg.loss.counts)
 
 
 def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_classes: int,
@@ -178,7 +175,7 @@ class Components:
     num_classes: int
     ignore_index: int
     counts: ClassCounts
-    groups: dict[str, np.ndarray]
+    evaluator: Evaluator  # the validation: its groups ranked once, at build time
     model: nn.Module  # the bare model: what is saved and evaluated
     ddp: nn.Module  # the model as trained: DistributedDataParallel around ``model`` when distributed
     criterion: Criterion
@@ -213,7 +210,7 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
                          f"{train_ds.num_classes} classes")
     ignore_index = getattr(train_ds, "ignore_index", 255)
     counts = resolve_counts(cfg, train_ds, num_classes, work_dir)
-    groups = eval_groups(cfg, counts)  # checked before training, not at the first evaluation
+    evaluator = build_evaluator(cfg, num_classes, ignore_index, counts, val_ds, info.device)  # groups checked now
 
     model = build_model(cfg.model.name, num_classes=num_classes, rebalance=rebalance_spec(cfg, counts, ignore_index),
                         pretrained=cfg.model.pretrained, **cfg.model.options)
@@ -247,7 +244,7 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
     )
     return Components(
         info=info, train_ds=train_ds, val_ds=val_ds, num_classes=num_classes, ignore_index=ignore_index,
-        counts=counts, groups=groups, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
+        counts=counts, evaluator=evaluator, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
         scaler=torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp == "fp16"),
         amp_dtype=AMP_DTYPES[cfg.train.amp],
         metadata={**model_metadata(cfg, num_classes, train_ds),

@@ -1,5 +1,5 @@
-"""Inference (whole image or sliding window, multi-scale + flip TTA), evaluation into a confusion matrix, and
-the evaluation report: the one path that the trainer and ``rrseg eval`` share.
+"""Inference (whole image or sliding window, multi-scale + flip TTA) and the :class:`Evaluator`: a confusion
+matrix, the evaluation report and its files, the one path that the trainer and ``rrseg eval`` share.
 
 As mmsegmentation: the model sees the test-resized image; its class probabilities are resized back to the
 label's original size before the argmax, so metrics are computed at the annotation's resolution.
@@ -11,18 +11,21 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.engine.config import EvalConfig
+from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text
 from rrseg.metrics.confusion import ConfusionMatrix
+from rrseg.metrics.groups import ranked_groups
 from rrseg.metrics.report import build_report, markdown_report, plot_iou_vs_count
 from rrseg.models.segmentor import SIZE_DIVISOR, Segmentor, pad_to_multiple
 from rrseg.rebalance.counts import ClassCounts
 
-__all__ = ["evaluate", "evaluation_report", "predict_probs", "write_report"]
+__all__ = ["Evaluator", "predict_probs"]
 
 
 def _forward(model: nn.Module, images: Tensor) -> Tensor:
@@ -88,61 +91,96 @@ def predict_probs(model: nn.Module, images: Tensor, cfg: EvalConfig, num_classes
     return total / n
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    batches: Iterable[dict],
-    num_classes: int,
-    cfg: EvalConfig,
-    device: torch.device,
-    ignore_index: int = 255,
-    amp_dtype: torch.dtype | None = None,
-) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``batches`` (dicts with image [B,3,h,w] and label [B,H,W]),
-    summed over all processes."""
-    was_training = model.training
-    model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
-    try:
-        for batch in batches:
-            images = batch["image"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                probs = predict_probs(model, images, cfg, num_classes, tuple(labels.shape[-2:]))
-            cm.update(probs.argmax(1), labels)
-    finally:
-        model.train(was_training)
-    return cm.all_reduce()
+class Evaluator:
+    """The evaluation of a run, as the trainer and ``rrseg eval`` share it: built once from the eval config,
+    the classes, the ignore index, the class counts and the precision, then run on a model as often as asked.
 
+    The frequency groups (``cfg.group_by`` / ``cfg.group_sizes``, ranked by ``counts``) are computed here, once:
+    a config that cannot make them is an RRSegError naming its key at construction, before any training or
+    inference. Without ``counts`` the reports have no groups. ``counts_source`` (where the counts came from,
+    e.g. ``loss.counts``) is named in that error.
 
-def evaluation_report(
-    model: nn.Module,
-    batches: Iterable[dict],
-    num_classes: int,
-    cfg: EvalConfig,
-    device: torch.device,
-    counts: ClassCounts,
-    class_names: Sequence[str] | None = None,
-    ignore_index: int = 255,
-    amp_dtype: torch.dtype | None = None,
-) -> dict:
-    """The report of ``model`` over ``batches``: overall, per class and per frequency group (the groups are
-    ranked by ``counts`` as ``cfg.group_by`` / ``cfg.group_sizes`` say)."""
-    cm = evaluate(model, batches, num_classes, cfg, device, ignore_index, amp_dtype)
-    return build_report(cm.compute(), class_names, counts.image_counts,
-                        tuple(cfg.group_sizes) if cfg.group_sizes else None,
-                        pixel_counts=counts.pixel_counts, group_by=cfg.group_by)
+    - :meth:`confusion`: the confusion matrix of a model over batches (summed over all processes);
+    - :meth:`report`: the report (overall, per group, per class) of a model over batches;
+    - :meth:`write`: a report's files (report.json, report.md, the plots).
+    """
 
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        num_classes: int,
+        ignore_index: int = 255,
+        counts: ClassCounts | None = None,
+        class_names: Sequence[str] | None = None,
+        amp_dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        *,
+        counts_source: str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.counts = counts
+        self.class_names = list(class_names) if class_names is not None else None
+        self.amp_dtype = amp_dtype
+        self.device = torch.device(device)
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if counts is not None and counts.num_classes != self.num_classes:
+            raise ValueError(f"class counts for {counts.num_classes} classes, the evaluation has {self.num_classes}")
+        self.groups: dict[str, np.ndarray] | None = None if counts is None else self._rank(counts, counts_source)
 
-def write_report(out: str | os.PathLike, report: dict, name: str, title: str) -> list[str]:
-    """report.json, report.md and the IoU-against-region-count plot in ``out`` (with pixel groups, also the
-    plot against pixel count); returns the names of the files written."""
-    out = Path(out)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", markdown_report(report, title=title))
-    files = ["report.json", "report.md", "iou_vs_count.png"]
-    plot_iou_vs_count({name: report}, out / "iou_vs_count.png")
-    if report.get("group_by", "region") != "region":
-        files.append("iou_vs_pixel_count.png")
-        plot_iou_vs_count({name: report}, out / "iou_vs_pixel_count.png", count="pixel")
-    return files
+    def _rank(self, counts: ClassCounts, counts_source: str | None) -> dict[str, np.ndarray]:
+        sizes = tuple(self.cfg.group_sizes) if self.cfg.group_sizes else None
+        try:
+            return ranked_groups(counts.image_counts, counts.pixel_counts, self.cfg.group_by, sizes)
+        except RRSegError as e:
+            source = f" (counts: {counts_source})" if counts_source else ""
+            raise RRSegError(f"config key 'eval.group_by': {e}{source}") from None
+        except ValueError as e:
+            raise RRSegError(f"config key 'eval.group_sizes': {e}") from None
+
+    @torch.no_grad()
+    def confusion(self, model: nn.Module, batches: Iterable[dict]) -> ConfusionMatrix:
+        """The confusion matrix of ``model`` over ``batches`` (dicts with image [B,3,h,w] and label [B,H,W]),
+        summed over all processes. The model is left in the mode it was in."""
+        device, amp_dtype, num_classes = self.device, self.amp_dtype, self.num_classes
+        was_training = model.training
+        model.eval()
+        cm = ConfusionMatrix(num_classes, self.ignore_index, device=device)
+        try:
+            for batch in batches:
+                images = batch["image"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    probs = predict_probs(model, images, self.cfg, num_classes, tuple(labels.shape[-2:]))
+                cm.update(probs.argmax(1), labels)
+        finally:
+            model.train(was_training)
+        return cm.all_reduce()
+
+    def report(self, model: nn.Module, batches: Iterable[dict]) -> dict:
+        """The report of ``model`` over ``batches``: overall, per class and per frequency group (the groups of
+        the constructor)."""
+        return self.report_of(self.confusion(model, batches))
+
+    def report_of(self, cm: ConfusionMatrix) -> dict:
+        """The report of a confusion matrix (of :meth:`confusion`)."""
+        counts = self.counts
+        return build_report(cm.compute(), self.class_names, None if counts is None else counts.image_counts,
+                            pixel_counts=None if counts is None else counts.pixel_counts,
+                            group_by=self.cfg.group_by, groups=self.groups)
+
+    @staticmethod
+    def write(out: str | os.PathLike, report: dict, name: str, title: str) -> list[str]:
+        """report.json, report.md and the IoU-against-region-count plot in ``out`` (with pixel groups, also the
+        plot against pixel count); returns the names of the files written."""
+        out = Path(out)
+        atomic_write_json(out / "report.json", report)
+        atomic_write_text(out / "report.md", markdown_report(report, title=title))
+        files = ["report.json", "report.md", "iou_vs_count.png"]
+        plot_iou_vs_count({name: report}, out / "iou_vs_count.png")
+        if report.get("group_by", "region") != "region":
+            files.append("iou_vs_pixel_count.png")
+            plot_iou_vs_count({name: report}, out / "iou_vs_pixel_count.png", count="pixel")
+        return files

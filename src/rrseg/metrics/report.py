@@ -32,11 +32,14 @@ def build_report(
     group_thresholds: tuple[float, float] | None = None,
     pixel_counts: Sequence[int] | np.ndarray | None = None,
     group_by: str = "region",
+    groups: Mapping[str, np.ndarray] | None = None,
 ) -> dict:
     """Overall figures, per-group means (when counts are known) and per-class figures.
 
     ``group_by``: "region" (groups ranked by region count, the default), "pixel" (by ``pixel_counts``) or
     "both"; see :func:`rrseg.metrics.groups.ranked_groups`. Without any counts there are no groups.
+    ``groups``: the groups of ``group_by`` already ranked (``ranked_groups``' result, as
+    :class:`rrseg.engine.evaluator.Evaluator` keeps them), used as they are instead of ranking the counts again.
     """
     c = metrics.num_classes
     names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
@@ -57,8 +60,9 @@ def build_report(
         if pixel.shape != (c,):
             raise ValueError(f"pixel counts have {pixel.size} entries for {c} classes")
     group_of: dict[str, list[str | None]] = {"region": [None] * c, "pixel": [None] * c}
-    if region is not None or (pixel is not None and group_by == "pixel"):
+    if groups is None and (region is not None or (pixel is not None and group_by == "pixel")):
         groups = ranked_groups(region, pixel, group_by, group_sizes, group_thresholds)
+    if groups is not None:
         report["group_by"] = group_by
         report["groups"] = {k: v for k, v in group_summary(metrics, groups).items() if k != "all"}
         report["group_classes"] = {k: v.tolist() for k, v in groups.items()}

@@ -11,8 +11,6 @@ from typing import ClassVar
 
 import pytest
 
-from rrseg.tools.experiment import last_run
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -110,11 +108,3 @@ def test_ranking_waits_for_every_seed_then_tables(study, setup):
     assert "rr - ce: rare +3.00 (2 x larger sd 0.20: clear)" in text
     assert "rr+wce-log - wce-log: rare +3.00" in text
     assert data["600"]["best_pixel"] == "wce-log" and data["1800"]["best_pixel"] is None
-
-
-def test_last_run_starts_at_the_last_fresh_start():
-    log = [{"event": "start", "resume": False}, {"event": "train", "iteration": 1},
-           {"event": "start", "resume": False}, {"event": "train", "iteration": 1},
-           {"event": "start", "resume": True}, {"event": "train", "iteration": 2}]
-    assert last_run(log) == log[2:]
-    assert last_run(log[1:2]) == log[1:2]
