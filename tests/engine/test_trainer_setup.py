@@ -91,21 +91,11 @@ def test_weight_sum_rule_reaches_weighted_ce():
 @pytest.mark.parametrize(("assumed", "warns"), [(None, False), (4, False), (16, True)])
 def test_the_global_batch_is_logged_and_another_than_the_configs_warns(tmp_path, caplog, assumed, warns):
     """train.global_batch (what a paper preset assumes) against the run's: batch 2 x 1 process x 2 steps = 4."""
-    write_folder_dataset(tmp_path / "data", ignore_index=255)
-    cfg = {
-        "model": {"name": "deeplabv3plus_tiny"},
-        "data": {"train": {"type": "folder", "root": str(tmp_path / "data"), "split": "train"},
-                 "val": {"type": "folder", "root": str(tmp_path / "data"), "split": "val"},
-                 "batch_size": 2, "workers": 0, "crop_size": [32, 32], "scale": [32, 32]},
-        "optim": {"accumulate": 2},
-        "loss": {"counts": None},
-        "train": {"deterministic": False, "tensorboard": False, "progress": False, "global_batch": assumed},
-        "work_dir": str(tmp_path / "work"),
-        "name": "preset",
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    path = _small_run_config(
+        tmp_path, optim={"accumulate": 2}, work_dir=str(tmp_path / "work"), name="preset",
+        train={"deterministic": False, "tensorboard": False, "progress": False, "global_batch": assumed})
     with caplog.at_level("INFO", logger="rrseg"):
-        trainer = Trainer(load_config(tmp_path / "cfg.yaml"), device="cpu")
+        trainer = Trainer(load_config(path), device="cpu")
         parts = trainer.setup()
     assert parts.metadata["global_batch"] == 4
     info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
