@@ -5,8 +5,8 @@ callback, called in list order at each hook:
 
 - ``on_train_start(trainer)``: before the first iteration (also of a resumed run);
 - ``on_iteration_start(trainer)``: before each iteration (``Signals`` stops the run here);
-- ``on_iteration_end(trainer, losses, lr)``: after each iteration; ``losses`` (a :class:`StepLosses`, the loss
-  terms kept on the device until read) is None for a step skipped for a non-finite loss;
+- ``on_iteration_end(trainer, losses, lr)``: after each iteration; ``losses`` is None for a step skipped for a
+  non-finite loss;
 - ``on_record(trainer, record)``: every record of the run's log (``trainer.log``): start, train, eval, skip, end;
 - ``on_evaluation(trainer, report)``: after each evaluation (periodic and final);
 - ``on_non_finite(trainer, terms, detail)``: a NaN / infinite loss (after the step was undone);
@@ -23,10 +23,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from rrseg.engine import checkpoint as ckpt
 from rrseg.errors import RRSegError
@@ -45,7 +42,6 @@ __all__ = [
     "NonFinitePolicy",
     "Progress",
     "Signals",
-    "StepLosses",
     "TensorBoard",
     "TrainingStopped",
     "default_callbacks",
@@ -61,57 +57,6 @@ class TrainingStopped(Exception):
         self.signum = signum
 
 
-class StepLosses(Mapping[str, float]):
-    """One optimizer step's loss terms and their sum ``"loss"``, each averaged over the step's micro-batches.
-
-    The values stay on the device as the criterion gave them (``values``: [micro-batches, terms + 1], detached)
-    until one is read: ``losses["loss"]`` or ``dict(losses)`` waits for the device (once per step); a callback
-    that reads every step makes the training loop wait every step. :class:`LossAverages` reads the steps of a
-    ``train.log_interval`` together (:meth:`read`): one wait per record. The averages are computed on the host,
-    in float64: the sum over the micro-batches of ``value / micro-batches``.
-    """
-
-    def __init__(self, names: Sequence[str], values: torch.Tensor) -> None:
-        self.names = tuple(names)
-        self.values = values
-        self._floats: dict[str, float] | None = None
-
-    @staticmethod
-    def read(steps: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
-        """The averages of each of ``steps``, fetched from the device with one transfer for all of them."""
-        todo = [s for s in steps if isinstance(s, StepLosses) and s._floats is None]
-        if len({(s.values.shape, s.values.device) for s in todo}) == 1:
-            rows = torch.stack([s.values for s in todo]).tolist()
-        else:
-            rows = [s.values.tolist() for s in todo]
-        for step, micro_rows in zip(todo, rows):
-            step._floats = _micro_average(step.names, micro_rows)
-        return [dict(s._floats) if isinstance(s, StepLosses) else dict(s) for s in steps]
-
-    def __getitem__(self, name: str) -> float:
-        if self._floats is None:
-            self.read([self])
-        return self._floats[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        return f"StepLosses({list(self.names)}, {self.values.shape[0]} micro-batches)"
-
-
-def _micro_average(names: Sequence[str], rows: list[list[float]]) -> dict[str, float]:
-    """``{name: sum over rows of value / len(rows)}``, in that order of operations."""
-    out: dict[str, float] = {}
-    for row in rows:
-        for name, value in zip(names, row):
-            out[name] = out.get(name, 0.0) + value / len(rows)
-    return out
-
-
 class Callback:
     """Base class: every hook does nothing."""
 
@@ -119,7 +64,7 @@ class Callback:
 
     def on_iteration_start(self, trainer: Trainer) -> None: ...
 
-    def on_iteration_end(self, trainer: Trainer, losses: StepLosses | None, lr: float) -> None: ...
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None: ...
 
     def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
@@ -203,14 +148,11 @@ class TensorBoard(Callback):
 
 class Progress(Callback):
     """A rich progress bar with the loss and learning rate (or the number of skipped steps). In the standard
-    set when ``train.progress`` is on and the ``rrseg`` logger shows progress (INFO; not under ``rrseg -q``).
-    The loss shown is the last ``train`` record's (the average over ``train.log_interval`` steps): reading each
-    step's would make the loop wait for the device every step."""
+    set when ``train.progress`` is on and the ``rrseg`` logger shows progress (INFO; not under ``rrseg -q``)."""
 
     def __init__(self) -> None:
         self.bar = None
         self.task = None
-        self.loss: float | None = None  # the last train record's
 
     def on_train_start(self, trainer: Trainer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -222,18 +164,10 @@ class Progress(Callback):
                                       completed=trainer.iteration, status="")
         self.bar.start()
 
-    def on_iteration_end(self, trainer: Trainer, losses: StepLosses | None, lr: float) -> None:
-        self.bar.update(self.task, completed=trainer.iteration, status=self._status(trainer, losses, lr))
-
-    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if self.bar is not None and record.get("event") == "train" and "loss" in record:
-            self.loss = record["loss"]
-            self.bar.update(self.task, status=self._status(trainer, record, record["lr"]))
-
-    def _status(self, trainer: Trainer, losses: Any, lr: float) -> str:
-        if losses is None:
-            return f"{trainer.skipped} steps skipped"
-        return (f"loss {self.loss:.3f} " if self.loss is not None else "") + f"lr {lr:.2e}"
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
+        status = (f"loss {losses['loss']:.3f} lr {lr:.2e}" if losses is not None
+                  else f"{trainer.skipped} steps skipped")
+        self.bar.update(self.task, completed=trainer.iteration, status=status)
 
     def close(self, trainer: Trainer) -> None:
         if self.bar is not None:
@@ -243,30 +177,27 @@ class Progress(Callback):
 
 class LossAverages(Callback):
     """Every ``train.log_interval`` iterations (and at the last), a ``train`` record: the loss terms averaged
-    over the iterations since the last one (skipped steps left out), the learning rate and seconds per step.
-    The steps' losses stay on the device until the record: one wait for the device per record, none per step."""
+    over the iterations since the last one (skipped steps left out), the learning rate and seconds per step."""
 
     def __init__(self) -> None:
-        self.steps: list[StepLosses] = []  # since the last record, skipped ones left out
+        self.running: dict[str, float] = {}
+        self.count = 0
         self.t_last = time.perf_counter()
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self.steps, self.t_last = [], time.perf_counter()
+        self.running, self.count, self.t_last = {}, 0, time.perf_counter()
 
-    def on_iteration_end(self, trainer: Trainer, losses: StepLosses | None, lr: float) -> None:
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         if losses is not None:
-            self.steps.append(losses)
+            for k, v in losses.items():
+                self.running[k] = self.running.get(k, 0.0) + v
+            self.count += 1
         it = trainer.iteration
-        if self.steps and (it % trainer.cfg.train.log_interval == 0 or it == trainer.cfg.schedule.iters):
-            running: dict[str, float] = {}
-            for step in StepLosses.read(self.steps):  # the record's one wait for the device
-                for k, v in step.items():
-                    running[k] = running.get(k, 0.0) + v
-            count = len(self.steps)
+        if self.count and (it % trainer.cfg.train.log_interval == 0 or it == trainer.cfg.schedule.iters):
             dt = time.perf_counter() - self.t_last
-            trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / count,
-                         **{k: v / count for k, v in running.items()}})
-            self.steps, self.t_last = [], time.perf_counter()
+            trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / self.count,
+                         **{k: v / self.count for k, v in self.running.items()}})
+            self.running, self.count, self.t_last = {}, 0, time.perf_counter()
 
 
 class Evaluation(Callback):
@@ -274,7 +205,7 @@ class Evaluation(Callback):
     evaluation, on rank 0: the history, an ``eval`` record, ``eval/iter_N.json`` and, on a new best mIoU,
     ``best.safetensors``."""
 
-    def on_iteration_end(self, trainer: Trainer, losses: StepLosses | None, lr: float) -> None:
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         interval, it = trainer.cfg.eval.interval, trainer.iteration
         if interval and it % interval == 0 and it < trainer.cfg.schedule.iters:
             trainer.run_evaluation()
@@ -299,7 +230,7 @@ class Evaluation(Callback):
 class Checkpointing(Callback):
     """A training checkpoint every ``train.checkpoint_interval`` iterations (the last one is the trainer's)."""
 
-    def on_iteration_end(self, trainer: Trainer, losses: StepLosses | None, lr: float) -> None:
+    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         it = trainer.iteration
         if it % trainer.cfg.train.checkpoint_interval == 0 and it < trainer.cfg.schedule.iters:
             trainer.save_checkpoint()
