@@ -50,20 +50,32 @@ def write_folder_dataset(root: Path, ignore_index: int) -> None:
             Image.fromarray(image).save(root / "images" / split / f"{i}.jpg")
 
 
-@pytest.mark.parametrize("region", ["rr", "ceco"])
-def test_rr_branch_takes_the_ignore_index_of_the_training_data(tmp_path, region):
-    write_folder_dataset(tmp_path / "data", ignore_index=200)
+def _small_run_config(tmp_path: Path, ignore_index: int = 255, **extra) -> Path:
+    """A one-iteration run of the tiny DeepLabV3+ on write_folder_dataset's data; ``extra``: top-level sections
+    that replace the defaults'."""
+    if not (tmp_path / "data").is_dir():
+        write_folder_dataset(tmp_path / "data", ignore_index=ignore_index)
     cfg = {
         "model": {"name": "deeplabv3plus_tiny"},
         "data": {"train": {"type": "folder", "root": str(tmp_path / "data"), "split": "train"},
                  "val": {"type": "folder", "root": str(tmp_path / "data"), "split": "val"},
                  "batch_size": 2, "workers": 0, "crop_size": [32, 32], "scale": [32, 32]},
-        "loss": {"region": {"type": region}, "counts": None},
-        "train": {"deterministic": False, "tensorboard": False, "progress": False},
-        "work_dir": str(tmp_path / "work"),
+        "loss": {"counts": None},
+        "schedule": {"iters": 1, "warmup_iters": 0},
+        "eval": {"interval": 0},
+        "train": {"deterministic": False, "tensorboard": False, "progress": False, "checkpoint_interval": 1},
+        **extra,
     }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    trainer = Trainer(load_config(tmp_path / "cfg.yaml"), device="cpu")
+    path = tmp_path / "my_run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.parametrize("region", ["rr", "ceco"])
+def test_rr_branch_takes_the_ignore_index_of_the_training_data(tmp_path, region):
+    path = _small_run_config(tmp_path, ignore_index=200, loss={"region": {"type": region}, "counts": None},
+                             work_dir=str(tmp_path / "work"))
+    trainer = Trainer(load_config(path), device="cpu")
     parts = trainer.setup()
     assert parts.ignore_index == 200
     assert parts.model.rebalance.ignore_index == 200
@@ -137,25 +149,6 @@ def test_every_paper_preset_states_its_global_batch_mode_and_precision_as_mmseg(
         if not path.stem.endswith(("_rr", "_ceco")):  # the baselines say how to launch (the pairs inherit it)
             processes = global_batch // (batch * accumulate)
             assert f"torchrun --nproc_per_node={processes}" in path.read_text(), path
-
-
-def _small_run_config(tmp_path: Path, **extra) -> Path:
-    if not (tmp_path / "data").is_dir():
-        write_folder_dataset(tmp_path / "data", ignore_index=255)
-    cfg = {
-        "model": {"name": "deeplabv3plus_tiny"},
-        "data": {"train": {"type": "folder", "root": str(tmp_path / "data"), "split": "train"},
-                 "val": {"type": "folder", "root": str(tmp_path / "data"), "split": "val"},
-                 "batch_size": 2, "workers": 0, "crop_size": [32, 32], "scale": [32, 32]},
-        "loss": {"counts": None},
-        "schedule": {"iters": 1, "warmup_iters": 0},
-        "eval": {"interval": 0},
-        "train": {"deterministic": False, "tensorboard": False, "progress": False, "checkpoint_interval": 1},
-        **extra,
-    }
-    path = tmp_path / "my_run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_the_default_work_dir_is_named_after_the_config(tmp_path, monkeypatch):

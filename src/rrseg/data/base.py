@@ -30,6 +30,7 @@ __all__ = [
     "Sample",
     "ScanResult",
     "SegDataset",
+    "image_sizes",
     "read_image",
     "scan_pairs",
     "seg_collate",
@@ -141,6 +142,23 @@ def scan_pairs(
     for key in sorted(set(labels) - set(images)):
         result.problems.append(DataError("orphan_label", f"{labels[key]}: label without a matching image"))
     return result
+
+
+def _image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    return int(h), int(w)
+
+
+def image_sizes(paths: Sequence[str | os.PathLike], limit: int = 32) -> tuple[tuple[int, int], ...]:
+    """(height, width) of up to ``limit`` of ``paths``, spread evenly over them, read from the file headers only;
+    unreadable files are left out."""
+    step = max(1, len(paths) / max(1, limit))
+    picked = [paths[int(i * step)] for i in range(min(limit, len(paths)))]
+    return tuple(size for size in map(_image_size, picked) if size is not None)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

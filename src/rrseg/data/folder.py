@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from rrseg.data.base import IMAGE_SUFFIXES, Sample, ScanResult, SegDataset, _walk
+from rrseg.data.base import IMAGE_SUFFIXES, Sample, ScanResult, SegDataset, _walk, image_sizes
 from rrseg.data.errors import DataError
 
 __all__ = [
@@ -806,17 +806,6 @@ class FolderSummary:
         return sum(self.splits.values())
 
 
-def _image_size(path: Path) -> tuple[int, int] | None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-        return None
-    return int(h), int(w)
-
-
 def inspect_folder(root: str | os.PathLike, sample: int = 32, **options: Any) -> FolderSummary:
     """Describe the folder dataset at ``root`` (a folder, or its ``dataset.yaml``): its layout, splits, class
     count, ignore index and a sample of image sizes, as :class:`FolderDataset` would build it with ``options``
@@ -844,9 +833,7 @@ def inspect_folder(root: str | os.PathLike, sample: int = 32, **options: Any) ->
         samples += ds.samples
         problems += [str(p) for p in ds.scan.problems]
     samples.sort(key=lambda s: str(s.image))
-    step = max(1, len(samples) / max(1, sample))
-    picked = [samples[int(i * step)] for i in range(min(sample, len(samples)))]
-    sizes = tuple(size for size in (_image_size(s.image) for s in picked) if size is not None)
+    sizes = image_sizes([s.image for s in samples], sample)
     return FolderSummary(
         root=spec.root,
         yaml_path=spec.yaml_path,

@@ -234,6 +234,7 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
     def lr_at(iteration: int) -> float:
         return set_lr(optimizer, iteration, cfg.optim.lr, cfg.schedule)
 
+    samples_per_iter = cfg.data.batch_size * info.world_size * cfg.optim.accumulate  # the global batch
     sampler = InfiniteSampler(len(train_ds), cfg.train.seed, info.rank, info.world_size, start=0,
                               batch_size=cfg.data.batch_size)
     train_loader = torch.utils.data.DataLoader(
@@ -247,10 +248,9 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
         counts=counts, evaluator=evaluator, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
         scaler=torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp == "fp16"),
         amp_dtype=AMP_DTYPES[cfg.train.amp],
-        metadata={**model_metadata(cfg, num_classes, train_ds),
-                  "global_batch": cfg.data.batch_size * info.world_size * cfg.optim.accumulate},
+        metadata={**model_metadata(cfg, num_classes, train_ds), "global_batch": samples_per_iter},
         train_loader=train_loader, val_loader=build_val_loader(cfg, val_ds, info),
-        samples_per_iter=cfg.data.batch_size * info.world_size * cfg.optim.accumulate,
+        samples_per_iter=samples_per_iter,
         batchnorm_buffers=[b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                            for b in m.buffers(recurse=False)],
     )

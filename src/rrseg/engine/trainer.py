@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from rrseg.data.base import image_sizes
 from rrseg.engine import checkpoint as ckpt
 from rrseg.engine.callbacks import Callback, TrainingStopped, default_callbacks
 from rrseg.engine.components import Components, build_components
@@ -38,19 +40,6 @@ from rrseg.output import RESULT
 logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "run_training"]
-
-
-def image_sizes(dataset: Any, limit: int = 16) -> list[tuple[int, int]]:
-    """(height, width) of up to ``limit`` training images spread over the dataset (headers only)."""
-    from PIL import Image
-
-    files = list(getattr(dataset, "image_files", []))
-    picked = files[:: max(1, len(files) // limit)][:limit]
-    sizes = []
-    for f in picked:
-        with contextlib.suppress(OSError), Image.open(f) as im:
-            sizes.append((im.height, im.width))
-    return sizes
 
 
 def settings_warnings(cfg: Config, sizes: Sequence[tuple[int, int]]) -> list[str]:
@@ -70,8 +59,7 @@ def settings_warnings(cfg: Config, sizes: Sequence[tuple[int, int]]) -> list[str
         out.append(f"train.log_interval ({cfg.train.log_interval}) > schedule.iters ({iters}): no training record "
                    "is logged before the end")
     if sizes:
-        h = sorted(s[0] for s in sizes)[len(sizes) // 2]
-        w = sorted(s[1] for s in sizes)[len(sizes) // 2]
+        h, w = statistics.median_high(s[0] for s in sizes), statistics.median_high(s[1] for s in sizes)
         long_side, short_side = max(cfg.data.scale), min(cfg.data.scale)
         factor = min(long_side / max(h, w), short_side / min(h, w))  # mmseg's keep-ratio rescale at ratio 1
         if not 0.5 <= factor <= 2.0:
@@ -133,11 +121,10 @@ class Trainer:
         np.random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
         parts = build_components(cfg, info, self.work_dir)
-        if info.is_main:
-            self._log_global_batch(parts)
-            for message in settings_warnings(cfg, image_sizes(parts.train_ds)):
-                logger.warning(message)
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
+            self._log_global_batch(parts)
+            for message in settings_warnings(cfg, image_sizes(getattr(parts.train_ds, "image_files", []), 16)):
+                logger.warning(message)
             ensure_writable_dir(self.work_dir)
             for name in previous:  # --overwrite: the previous run's outputs go, nothing else in the folder
                 target = self.work_dir / name

@@ -170,9 +170,13 @@ class ClassCounts:
             return self.pixel_counts
         raise ValueError(f"counts kind must be 'region' or 'pixel', got {kind!r}")
 
-    def log_prior(self, kind: str = "region") -> Tensor:
-        """log(n_c / sum n); a zero count is taken as 1 so that nothing is ever -inf or NaN."""
-        n = np.maximum(self.frequencies(kind).astype(np.float64), 1.0)
+    def log_prior(self, kind: str = "region", eps: float | None = None) -> Tensor:
+        """log(n_c / sum n); a zero count is taken as 1 so that nothing is ever -inf or NaN. With ``eps`` the
+        release's DeepLabV3+ / OCRNet rule instead: log(n_c / sum n + eps), zero counts as they are."""
+        n = self.frequencies(kind).astype(np.float64)
+        if eps is not None:
+            return torch.from_numpy(np.log(n / n.sum() + eps)).float()
+        n = np.maximum(n, 1.0)
         return torch.from_numpy(np.log(n / n.sum())).float()
 
     def to_json(self) -> dict:

@@ -285,12 +285,8 @@ class RegionRebalance(nn.Module):
         if prior != "none":
             cc = counts if isinstance(counts, ClassCounts) else ClassCounts.load(counts, num_classes)
             cc.check(num_classes)
-            kind = "pixel" if prior == "pixel" else "region"
-            if prior_eps is None:
-                log_prior = cc.log_prior(kind)
-            else:  # the release's DeepLabV3+ / OCRNet heads: log(n / sum n + eps)
-                n = torch.as_tensor(cc.frequencies(kind), dtype=torch.float64)
-                log_prior = torch.log(n / n.sum() + prior_eps).float()
+            # prior_eps: the release's DeepLabV3+ / OCRNet heads, log(n / sum n + eps)
+            log_prior = cc.log_prior("pixel" if prior == "pixel" else "region", eps=prior_eps)
         self.register_buffer("log_prior", log_prior)
         self._last: tuple[Tensor, Tensor, Tensor] | None = None  # table logits, classes, presence
 

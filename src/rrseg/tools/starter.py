@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from statistics import median_high
 
 from rrseg.data.folder import FolderSummary, inspect_folder
+from rrseg.models.weights import PAPER_WEIGHTS
 
 __all__ = ["SMALL_IMAGES", "SMALL_SET", "starter_config", "summary_lines"]
 
 SMALL_SET = 5000  # images: up to this many (with small images) get the CPU-sized model
 SMALL_IMAGES = 256  # short side, pixels
-
-
-def _median(values: list[int]) -> int:
-    return sorted(values)[len(values) // 2]
 
 
 def _pick(splits: dict[str, int], names: tuple[str, ...], avoid: str | None = None) -> str | None:
@@ -49,7 +47,7 @@ def starter_config(root: str | os.PathLike, iters: int | None = None, name: str 
     if not s.image_sizes:
         h, w = 512, 512
     else:
-        h, w = _median([hw[0] for hw in s.image_sizes]), _median([hw[1] for hw in s.image_sizes])
+        h, w = median_high(hw[0] for hw in s.image_sizes), median_high(hw[1] for hw in s.image_sizes)
     long_side, short_side = max(h, w), min(h, w)
     if short_side > 512:
         scale = [round(long_side * 512 / short_side), 512]
@@ -92,7 +90,7 @@ def starter_config(root: str | os.PathLike, iters: int | None = None, name: str 
         lines += [
             "  # UPerNet Swin-T from its ImageNet-1K weights (downloaded by timm once): the paper's main model; a GPU",
             "  name: upernet_swin_t",
-            "  pretrained: timm:swin_tiny_patch4_window7_224.ms_in1k",
+            f"  pretrained: {PAPER_WEIGHTS['upernet_swin_t']}",
             "  options: {drop_path_rate: 0.3}",
         ]
     lines += [
