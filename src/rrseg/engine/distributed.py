@@ -143,6 +143,7 @@ class _Ending:
         self.rank, self.world = 0, 1
         self.lock = threading.Lock()  # the watcher and the main thread: one of them ends this rank
         self.stopped = threading.Event()  # set by whichever does, or when the command has ended well
+        self.poller: threading.Thread | None = None
 
     def watch(self, rank: int, world: int) -> None:
         if self.store is not None:
@@ -152,7 +153,15 @@ class _Ending:
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         self.store = dist.PrefixStore(f"rrseg/attempt_{attempt}", client)
         self.rank, self.world = rank, world
-        threading.Thread(target=self._poll, name="rrseg-ranks", daemon=True).start()
+        self.poller = threading.Thread(target=self._poll, name="rrseg-ranks", daemon=True)
+        self.poller.start()
+
+    def join(self) -> None:
+        """Stop the watcher and wait for it: a daemon thread still inside a store call (C++) when the
+        interpreter exits aborts the process ("terminate called without an active exception")."""
+        self.stopped.set()
+        if self.poller is not None and self.poller is not threading.current_thread():
+            self.poller.join(timeout=STORE_TIMEOUT.total_seconds())
 
     def _poll(self) -> None:
         while not self.stopped.wait(POLL_S):
@@ -224,6 +233,6 @@ def ranks_end_together(report: Callable[[str], None]) -> Iterator[None]:
         logger.debug("rank %d failed after another rank; its own error:", ending.rank, exc_info=True)
         raise RRSegError(first) from None
     finally:
-        ending.stopped.set()
+        ending.join()
         _ending = None
         _destroy_process_group()
