@@ -100,7 +100,7 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     assert sorted(n for n in names if n.startswith("rrseg/configs/")) == presets  # every preset and base, once
     for packaged in ("rrseg/configs/demo.yaml", "rrseg/models/pretrained/demo_small_backbone.safetensors",
                      "rrseg/data/resources/ade20k_full_classes.txt",
-                     "rrseg/data/resources/ade20k_image_label_stats.txt", "rrseg/py.typed", "rrseg/cli/main.py"):
+                     "rrseg/rebalance/resources/ade20k_image_label_stats.txt", "rrseg/py.typed", "rrseg/cli/main.py"):
         assert packaged in names, packaged
     assert not any(n.startswith(("tests/", "configs/", "benchmarks/")) for n in names)
     assert "rrseg = rrseg.cli.main:main" in entry_points
@@ -154,9 +154,11 @@ def test_wheel_installs_and_runs_outside_the_repo(tmp_path):
     loaded = [line for line in out.splitlines() if "demo_small_backbone.safetensors: loaded" in line]
     assert len(loaded) == 1 and Path(loaded[0].split(":")[0]).resolve().is_relative_to(site.resolve()), out
     assert (run / "inference.safetensors").is_file() and (run / "report.json").is_file()
-    classes = _run([python, "-c", "from rrseg.data.classes import ade20k_full_classes as c; print(len(c()))"], env,
-                   elsewhere)
-    assert classes.strip() == "847"
+    # the packaged resources, each read from the package that owns it
+    resources = _run([python, "-c", "from rrseg.data.ade20k_full import ade20k_full_classes as c; "
+                      "from rrseg.rebalance.counts import ClassCounts as k, released_stats_path as p; "
+                      "print(len(c()), k.load('ade20k').pixel_counts.size, p('ade20k'))"], env, elsewhere).split()
+    assert resources[:2] == ["847", "150"] and Path(resources[2]).resolve().is_relative_to(site.resolve())
 
     # -- the presets by name, the config command, and the documented command lines
     assert "usage: rrseg train" in _run([rrseg, "train", "demo", "--help"], env, elsewhere)

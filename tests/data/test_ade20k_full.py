@@ -13,8 +13,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from rrseg.data import build_dataset, check_dataset, dataset_class, detect_layout
-from rrseg.data.ade20k_full import ADE20K_FULL_IGNORE_INDEX, ADE20KFullDataset
-from rrseg.data.classes import ade20k_full_classes
+from rrseg.data.ade20k_full import ADE20K_FULL_IGNORE_INDEX, ADE20KFullDataset, ade20k_full_classes
 from rrseg.data.errors import DataError
 from rrseg.data.stats import compute_stats
 from rrseg.data.transforms import RandomCropCatMax, train_transforms

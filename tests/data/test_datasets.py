@@ -20,7 +20,9 @@ from rrseg.data import (
     detect_layout,
     seg_collate,
 )
-from rrseg.data.classes import ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, COCO_STUFF_CLASSES
+from rrseg.data.ade20k import ADE20K_CLASSES, ADE20K_PALETTE
+from rrseg.data.cityscapes import CITYSCAPES_CLASSES
+from rrseg.data.coco_stuff import COCO_STUFF_CLASSES
 from rrseg.errors import RRSegError
 
 from .conftest import random_pair, save_image, save_label

@@ -131,7 +131,7 @@ def test_binary_file_is_a_counts_error(tmp_path):
 
 
 # Read by hand from the files released with the paper (shared/data/official-stats/*_label_stats.txt, one count per
-# line in class order; the package ships copies in rrseg/data/resources): the number of classes, the sum of each
+# line in class order; the package ships copies in rrseg/rebalance/resources): the number of classes, the sum of each
 # file, and a few entries (class index: count). Literals, so that the loader is checked against the release and
 # not against the files it reads itself.
 RELEASED = {

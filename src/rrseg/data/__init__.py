@@ -1,5 +1,9 @@
 """Datasets, transforms, label reading, class statistics and the synthetic long-tailed dataset.
 
+A dataset is one file: a :class:`LayoutDataset` subclass declaring its folders and classes, registered with
+:func:`register_dataset` (see :mod:`rrseg.data.registry`); :func:`build_dataset` and :func:`detect_layout` then
+know it.
+
 Names are imported lazily (PEP 562) so that light modules such as ``rrseg.data.labels`` or
 ``rrseg.data.stats`` do not pull in torchvision when imported on their own (e.g. in worker processes).
 """
@@ -19,6 +23,7 @@ _EXPORTS = {
     "inspect_folder": "folder",
     "FolderSummary": "folder",
     "SegDataset": "base",
+    "LayoutDataset": "base",
     "Sample": "base",
     "read_image": "base",
     "scan_pairs": "base",
@@ -27,6 +32,7 @@ _EXPORTS = {
     "build_dataset": "builder",
     "dataset_class": "builder",
     "detect_layout": "builder",
+    "register_dataset": "registry",
     "DataError": "errors",
     "PROBLEM_KINDS": "errors",
     "IMAGENET_MEAN": "transforms",
@@ -48,6 +54,7 @@ __all__ = [
     "DataError",
     "FolderDataset",
     "FolderSummary",
+    "LayoutDataset",
     "Sample",
     "SegDataset",
     "build_dataset",
@@ -58,6 +65,7 @@ __all__ = [
     "load_folder_spec",
     "make_synthetic",
     "read_image",
+    "register_dataset",
     "scan_pairs",
     "seg_collate",
     "test_transforms",
@@ -67,13 +75,14 @@ __all__ = [
 if TYPE_CHECKING:
     from rrseg.data.ade20k import ADE20KDataset
     from rrseg.data.ade20k_full import ADE20KFullDataset
-    from rrseg.data.base import Sample, SegDataset, read_image, scan_pairs, seg_collate
+    from rrseg.data.base import LayoutDataset, Sample, SegDataset, read_image, scan_pairs, seg_collate
     from rrseg.data.builder import DATASETS, build_dataset, dataset_class, detect_layout
     from rrseg.data.check import check_dataset
     from rrseg.data.cityscapes import CityscapesDataset
     from rrseg.data.coco_stuff import COCOStuff164kDataset
     from rrseg.data.errors import PROBLEM_KINDS, DataError
     from rrseg.data.folder import FolderDataset, FolderSummary, inspect_folder, load_folder_spec
+    from rrseg.data.registry import register_dataset
     from rrseg.data.synthetic import make_synthetic
     from rrseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transforms, train_transforms
 

@@ -2,53 +2,71 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.classes import ADE20K_CLASSES, ADE20K_PALETTE
+from rrseg.data.base import LayoutDataset
+from rrseg.data.registry import register_dataset
 
-__all__ = ["ADE20KDataset"]
+__all__ = ["ADE20K_CLASSES", "ADE20K_PALETTE", "ADE20KDataset"]
+
+# in training-id order (as mmsegmentation)
+ADE20K_CLASSES: tuple[str, ...] = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence",
+    "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass", "clock", "flag",
+)
+
+ADE20K_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (120, 120, 120), (180, 120, 120), (6, 230, 230), (80, 50, 50), (4, 200, 3), (120, 120, 80),
+    (140, 140, 140), (204, 5, 255), (230, 230, 230), (4, 250, 7), (224, 5, 255), (235, 255, 7), (150, 5, 61),
+    (120, 120, 70), (8, 255, 51), (255, 6, 82), (143, 255, 140), (204, 255, 4), (255, 51, 7), (204, 70, 3),
+    (0, 102, 200), (61, 230, 250), (255, 6, 51), (11, 102, 255), (255, 7, 71), (255, 9, 224), (9, 7, 230),
+    (220, 220, 220), (255, 9, 92), (112, 9, 255), (8, 255, 214), (7, 255, 224), (255, 184, 6), (10, 255, 71),
+    (255, 41, 10), (7, 255, 255), (224, 255, 8), (102, 8, 255), (255, 61, 6), (255, 194, 7), (255, 122, 8),
+    (0, 255, 20), (255, 8, 41), (255, 5, 153), (6, 51, 255), (235, 12, 255), (160, 150, 20), (0, 163, 255),
+    (140, 140, 140), (250, 10, 15), (20, 255, 0), (31, 255, 0), (255, 31, 0), (255, 224, 0), (153, 255, 0),
+    (0, 0, 255), (255, 71, 0), (0, 235, 255), (0, 173, 255), (31, 0, 255), (11, 200, 200), (255, 82, 0),
+    (0, 255, 245), (0, 61, 255), (0, 255, 112), (0, 255, 133), (255, 0, 0), (255, 163, 0), (255, 102, 0),
+    (194, 255, 0), (0, 143, 255), (51, 255, 0), (0, 82, 255), (0, 255, 41), (0, 255, 173), (10, 0, 255),
+    (173, 255, 0), (0, 255, 153), (255, 92, 0), (255, 0, 255), (255, 0, 245), (255, 0, 102), (255, 173, 0),
+    (255, 0, 20), (255, 184, 184), (0, 31, 255), (0, 255, 61), (0, 71, 255), (255, 0, 204), (0, 255, 194),
+    (0, 255, 82), (0, 10, 255), (0, 112, 255), (51, 0, 255), (0, 194, 255), (0, 122, 255), (0, 255, 163),
+    (255, 153, 0), (0, 255, 10), (255, 112, 0), (143, 255, 0), (82, 0, 255), (163, 255, 0), (255, 235, 0),
+    (8, 184, 170), (133, 0, 255), (0, 255, 92), (184, 0, 255), (255, 0, 31), (0, 184, 255), (0, 214, 255),
+    (255, 0, 112), (92, 255, 0), (0, 224, 255), (112, 224, 255), (70, 184, 160), (163, 0, 255), (153, 0, 255),
+    (71, 255, 0), (255, 0, 163), (255, 204, 0), (255, 0, 143), (0, 255, 235), (133, 255, 0), (255, 0, 235),
+    (245, 0, 255), (255, 0, 122), (255, 245, 0), (10, 190, 212), (214, 255, 0), (0, 204, 255), (20, 0, 255),
+    (255, 255, 0), (0, 153, 255), (0, 41, 255), (0, 255, 204), (41, 0, 255), (41, 255, 0), (173, 0, 255),
+    (0, 245, 255), (71, 0, 255), (122, 0, 255), (0, 255, 184), (0, 92, 255), (184, 255, 0), (0, 133, 255),
+    (255, 214, 0), (25, 194, 194), (102, 255, 0), (92, 0, 255),
+)
 
 
-class ADE20KDataset(SegDataset):
+@register_dataset("ade20k", aliases=("ade", "adechallengedata2016"), detect=True)
+class ADE20KDataset(LayoutDataset):
     """``ROOT/{images,annotations}/{training,validation}``: ``*.jpg`` images, ``*.png`` labels (same stem).
 
     ``root`` may be ``ADEChallengeData2016`` itself or the folder that holds it. ``split`` is ``train`` /
     ``val`` or the folder name. Labels 1..150 become 0..149 and 0 becomes ignore (mmseg's reduce_zero_label).
-    Training transforms: base scale (2048, 512), crop 512x512 (``DEFAULTS``).
+    The presets' training transforms (``configs/_base_/ade20k.yaml``): base scale (2048, 512), crop 512x512.
     """
 
     SPLITS: ClassVar[dict[str, str]] = {"train": "training", "val": "validation"}
-    DEFAULTS: ClassVar[dict[str, tuple[int, int]]] = {"scale": (2048, 512), "crop_size": (512, 512)}
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transforms: Callable[..., Any] | None = None,
-        strict: bool = True,
-    ) -> None:
-        root = self.resolve_root(root)
-        folder = self.SPLITS.get(split, split)
-        self.scan = scan_pairs(
-            root / "images" / folder, root / "annotations" / folder, (".jpg",), ".png", split
-        )
-        if strict:
-            self.scan.raise_first()
-        super().__init__(
-            self.scan.samples, ADE20K_CLASSES, ADE20K_PALETTE, ignore_index=255, reduce_zero_label=True,
-            transforms=transforms, root=root, split=split, name="ade20k",
-        )
-
-    @staticmethod
-    def resolve_root(root: str | os.PathLike) -> Path:
-        root = Path(root)
-        return root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
-
-    @classmethod
-    def available_splits(cls, root: str | os.PathLike) -> list[str]:
-        root = cls.resolve_root(root)
-        return [s for s, folder in cls.SPLITS.items() if (root / "images" / folder).is_dir()]
+    ROOT_NAME = "ADEChallengeData2016"
+    CLASSES = ADE20K_CLASSES
+    PALETTE = ADE20K_PALETTE
+    REDUCE_ZERO_LABEL = True
+    LAYOUT = "ADEChallengeData2016 images/training"

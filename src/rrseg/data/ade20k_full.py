@@ -7,7 +7,7 @@ release (Mask2Former and the long-tail papers use the same files)::
     ADE20K_2021_17_01/annotations_detectron2/{training,validation}/*.tif   (uint16, mode I;16)
 
 Label values are train ids 0..846 (the order of ``ADE20K_SEM_SEG_FULL_CATEGORIES``; class names in
-:func:`rrseg.data.classes.ade20k_full_classes`) and 65535 where no class is labelled.
+:func:`ade20k_full_classes`) and 65535 where no class is labelled.
 
 The ignore index is 65535, the value in the file itself: no id is remapped, so ids above 255 (and 255,
 a real class here) stay what they are, and ``rrseg stats`` / ``rrseg score`` on the raw TIFFs, the
@@ -18,65 +18,50 @@ loaded as int64, so transforms pad with 65535 and the losses, RR and the confusi
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, ClassVar
+from functools import lru_cache
+from importlib import resources
+from typing import ClassVar
 
 import numpy as np
 
-from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.classes import ade20k_full_classes
+from rrseg.data.base import LayoutDataset
+from rrseg.data.registry import register_dataset
 
-__all__ = ["ADE20K_FULL_IGNORE_INDEX", "ADE20KFullDataset"]
+__all__ = ["ADE20K_FULL_IGNORE_INDEX", "ADE20KFullDataset", "ade20k_full_classes"]
 
 ADE20K_FULL_IGNORE_INDEX = 65535
 
 
-class ADE20KFullDataset(SegDataset):
+@lru_cache(maxsize=1)
+def ade20k_full_classes() -> tuple[str, ...]:
+    """The 847 ADE20K-Full class names in train-id order (0..846), as ``ADE20K_SEM_SEG_FULL_CATEGORIES`` of
+    MaskFormer's ``datasets/prepare_ade20k_full_sem_seg.py`` (WordNet synonyms kept, e.g. "building, edifice").
+    Read from the packaged ``rrseg/data/resources/ade20k_full_classes.txt``, one name per line."""
+    text = resources.files("rrseg.data").joinpath("resources", "ade20k_full_classes.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
+
+
+# priority 1: recognised before ADE20K-150, so that a folder holding both ADE20K folders is taken for this one
+@register_dataset("ade20k_full", aliases=("ade_full", "ade20kfull", "ade20k_2021_17_01"), detect=True, priority=1)
+class ADE20KFullDataset(LayoutDataset):
     """``ROOT/{images_detectron2,annotations_detectron2}/{training,validation}``: ``*.jpg`` images and
     ``*.tif`` uint16 labels of the same stem.
 
     ``root`` may be ``ADE20K_2021_17_01`` itself or the folder that holds it. ``split`` is ``train`` / ``val``
     or the folder name. A label that is not uint16 is an error (``label_dtype``), as is a value above 846
-    other than 65535 (``label_range``). Training transforms as ADE20K: base scale (2048, 512), crop 512x512.
+    other than 65535 (``label_range``). The presets' training transforms (``configs/_base_/ade20k_full.yaml``)
+    are ADE20K's: base scale (2048, 512), crop 512x512.
     """
 
     SPLITS: ClassVar[dict[str, str]] = {"train": "training", "val": "validation"}
-    DEFAULTS: ClassVar[dict[str, tuple[int, int]]] = {"scale": (2048, 512), "crop_size": (512, 512)}
-    ROOT_NAME: ClassVar[str] = "ADE20K_2021_17_01"
-    IMAGES_DIR: ClassVar[str] = "images_detectron2"
-    LABELS_DIR: ClassVar[str] = "annotations_detectron2"
+    ROOT_NAME = "ADE20K_2021_17_01"
+    IMAGES_DIR = "images_detectron2"
+    LABELS_DIR = "annotations_detectron2"
+    LABEL_SUFFIX = ".tif"
+    CLASSES = ade20k_full_classes()
+    IGNORE_INDEX = ADE20K_FULL_IGNORE_INDEX
+    LAYOUT = "ADE20K_2021_17_01 images_detectron2/training"
     LABEL_DTYPE: ClassVar[np.dtype | None] = np.dtype(np.uint16)
     LABEL_DTYPE_HINT: ClassVar[str] = (
         "ADE20K-Full labels are uint16 TIFFs (mode I;16, as prepare_ade20k_full_sem_seg.py writes them)"
     )
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transforms: Callable[..., Any] | None = None,
-        strict: bool = True,
-    ) -> None:
-        root = self.resolve_root(root)
-        folder = self.SPLITS.get(split, split)
-        self.scan = scan_pairs(
-            root / self.IMAGES_DIR / folder, root / self.LABELS_DIR / folder, (".jpg",), ".tif", split
-        )
-        if strict:
-            self.scan.raise_first()
-        super().__init__(
-            self.scan.samples, ade20k_full_classes(), None, ignore_index=ADE20K_FULL_IGNORE_INDEX,
-            transforms=transforms, root=root, split=split, name="ade20k_full",
-        )
-
-    @classmethod
-    def resolve_root(cls, root: str | os.PathLike) -> Path:
-        root = Path(root)
-        return root / cls.ROOT_NAME if (root / cls.ROOT_NAME).is_dir() else root
-
-    @classmethod
-    def available_splits(cls, root: str | os.PathLike) -> list[str]:
-        root = cls.resolve_root(root)
-        return [s for s, folder in cls.SPLITS.items() if (root / cls.IMAGES_DIR / folder).is_dir()]

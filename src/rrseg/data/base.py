@@ -8,7 +8,7 @@ the same thing in the same words.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +18,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from rrseg.data.classes import default_palette
 from rrseg.data.errors import PROBLEM_KINDS, WARNING_KINDS, DataError
 from rrseg.data.labels import check_label_dtype, read_label, reduce_zero_label
 from rrseg.errors import RRSegError
@@ -27,9 +26,11 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "PROBLEM_KINDS",
     "DataError",
+    "LayoutDataset",
     "Sample",
     "ScanResult",
     "SegDataset",
+    "default_palette",
     "image_sizes",
     "read_image",
     "scan_pairs",
@@ -161,6 +162,21 @@ def image_sizes(paths: Sequence[str | os.PathLike], limit: int = 32) -> tuple[tu
     return tuple(size for size in map(_image_size, picked) if size is not None)
 
 
+def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """A deterministic palette of distinct colours for ``num_classes`` classes (PASCAL VOC bit scheme)."""
+    palette = []
+    for c in range(num_classes):
+        r = g = b = 0
+        cid = c + 1  # skip black, which renders like the ignore colour
+        for shift in range(8):
+            r |= ((cid >> 0) & 1) << (7 - shift)
+            g |= ((cid >> 1) & 1) << (7 - shift)
+            b |= ((cid >> 2) & 1) << (7 - shift)
+            cid >>= 3
+        palette.append((r, g, b))
+    return palette
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """An image file as an RGB uint8 array [H, W, 3] (grey, palette and CMYK images are converted)."""
     path = Path(path)
@@ -186,9 +202,11 @@ class SegDataset(Dataset):
     255 (ADE20K-Full: 65535); the transforms, losses, RR and metrics take it from the dataset.
 
     A subclass whose label files have one pixel type sets ``LABEL_DTYPE`` (and ``LABEL_DTYPE_HINT``, the end
-    of the message): a label of another type is a ``label_dtype`` problem.
+    of the message): a label of another type is a ``label_dtype`` problem. ``NAME`` is the name the class is
+    registered under (:func:`rrseg.data.register_dataset` sets it).
     """
 
+    NAME: ClassVar[str] = ""
     LABEL_DTYPE: ClassVar[np.dtype | None] = None
     LABEL_DTYPE_HINT: ClassVar[str] = ""
 
@@ -316,6 +334,88 @@ class SegDataset(Dataset):
         except DataError as e:
             return e
         return None
+
+
+class LayoutDataset(SegDataset):
+    """A dataset in a fixed folder layout, declared by class attributes (register it with
+    :func:`rrseg.data.register_dataset`; one file per dataset)::
+
+        ROOT[/ROOT_NAME]/IMAGES_DIR/<split folder>/**/NAME<IMAGE_SUFFIX>
+        ROOT[/ROOT_NAME]/LABELS_DIR/<split folder>/**/NAME<LABEL_SUFFIX>
+
+    An image and a label pair up by their path below the split folder and their name without the suffix.
+    ``root`` may be the folder ``ROOT_NAME`` itself or the one holding it (``ROOT_NAME`` "": ROOT as given).
+    ``split`` is a key of ``SPLITS`` (split name -> folder name) or a folder name. Labels hold class ids
+    ``0..len(CLASSES)-1`` and ``IGNORE_INDEX``; ``REDUCE_ZERO_LABEL``: 0 ("other") becomes the ignore index and
+    1..K become 0..K-1. ``PALETTE`` None: :func:`default_palette`. ``LAYOUT`` names the layout in messages.
+    ``strict=False`` collects the problems in ``self.scan`` instead of raising the first (``rrseg check-data``).
+    """
+
+    SPLITS: ClassVar[Mapping[str, str]] = {"train": "train", "val": "val"}
+    ROOT_NAME: ClassVar[str] = ""
+    IMAGES_DIR: ClassVar[str] = "images"
+    LABELS_DIR: ClassVar[str] = "annotations"
+    IMAGE_SUFFIX: ClassVar[str] = ".jpg"
+    LABEL_SUFFIX: ClassVar[str] = ".png"
+    CLASSES: ClassVar[Sequence[str]] = ()
+    PALETTE: ClassVar[Sequence[Sequence[int]] | None] = None
+    IGNORE_INDEX: ClassVar[int] = 255
+    REDUCE_ZERO_LABEL: ClassVar[bool] = False
+    LAYOUT: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transforms: Callable[..., Any] | None = None,
+        strict: bool = True,
+    ) -> None:
+        root = self.resolve_root(root)
+        folder = self.SPLITS.get(split, split)
+        self.scan = scan_pairs(
+            root / self.IMAGES_DIR / folder, root / self.LABELS_DIR / folder, (self.IMAGE_SUFFIX,),
+            self.LABEL_SUFFIX, split,
+        )
+        if strict:
+            self.scan.raise_first()
+        super().__init__(
+            self.scan.samples, self.CLASSES, self.PALETTE, ignore_index=self.IGNORE_INDEX,
+            reduce_zero_label=self.REDUCE_ZERO_LABEL, transforms=transforms, root=root, split=split,
+            name=self.NAME,
+        )
+
+    @classmethod
+    def resolve_root(cls, root: str | os.PathLike) -> Path:
+        """``root/ROOT_NAME`` when that folder exists, else ``root``."""
+        root = Path(root)
+        return root / cls.ROOT_NAME if cls.ROOT_NAME and (root / cls.ROOT_NAME).is_dir() else root
+
+    @classmethod
+    def available_splits(cls, root: str | os.PathLike) -> list[str]:
+        """The names of the splits whose image folder exists."""
+        root = cls.resolve_root(root)
+        return [s for s, folder in cls.SPLITS.items() if (root / cls.IMAGES_DIR / folder).is_dir()]
+
+    @classmethod
+    def detect(cls, path: Path) -> Path | None:
+        """The root when ``path`` is (or holds ``ROOT_NAME`` that is) this layout: one of its split folders
+        under ``IMAGES_DIR``; else None. The detector ``register_dataset(..., detect=True)`` uses."""
+        root = cls.resolve_root(path)
+        return root if any((root / cls.IMAGES_DIR / f).is_dir() for f in cls.SPLITS.values()) else None
+
+    @classmethod
+    def check_declaration(cls, name: str) -> None:
+        """A clear error for class attributes that cannot make a dataset (called on registration)."""
+        where = f"dataset {name!r} ({cls.__module__}.{cls.__qualname__})"
+        if isinstance(cls.CLASSES, str) or not cls.CLASSES:
+            raise RRSegError(f"{where}: CLASSES must be the class names in label-value order, got {cls.CLASSES!r}")
+        if cls.PALETTE is not None and len(cls.PALETTE) != len(cls.CLASSES):
+            raise RRSegError(f"{where}: PALETTE has {len(cls.PALETTE)} colours but CLASSES {len(cls.CLASSES)} names")
+        if not cls.SPLITS:
+            raise RRSegError(f"{where}: SPLITS must map split names to folder names, e.g. {{'train': 'training'}}")
+        if 0 <= cls.IGNORE_INDEX < len(cls.CLASSES):
+            raise RRSegError(f"{where}: IGNORE_INDEX {cls.IGNORE_INDEX} is also a class id "
+                             f"(0..{len(cls.CLASSES) - 1})")
 
 
 def seg_collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:

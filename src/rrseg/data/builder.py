@@ -1,4 +1,5 @@
-"""``build_dataset(name, root, split)``: the dataset registry, and recognising a dataset layout on disk."""
+"""``build_dataset(name, root, split)`` and ``detect_layout(path)``: building and recognising the registered datasets
+(:mod:`rrseg.data.registry`; every built-in one is registered when this module is imported)."""
 
 from __future__ import annotations
 
@@ -8,42 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rrseg.data.ade20k import ADE20KDataset
-from rrseg.data.ade20k_full import ADE20KFullDataset
 from rrseg.data.base import SegDataset
-from rrseg.data.cityscapes import CityscapesDataset
-from rrseg.data.coco_stuff import COCOStuff164kDataset
-from rrseg.data.folder import IMAGES_DIR, LABEL_DIRS, SPEC_NAME, FolderDataset
+from rrseg.data.folder import IMAGES_DIR, LABEL_DIRS, SPEC_NAME
+from rrseg.data.registry import DATASETS, detectors, load_builtins, register_dataset, resolve_name
 from rrseg.errors import RRSegError
 
-__all__ = ["DATASETS", "build_dataset", "dataset_at", "dataset_class", "detect_layout"]
+__all__ = ["DATASETS", "build_dataset", "dataset_at", "dataset_class", "detect_layout", "register_dataset"]
 
-DATASETS: dict[str, type[SegDataset]] = {
-    "ade20k": ADE20KDataset,
-    "ade20k_full": ADE20KFullDataset,
-    "coco_stuff164k": COCOStuff164kDataset,
-    "cityscapes": CityscapesDataset,
-    "folder": FolderDataset,
-}
-_ALIASES = {
-    "ade": "ade20k",
-    "adechallengedata2016": "ade20k",
-    "ade_full": "ade20k_full",
-    "ade20kfull": "ade20k_full",
-    "ade20k_2021_17_01": "ade20k_full",
-    "coco_stuff": "coco_stuff164k",
-    "cocostuff": "coco_stuff164k",
-    "cocostuff164k": "coco_stuff164k",
-    "coco_stuff_164k": "coco_stuff164k",
-    "synthetic": "folder",
-}
+load_builtins()  # every built-in dataset registered, in DATASETS order, whatever was imported before
 
 
 def dataset_class(name: str) -> type[SegDataset]:
-    """The dataset class registered under ``name`` (case, ``-`` and ``_`` are forgiven)."""
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
+    """The dataset class registered under ``name`` or an alias of it (case, ``-`` and ``_`` are forgiven)."""
+    key = resolve_name(name)
+    if key is None:
         raise RRSegError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[key]
 
@@ -57,21 +36,23 @@ def build_dataset(
     **options: Any,
 ) -> SegDataset:
     """A dataset by name: ``ade20k``, ``ade20k_full``, ``coco_stuff164k``, ``cityscapes``, ``folder`` (root: dir
-    or YAML). ``config_key`` ("data.train"): the config section it comes from, which a dataset that takes it
-    (``folder``) names in its messages."""
+    or YAML), or another registered one (:func:`register_dataset`). ``config_key`` ("data.train"): the config
+    section it comes from, which a dataset that takes it (``folder``) names in its messages."""
     cls = dataset_class(name)
     if config_key and "config_key" in inspect.signature(cls.__init__).parameters:
         options = {"config_key": config_key, **options}
     try:
         return cls(root, split=split, transforms=transforms, **options)
-    except TypeError as e:
-        raise RRSegError(f"dataset {name!r}: bad option ({e})") from None
+    except TypeError as e:  # named by the dataset's class, not the base class whose __init__ it inherits
+        message = str(e).replace(f"{cls.__init__.__qualname__}()", f"{cls.__name__}.__init__()")
+        raise RRSegError(f"dataset {name!r}: bad option ({message})") from None
 
 
 def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
-    """(dataset name, root) of the dataset at ``path``: a folder dataset (dataset.yaml), a known benchmark
-    layout, or a folder dataset without dataset.yaml (an ``images/`` folder, usually beside ``masks/``,
-    ``labels/`` or ``annotations/``; see :mod:`rrseg.data.folder`). Known layouts are tried first."""
+    """(dataset name, root) of the dataset at ``path``: a folder dataset (dataset.yaml), a registered dataset
+    whose detector recognises the folder (``register_dataset(..., detect=...)``: the benchmark layouts), or a
+    folder dataset without dataset.yaml (an ``images/`` folder, usually beside ``masks/``, ``labels/`` or
+    ``annotations/``; see :mod:`rrseg.data.folder`), in this order."""
     p = Path(path)
     if p.is_file():
         if p.suffix.lower() in (".yaml", ".yml"):
@@ -82,24 +63,21 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
                          if not p.is_absolute() else f"{p}: dataset folder not found")
     if (p / SPEC_NAME).is_file():
         return "folder", p
-    full = ADE20KFullDataset.resolve_root(p)
-    if any((full / ADE20KFullDataset.IMAGES_DIR / f).is_dir() for f in ADE20KFullDataset.SPLITS.values()):
-        return "ade20k_full", full
-    ade = ADE20KDataset.resolve_root(p)
-    if (ade / "images" / "training").is_dir() or (ade / "images" / "validation").is_dir():
-        return "ade20k", ade
-    if (p / "images" / "train2017").is_dir() or (p / "images" / "val2017").is_dir():
-        return "coco_stuff164k", p
-    if (p / "leftImg8bit").is_dir():
-        return "cityscapes", p
+    tried = detectors()
+    for name, detect in tried:
+        root = detect(p)
+        if root is not None:
+            return name, Path(root)
     if (p / IMAGES_DIR).is_dir():
         return "folder", p
     beside = f"{'/, '.join(LABEL_DIRS[:-1])}/ or {LABEL_DIRS[-1]}/"
+    with_detector = {name for name, _ in tried}
+    layouts = [getattr(cls, "LAYOUT", "") or f"{name} layout"
+               for name, cls in DATASETS.items() if name in with_detector]
+    known = ", ".join(layouts[:-1]) + f" or {layouts[-1]}" if len(layouts) > 1 else "".join(layouts)
     raise RRSegError(
-        f"{p}: not a known dataset layout (no {SPEC_NAME}, no {IMAGES_DIR}/ folder (beside {beside}), "
-        "no ADEChallengeData2016 images/training, "
-        "ADE20K_2021_17_01 images_detectron2/training, COCO images/train2017 or Cityscapes leftImg8bit); "
-        "pass --dataset NAME"
+        f"{p}: not a known dataset layout (no {SPEC_NAME}, no {IMAGES_DIR}/ folder (beside {beside})"
+        + (f", no {known}" if known else "") + "); pass --dataset NAME"
     )
 
 

@@ -2,52 +2,46 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from rrseg.data.base import SegDataset, scan_pairs
-from rrseg.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from rrseg.data.base import LayoutDataset
+from rrseg.data.registry import register_dataset
 
-__all__ = ["CityscapesDataset"]
+__all__ = ["CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE", "CityscapesDataset"]
+
+# the 19 training ids
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+CITYSCAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
 
 
-class CityscapesDataset(SegDataset):
+@register_dataset("cityscapes", detect=True)
+class CityscapesDataset(LayoutDataset):
     """Images ``ROOT/leftImg8bit/SPLIT/CITY/*_leftImg8bit.png``, labels ``ROOT/gtFine/SPLIT/CITY/*``.
 
     Labels are the ``*_gtFine_labelTrainIds.png`` files; ``rrseg convert cityscapes`` makes them from the
-    ``*_gtFine_labelIds.png`` files. Splits: ``train``, ``val``, ``test``. Training transforms: base scale
-    (2048, 1024), crop 512x1024 (``DEFAULTS``).
+    ``*_gtFine_labelIds.png`` files. Splits: ``train``, ``val``, ``test``. mmsegmentation trains it with base
+    scale (2048, 1024) and 512x1024 crops (``data.scale``, ``data.crop_size``; no preset ships for it).
     """
 
-    SPLITS = ("train", "val", "test")
-    DEFAULTS: ClassVar[dict[str, tuple[int, int]]] = {"scale": (2048, 1024), "crop_size": (512, 1024)}
+    SPLITS: ClassVar[dict[str, str]] = {"train": "train", "val": "val", "test": "test"}
+    IMAGES_DIR = "leftImg8bit"
+    LABELS_DIR = "gtFine"
     IMAGE_SUFFIX = "_leftImg8bit.png"
     LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str = "train",
-        transforms: Callable[..., Any] | None = None,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        self.scan = scan_pairs(
-            root / "leftImg8bit" / split,
-            root / "gtFine" / split,
-            (self.IMAGE_SUFFIX,),
-            self.LABEL_SUFFIX,
-            split,
-        )
-        if strict:
-            self.scan.raise_first()
-        super().__init__(
-            self.scan.samples, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, ignore_index=255,
-            transforms=transforms, root=root, split=split, name="cityscapes",
-        )
+    CLASSES = CITYSCAPES_CLASSES
+    PALETTE = CITYSCAPES_PALETTE
+    LAYOUT = "Cityscapes leftImg8bit"
 
     @classmethod
-    def available_splits(cls, root: str | os.PathLike) -> list[str]:
-        return [s for s in cls.SPLITS if (Path(root) / "leftImg8bit" / s).is_dir()]
+    def detect(cls, path: Path) -> Path | None:
+        # leftImg8bit alone names Cityscapes: a copy without split folders is recognised, and check-data says so
+        return path if (path / cls.IMAGES_DIR).is_dir() else None

@@ -67,6 +67,7 @@ import yaml
 
 from rrseg.data.base import IMAGE_SUFFIXES, Sample, ScanResult, SegDataset, _walk, image_sizes
 from rrseg.data.errors import DataError
+from rrseg.data.registry import register_dataset
 
 __all__ = [
     "AUTO_SPLITS",
@@ -570,6 +571,8 @@ def count_classes(
 # ------------------------------------------------------------------------------------------------- dataset
 
 
+# no detector: detect_layout takes a folder with dataset.yaml for one first, and one with images/ last
+@register_dataset("folder", aliases=("synthetic",))
 class FolderDataset(SegDataset):
     """A dataset of one's own in the folder layout (see the module docstring); ``split`` is ``train`` / ``val``
     (or a split folder's or list's name). ``options``: the keys of ``dataset.yaml`` plus ``split_file`` (a

@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,18 @@ __all__ = ["ClassCounts", "CountsError", "CountsLike"]
 CountsLike = Sequence[int] | Tensor | np.ndarray | str | os.PathLike
 
 
-# Counts released with the paper, shipped in rrseg/data/resources: usable by name, e.g. counts="ade20k".
+# Counts released with the paper, shipped in rrseg/rebalance/resources: usable by name, e.g. counts="ade20k".
 RELEASED = {"ade20k": "ade20k", "coco_stuff164k": "cocostuff164k", "cityscapes": "cityscapes"}
+
+
+def _released_dir() -> Path:
+    """The packaged folder of the released counts files (``resources`` of this package)."""
+    return Path(str(resources.files(__package__ or "rrseg.rebalance").joinpath("resources")))
 
 
 def released_stats_path(name: str, kind: str = "image") -> Path:
     """Path of a released counts file: ``name`` in RELEASED, ``kind`` "image" or "pix"."""
-    return Path(__file__).resolve().parent.parent / "data" / "resources" / f"{RELEASED[name]}_{kind}_label_stats.txt"
+    return _released_dir() / f"{RELEASED[name]}_{kind}_label_stats.txt"
 
 
 def released_file(path: str | os.PathLike) -> Path | None:
@@ -45,13 +51,13 @@ def released_file(path: str | os.PathLike) -> Path | None:
     path = Path(path)
     if path.exists() or path.parent != Path(".") or not path.name.endswith("_label_stats.txt"):
         return None
-    packaged = released_stats_path("ade20k").parent / path.name
+    packaged = _released_dir() / path.name
     return packaged if packaged.is_file() else None
 
 
 def released_files() -> list[str]:
     """The file names of the packaged released counts."""
-    return sorted(p.name for p in released_stats_path("ade20k").parent.glob("*_label_stats.txt"))
+    return sorted(p.name for p in _released_dir().glob("*_label_stats.txt"))
 
 
 class CountsError(RRSegError, ValueError):
