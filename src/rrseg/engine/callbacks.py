@@ -1,16 +1,24 @@
 """The training loop's callbacks: each one job, called at fixed points of :class:`rrseg.engine.trainer.Trainer`.
 
 The loop itself only steps: set the learning rate, run the micro-batches, update. Everything around it is a
-callback, called in list order at each hook:
+callback, called in list order at each hook; a hook runs on every callback before the next one starts (only a
+record of the log is handed on at once, so that the log keeps the order of events):
 
 - ``on_train_start(trainer)``: before the first iteration (also of a resumed run);
 - ``on_iteration_start(trainer)``: before each iteration (``Signals`` stops the run here);
 - ``on_iteration_end(trainer, losses, lr)``: after each iteration; ``losses`` is None for a step skipped for a
   non-finite loss;
 - ``on_record(trainer, record)``: every record of the run's log (``trainer.log``): start, train, eval, skip, end;
-- ``on_evaluation(trainer, report)``: after each evaluation (periodic and final);
+- ``on_evaluation(trainer, report)``: after each evaluation (periodic and final), once the hook in which
+  ``Evaluation`` evaluated has run on every callback (``trainer.announce_evaluation``);
 - ``on_non_finite(trainer, terms, detail)``: a NaN / infinite loss (after the step was undone);
+- ``on_train_end(trainer)``: after the last iteration: the final evaluation (``Evaluation``), checkpoint
+  (``Checkpointing``) and the exported model and report (``Export``), in that order;
 - ``close(trainer)``: at the end, also after an error.
+
+A callback's state (``state_dict`` / ``load_state_dict``: the best score and the evaluations so far, the loss
+sums since the last record, the number of skipped steps) is saved in every training checkpoint, under the
+callback's class name, and restored on resume, so a resumed run carries on as if it had not stopped.
 
 ``default_callbacks`` gives the standard set; ``Trainer(cfg, callbacks=[...])`` adds one of yours after them.
 Callbacks that write files run on rank 0 only; the others run on every rank (they take part in collectives).
@@ -37,6 +45,7 @@ __all__ = [
     "Callback",
     "Checkpointing",
     "Evaluation",
+    "Export",
     "JsonlLog",
     "LossAverages",
     "NonFinitePolicy",
@@ -58,7 +67,7 @@ class TrainingStopped(Exception):
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing, and there is no state to save."""
 
     def on_train_start(self, trainer: Trainer) -> None: ...
 
@@ -72,7 +81,15 @@ class Callback:
 
     def on_non_finite(self, trainer: Trainer, terms: dict[str, float], detail: str) -> None: ...
 
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
     def close(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of this callback: plain values (``torch.load(weights_only=True)`` loads them)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class JsonlLog(Callback):
@@ -166,7 +183,7 @@ class Progress(Callback):
 
     def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         status = (f"loss {losses['loss']:.3f} lr {lr:.2e}" if losses is not None
-                  else f"{trainer.skipped} steps skipped")
+                  else f"{trainer.callback(NonFinitePolicy).skipped} steps skipped")
         self.bar.update(self.task, completed=trainer.iteration, status=status)
 
     def close(self, trainer: Trainer) -> None:
@@ -182,10 +199,11 @@ class LossAverages(Callback):
     def __init__(self) -> None:
         self.running: dict[str, float] = {}
         self.count = 0
+        self.seconds = 0.0  # the time of the iterations in ``running`` up to ``t_last``
         self.t_last = time.perf_counter()
 
     def on_train_start(self, trainer: Trainer) -> None:
-        self.running, self.count, self.t_last = {}, 0, time.perf_counter()
+        self.t_last = time.perf_counter()
 
     def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         if losses is not None:
@@ -194,55 +212,117 @@ class LossAverages(Callback):
             self.count += 1
         it = trainer.iteration
         if self.count and (it % trainer.cfg.train.log_interval == 0 or it == trainer.cfg.schedule.iters):
-            dt = time.perf_counter() - self.t_last
+            dt = self.seconds + time.perf_counter() - self.t_last
             trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / self.count,
                          **{k: v / self.count for k, v in self.running.items()}})
-            self.running, self.count, self.t_last = {}, 0, time.perf_counter()
+            self.running, self.count, self.seconds, self.t_last = {}, 0, 0.0, time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        # a checkpoint between two records: the resumed run's next record averages the same iterations
+        return {"running": dict(self.running), "count": self.count,
+                "seconds": self.seconds + time.perf_counter() - self.t_last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.running, self.count, self.seconds = dict(state["running"]), int(state["count"]), float(state["seconds"])
 
 
 class Evaluation(Callback):
-    """Evaluates every ``eval.interval`` iterations (the final evaluation is the trainer's); after each
-    evaluation, on rank 0: the history, an ``eval`` record, ``eval/iter_N.json`` and, on a new best mIoU,
-    ``best.safetensors``."""
+    """Evaluates every ``eval.interval`` iterations and at the end of training (``on_train_end``; 0: only
+    there); after each evaluation, on rank 0: the history, an ``eval`` record, ``eval/iter_N.json`` and, on a new
+    best mIoU, ``best.safetensors``. Its state: ``best`` and ``history``; ``last`` is the last report."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, Any] = {"mIoU": -1.0, "iteration": -1}
+        self.history: list[dict] = []
+        self.last: dict | None = None
 
     def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         interval, it = trainer.cfg.eval.interval, trainer.iteration
-        if interval and it % interval == 0 and it < trainer.cfg.schedule.iters:
-            trainer.run_evaluation()
+        if interval and it % interval == 0 and it < trainer.cfg.schedule.iters:  # the last one is on_train_end's
+            self.evaluate(trainer)
 
-    def on_evaluation(self, trainer: Trainer, report: dict) -> None:
-        if not trainer.info.is_main:
-            return
+    def on_train_end(self, trainer: Trainer) -> None:
+        self.evaluate(trainer)
+
+    def evaluate(self, trainer: Trainer) -> dict:
+        """Evaluate the model now (every rank takes part), keep the result, announce it to the callbacks."""
+        report = trainer.evaluate()
+        if trainer.info.is_main:
+            self._keep(trainer, report)
+        self.last = report
+        trainer.announce_evaluation(report)
+        return report
+
+    def _keep(self, trainer: Trainer, report: dict) -> None:
         groups = report.get("groups", {})
         summary = {"iteration": trainer.iteration, "mIoU": report["overall"]["mIoU"],
                    "aAcc": report["overall"]["aAcc"], **{f"{g}_mIoU": v["mIoU"] for g, v in groups.items()}}
-        trainer.history.append(summary)
+        self.history.append(summary)
         trainer.log({"event": "eval", **summary, **{f"{g}_mFPR": v["mFPR"] for g, v in groups.items()}})
         atomic_write_json(trainer.work_dir / "eval" / f"iter_{trainer.iteration:07d}.json", report)
         miou = report["overall"]["mIoU"]
-        if math.isfinite(miou) and miou > trainer.best["mIoU"]:
-            trainer.best = {"mIoU": miou, "iteration": trainer.iteration}
+        if math.isfinite(miou) and miou > self.best["mIoU"]:
+            self.best = {"mIoU": miou, "iteration": trainer.iteration}
             parts = trainer.parts
             ckpt.save_weights(trainer.work_dir / "best.safetensors", parts.model.state_dict(),
                               {**parts.metadata, "iteration": trainer.iteration, "mIoU": miou})
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best), "history": [dict(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.history = dict(state["best"]), [dict(h) for h in state["history"]]
+
 
 class Checkpointing(Callback):
-    """A training checkpoint every ``train.checkpoint_interval`` iterations (the last one is the trainer's)."""
+    """A training checkpoint every ``train.checkpoint_interval`` iterations and at the end of training."""
 
     def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
         it = trainer.iteration
-        if it % trainer.cfg.train.checkpoint_interval == 0 and it < trainer.cfg.schedule.iters:
+        if it % trainer.cfg.train.checkpoint_interval == 0 and it < trainer.cfg.schedule.iters:  # see on_train_end
             trainer.save_checkpoint()
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        trainer.save_checkpoint()  # after the final evaluation: its best and history are in it
+
+
+class Export(Callback):
+    """At the end of training: the ``end`` record (every rank's parameter fingerprint, the skipped steps), then on
+    rank 0 ``inference.safetensors`` (the model without its training-only parts) and the final report's files
+    (report.json, report.md, the plots), written last: a work dir with report.json holds a finished run.
+    ``report`` (rank 0: the final evaluation with the run's best) and ``written`` (the files) are what
+    ``Trainer.train`` returns and names."""
+
+    def __init__(self) -> None:
+        self.report: dict | None = None
+        self.written: list[str] = []
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        parts, evaluation = trainer.parts, trainer.callback(Evaluation)
+        trainer.log({"event": "end", "iteration": trainer.iteration, "param_sha256": trainer.fingerprints(),
+                     "skipped_non_finite": trainer.callback(NonFinitePolicy).skipped})
+        if not trainer.info.is_main:
+            return
+        model = parts.model
+        weights = model.inference_state_dict() if hasattr(model, "inference_state_dict") else model.state_dict()
+        ckpt.save_weights(trainer.work_dir / "inference.safetensors", weights,
+                          {**parts.metadata, "iteration": trainer.iteration})
+        self.report = {**evaluation.last, "best": dict(evaluation.best)}
+        self.written = [*trainer.write_report(self.report), "inference.safetensors"]
+        if (trainer.work_dir / "best.safetensors").is_file():
+            self.written.append("best.safetensors")
 
 
 class NonFinitePolicy(Callback):
-    """``train.nan_policy``: ``skip`` logs the skipped step and goes on; ``stop`` saves the last good state
-    and ends the run with a one-line error."""
+    """``train.nan_policy``: ``skip`` logs the skipped step and goes on (``skipped`` counts them over the run);
+    ``stop`` saves the last good state and ends the run with a one-line error."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
 
     def on_non_finite(self, trainer: Trainer, terms: dict[str, float], detail: str) -> None:
         if trainer.cfg.train.nan_policy == "skip":
-            trainer.skipped += 1
+            self.skipped += 1
             # the terms' values too: log.jsonl writes the non-finite ones as null, listed in "nonfinite"
             trainer.log({"event": "skip_non_finite", "iteration": trainer.iteration + 1, "terms": detail, **terms})
             return
@@ -251,6 +331,12 @@ class NonFinitePolicy(Callback):
         raise RRSegError(f"non-finite loss in iteration {trainer.iteration + 1} ({detail}); the last good state "
                          f"(iteration {trainer.iteration}) {saved}; continue with --resume after a fix, "
                          f"or set train.nan_policy=skip to skip such steps")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped = int(state["skipped"])
 
 
 class Signals(Callback):
@@ -281,7 +367,8 @@ class Signals(Callback):
 
 def default_callbacks(trainer: Trainer) -> list[Callback]:
     """The standard set, in the order they run: signals, the non-finite policy, then per iteration the progress
-    bar, the loss averages, evaluation and checkpoints; the log's writers (JSONL, TensorBoard) on rank 0."""
+    bar, the loss averages, evaluation and checkpoints, and at the end the export; the log's writers (JSONL,
+    TensorBoard) on rank 0."""
     cfg, main = trainer.cfg, trainer.info.is_main
     callbacks: list[Callback] = [Signals(), NonFinitePolicy()]
     if main:
@@ -290,5 +377,5 @@ def default_callbacks(trainer: Trainer) -> list[Callback]:
             callbacks.append(TensorBoard())
         if cfg.train.progress and show_progress():  # a bar is progress: not with rrseg -q (rrseg.output)
             callbacks.append(Progress())
-    callbacks += [LossAverages(), Evaluation(), Checkpointing()]
+    callbacks += [LossAverages(), Evaluation(), Checkpointing(), Export()]
     return callbacks

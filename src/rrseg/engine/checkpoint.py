@@ -1,10 +1,10 @@
 """Checkpoints: model weights as safetensors (with the config in its metadata) plus a small state file.
 
 A training checkpoint is a folder ``checkpoints/iter_NNNNNNN/`` holding ``model.safetensors`` and
-``state.pt`` (optimizer, grad scaler, RNG states, iteration, best score; loaded with
-``torch.load(weights_only=True)``, so a pickle carrying code is refused). The folder is written under a
-temporary name, fsynced and renamed, and only then is ``checkpoints/latest`` updated (atomically), so a
-crash at any moment leaves the previous checkpoint loadable. The last ``keep_last`` folders are kept, and
+``state.pt`` (optimizer, grad scaler, RNG states, iteration, the callbacks' states such as the best score;
+loaded with ``torch.load(weights_only=True)``, so a pickle carrying code is refused). The folder is written under
+a temporary name, fsynced and renamed, and only then is ``checkpoints/latest`` updated (atomically), so a crash
+at any moment leaves the previous checkpoint loadable. The last ``keep_last`` folders are kept, and
 ``best.safetensors`` holds the weights with the best validation mIoU.
 """
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ __all__ = [
     "build_criterion",
     "build_datasets",
     "build_evaluator",
+    "build_train_loader",
     "build_val_loader",
     "convert_sync_bn",
+    "global_batch",
     "model_metadata",
     "rebalance_spec",
     "resolve_counts",
@@ -156,6 +159,25 @@ def model_metadata(cfg: Config, num_classes: int, dataset: Any) -> dict:
     }
 
 
+def global_batch(cfg: Config, world_size: int) -> int:
+    """The samples of one optimizer step over all processes: batch size x processes x accumulation steps."""
+    return cfg.data.batch_size * world_size * cfg.optim.accumulate
+
+
+def build_train_loader(cfg: Config, train_ds: Any, transforms: Callable | None, info: DistInfo,
+                       iteration: int = 0) -> torch.utils.data.DataLoader:
+    """The training loader from ``iteration`` on (0, or the iteration a run resumes from): infinite, this rank's
+    blocks of each global batch, every sample augmented as a function of the seed and its position."""
+    sampler = InfiniteSampler(len(train_ds), cfg.train.seed, info.rank, info.world_size,
+                              start=iteration * global_batch(cfg, info.world_size), batch_size=cfg.data.batch_size)
+    return torch.utils.data.DataLoader(
+        SeededTransformDataset(train_ds, transforms, cfg.train.seed), batch_size=cfg.data.batch_size,
+        sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate,
+        pin_memory=info.device.type == "cuda", persistent_workers=cfg.data.workers > 0,
+        generator=torch.Generator().manual_seed(cfg.train.seed),
+    )
+
+
 def build_val_loader(cfg: Config, val_ds: Any, info: DistInfo) -> torch.utils.data.DataLoader:
     """The validation loader, this rank's share of the images (the confusion matrices are summed)."""
     return torch.utils.data.DataLoader(
@@ -167,33 +189,38 @@ def build_val_loader(cfg: Config, val_ds: Any, info: DistInfo) -> torch.utils.da
 
 @dataclass
 class Components:
-    """Everything the training loop uses, built by :func:`build_components`."""
+    """What a run trains and evaluates: built from a config by :func:`build_components`, or by hand (a model
+    outside the registry) and given to ``Trainer(cfg, components=...)``, which builds the loaders from the
+    datasets with the config's batch size, workers and seed. The last fields have defaults for hand-built parts.
+    """
 
-    info: DistInfo
-    train_ds: Any
-    val_ds: Any
+    train_ds: Any  # item i: {"image", "label", ...} before augmentation; ``train_transforms`` augments it
+    val_ds: Any  # with the test transforms
     num_classes: int
-    ignore_index: int
-    counts: ClassCounts
     evaluator: Evaluator  # the validation: its groups ranked once, at build time
     model: nn.Module  # the bare model: what is saved and evaluated
-    ddp: nn.Module  # the model as trained: DistributedDataParallel around ``model`` when distributed
     criterion: Criterion
     optimizer: torch.optim.Optimizer
-    lr_at: Callable[[int], float]  # sets and returns the learning rate of an iteration (warm-up + poly)
-    scaler: torch.amp.GradScaler
-    amp_dtype: torch.dtype | None
-    metadata: dict  # stored with every checkpoint: the config, classes and palette
-    train_loader: torch.utils.data.DataLoader  # infinite; ``train_sampler.start`` positions it (resume)
-    val_loader: torch.utils.data.DataLoader
-    samples_per_iter: int  # global: batch size x processes x accumulation steps
+    set_lr: Callable[[int], float]  # sets the optimizer's learning rate of an iteration and returns it
+    train_transforms: Callable | None = None  # (image, label) -> (image, label), random
+    ignore_index: int = 255
+    counts: ClassCounts | None = None  # cached in the work dir (counts.json) when the config names none
+    ddp: nn.Module | None = None  # the model as trained (DistributedDataParallel when distributed); None: model
+    scaler: torch.amp.GradScaler | None = None  # None: no loss scaling
+    amp_dtype: torch.dtype | None = None
+    metadata: dict = field(default_factory=dict)  # stored with every checkpoint: the config, classes and palette
     # BatchNorm statistics (running mean / var / count): saved before each step so that a skipped step leaves
-    # no trace; listed once here, not walked through the modules at every step
-    batchnorm_buffers: Sequence[torch.Tensor]
+    # no trace; listed once (None: found in the model here), not walked through the modules at every step
+    batchnorm_buffers: Sequence[torch.Tensor] | None = None
 
-    @property
-    def train_sampler(self) -> InfiniteSampler:
-        return self.train_loader.sampler
+    def __post_init__(self) -> None:
+        if self.ddp is None:
+            self.ddp = self.model
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        if self.batchnorm_buffers is None:
+            self.batchnorm_buffers = [b for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                      for b in m.buffers(recurse=False)]
 
 
 def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) -> Components:
@@ -230,29 +257,14 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
             find_unused_parameters=unused,
         )
     optimizer = build_optimizer(model, cfg.optim)
-
-    def lr_at(iteration: int) -> float:
-        return set_lr(optimizer, iteration, cfg.optim.lr, cfg.schedule)
-
-    samples_per_iter = cfg.data.batch_size * info.world_size * cfg.optim.accumulate  # the global batch
-    sampler = InfiniteSampler(len(train_ds), cfg.train.seed, info.rank, info.world_size, start=0,
-                              batch_size=cfg.data.batch_size)
-    train_loader = torch.utils.data.DataLoader(
-        SeededTransformDataset(train_ds, train_tf, cfg.train.seed), batch_size=cfg.data.batch_size,
-        sampler=sampler, num_workers=cfg.data.workers, collate_fn=collate,
-        pin_memory=info.device.type == "cuda", persistent_workers=cfg.data.workers > 0,
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-    )
     return Components(
-        info=info, train_ds=train_ds, val_ds=val_ds, num_classes=num_classes, ignore_index=ignore_index,
-        counts=counts, evaluator=evaluator, model=model, ddp=ddp, criterion=criterion, optimizer=optimizer, lr_at=lr_at,
+        train_ds=train_ds, val_ds=val_ds, num_classes=num_classes, evaluator=evaluator, model=model,
+        criterion=criterion, optimizer=optimizer,
+        set_lr=partial(set_lr, optimizer, base_lr=cfg.optim.lr, cfg=cfg.schedule), train_transforms=train_tf,
+        ignore_index=ignore_index, counts=counts, ddp=ddp,
         scaler=torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp == "fp16"),
         amp_dtype=AMP_DTYPES[cfg.train.amp],
-        metadata={**model_metadata(cfg, num_classes, train_ds), "global_batch": samples_per_iter},
-        train_loader=train_loader, val_loader=build_val_loader(cfg, val_ds, info),
-        samples_per_iter=samples_per_iter,
-        batchnorm_buffers=[b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                           for b in m.buffers(recurse=False)],
+        metadata={**model_metadata(cfg, num_classes, train_ds), "global_batch": global_batch(cfg, info.world_size)},
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,11 +37,6 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
     model = build_model(cfg.model.name, num_classes=int(meta["num_classes"]), **cfg.model.options)
     load_into(model, state, str(file))
     return model.to(device).eval(), meta, cfg
-
-
-def metadata_value(meta: dict[str, Any], key: str, default: Any) -> Any:
-    value = meta.get(key)
-    return default if value in (None, "", []) else value
 
 
 def class_palette(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[list[int]]:

@@ -3,7 +3,8 @@
 Sample ``k`` of the run (k = iteration * global_batch + position) is a fixed function of the seed: the
 index comes from an epoch-seeded permutation, and its random augmentation is drawn from a generator
 seeded with (seed, k). Training data therefore does not depend on the number of workers, on where a run
-was resumed, or on the number of processes (ranks take interleaved positions of the same global batch).
+was resumed, or on the number of processes (each micro-batch step takes ``world_size * batch_size`` consecutive
+positions, rank r the r-th block of ``batch_size``).
 """
 
 from __future__ import annotations

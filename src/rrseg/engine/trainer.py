@@ -1,16 +1,18 @@
 """Iteration-based training from a Config: DDP through torchrun, AMP, exact resume, periodic evaluation.
 
-``Trainer(cfg).train()``: the run's parts come from :func:`rrseg.engine.components.build_components`; the loop
-below only steps (learning rate, ``optim.accumulate`` micro-batches of ``data.batch_size`` per process, one
-update); everything around it (progress, the JSONL log, TensorBoard, evaluation, checkpoints, the NaN policy,
-signals) is a callback of :mod:`rrseg.engine.callbacks`. The loss is the sum of named terms (pixel loss,
-auxiliary CE, the region term), each logged separately. Everything random is a function of the seed and the
-iteration, so an interrupted and resumed run ends bit-identical to an uninterrupted one on CPU.
+``Trainer(cfg).train()``: the run's parts come from :func:`rrseg.engine.components.build_components` (or are
+given ready-made: ``Trainer(cfg, components=...)``); the loop below only steps (learning rate,
+``optim.accumulate`` micro-batches of ``data.batch_size`` per process, one update); everything around it
+(progress, the JSONL log, TensorBoard, evaluation, checkpoints, the final outputs, the NaN policy, signals) is a
+callback of :mod:`rrseg.engine.callbacks`, which keeps its own state in the checkpoints. The loss is the sum of
+named terms (pixel loss, auxiliary CE, the region term), each logged separately. Everything random is a function
+of the seed and the iteration, so an interrupted and resumed run ends bit-identical to an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -18,9 +20,10 @@ import random
 import shutil
 import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,8 +31,8 @@ import yaml
 
 from rrseg.data.base import image_sizes
 from rrseg.engine import checkpoint as ckpt
-from rrseg.engine.callbacks import Callback, TrainingStopped, default_callbacks
-from rrseg.engine.components import Components, build_components
+from rrseg.engine.callbacks import Callback, Export, TrainingStopped, default_callbacks
+from rrseg.engine.components import Components, build_components, build_train_loader, build_val_loader, global_batch
 from rrseg.engine.config import Config, config_to_dict, resolved_work_dir
 from rrseg.engine.distributed import DistInfo, barrier, cleanup, setup
 from rrseg.errors import RRSegError
@@ -39,7 +42,9 @@ from rrseg.output import RESULT
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "run_training"]
+__all__ = ["Trainer"]
+
+C = TypeVar("C", bound=Callback)
 
 
 def settings_warnings(cfg: Config, sizes: Sequence[tuple[int, int]]) -> list[str]:
@@ -82,30 +87,35 @@ RUN_OUTPUTS = ("log.jsonl", ckpt.CKPT_DIR, "best.safetensors", "inference.safete
 
 class Trainer:
     """A training run. Every attribute exists after ``__init__``; the parts (``self.parts``, with the model,
-    data and optimizer) are built by :meth:`setup`, which :meth:`train` and :meth:`evaluate` call."""
+    data and optimizer: built from the config, or ``components`` as given) and the loaders are made ready by
+    :meth:`setup`, which :meth:`train` and :meth:`evaluate` call. Ready-made components are used as they are:
+    their model on the device the run uses (``device``), wrapped for DDP by whoever built them."""
 
     def __init__(self, cfg: Config, resume: bool = False, device: str = "auto",
-                 callbacks: Sequence[Callback] = (), overwrite: bool = False) -> None:
+                 callbacks: Sequence[Callback] = (), overwrite: bool = False,
+                 components: Components | None = None) -> None:
         self.cfg = cfg
         self.resume = resume
         self.overwrite = overwrite  # a work dir that holds a run is refused without it (or resume)
         self.device_request = device
         self.work_dir = Path(resolved_work_dir(cfg))
         self.info: DistInfo | None = None  # the process group and device, set by setup()
+        self._given = components  # ready-made parts (None: built from the config)
         self.parts: Components | None = None
+        self.train_loader: torch.utils.data.DataLoader | None = None  # from the start iteration on (setup)
+        self.val_loader: torch.utils.data.DataLoader | None = None
         self.iteration = 0
-        self.skipped = 0  # steps skipped for a non-finite loss in this process (nan_policy=skip)
-        self.best: dict[str, Any] = {"mIoU": -1.0, "iteration": -1}
-        self.history: list[dict] = []
-        self.written: list[str] = []  # the report files of the finished run (rank 0)
         self.extra_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
+        self._callback_states: dict[str, dict] = {}  # read from the checkpoint resumed, until the callbacks exist
+        self._announced: list[dict] = []  # evaluations for on_evaluation, delivered after the current hook
         self._bn_state: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- set-up ------------------------------------------------------------------------------------
     def setup(self) -> Components:
         """Build the parts once: process group, seed, data, counts, model, optimizer; write the work dir's
-        config and counts; resume from the latest checkpoint when asked."""
+        config and counts; resume from the latest checkpoint when asked; then the loaders, from the iteration
+        the run starts at."""
         if self.parts is not None:
             return self.parts
         cfg = self.cfg
@@ -120,9 +130,9 @@ class Trainer:
         random.seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
-        parts = build_components(cfg, info, self.work_dir)
+        parts = self._given if self._given is not None else build_components(cfg, info, self.work_dir)
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
-            self._log_global_batch(parts)
+            self._log_global_batch()
             for message in settings_warnings(cfg, image_sizes(getattr(parts.train_ds, "image_files", []), 16)):
                 logger.warning(message)
             ensure_writable_dir(self.work_dir)
@@ -133,19 +143,20 @@ class Trainer:
                 logger.info("--overwrite: removed the previous run's %s from %s", ", ".join(previous), self.work_dir)
             self._clean_crash_leftovers()
             atomic_write_text(self.work_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            if not cfg.loss.counts and not (self.work_dir / "counts.json").is_file():
+            if parts.counts is not None and not cfg.loss.counts and not (self.work_dir / "counts.json").is_file():
                 atomic_write_json(self.work_dir / "counts.json", parts.counts.to_json())
         barrier()
         self.parts = parts
         rng_state = self._load_latest() if self.resume else None
-        parts.train_sampler.start = self.iteration * parts.samples_per_iter
+        self.train_loader = build_train_loader(cfg, parts.train_ds, parts.train_transforms, info, self.iteration)
+        self.val_loader = build_val_loader(cfg, parts.val_ds, info)
         if rng_state is not None:
             ckpt.restore_rng(rng_state)
         return parts
 
-    def _log_global_batch(self, parts: Components) -> None:
+    def _log_global_batch(self) -> None:
         """The run's global batch, and a warning when the config assumes another (``train.global_batch``)."""
-        cfg, n = self.cfg, parts.samples_per_iter
+        cfg, n = self.cfg, global_batch(self.cfg, self.info.world_size)
         how = (f"{cfg.data.batch_size} images per process x {self.info.world_size} processes x "
                f"{cfg.optim.accumulate} accumulation steps")
         logger.info("global batch %d = %s", n, how)
@@ -185,23 +196,42 @@ class Trainer:
         parts.optimizer.load_state_dict(state["optimizer"])
         parts.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
-        self.best = dict(state["best"])
-        self.history = list(state.get("history", []))
+        if "callbacks" in state:
+            self._callback_states = dict(state["callbacks"])
+        else:  # written before the callbacks kept their own state: the best score and history were the trainer's
+            self._callback_states = {"Evaluation": {"best": state["best"], "history": state.get("history", [])}}
         if self.info.is_main:
             logger.info("resumed from %s at iteration %d", latest, self.iteration)
         return state["rng"]
 
+    def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
+        """The callbacks under the names their state is saved by: the class name (a second one of a class: #2)."""
+        seen: Counter[str] = Counter()
+        out = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            seen[name] += 1
+            out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", cb))
+        return out
+
+    def callback(self, kind: type[C]) -> C:
+        """The run's (first) callback of a kind, e.g. ``trainer.callback(Evaluation).best``."""
+        for cb in self.callbacks:
+            if isinstance(cb, kind):
+                return cb
+        raise LookupError(f"this run has no {kind.__name__} callback")
+
     # -- checkpoints, evaluation, the log ----------------------------------------------------------
     def save_checkpoint(self) -> Path | None:
-        """A training checkpoint of this iteration (written by rank 0; every rank waits for it)."""
+        """A training checkpoint of this iteration, the callbacks' states with it (written by rank 0; every rank
+        waits for it)."""
         parts, path = self.setup(), None
         if self.info.is_main:
             state = {
                 "optimizer": parts.optimizer.state_dict(),
                 "scaler": parts.scaler.state_dict(),
                 "iteration": self.iteration,
-                "best": self.best,
-                "history": self.history,
+                "callbacks": {name: own for name, cb in self._keyed_callbacks() if (own := cb.state_dict())},
                 "rng": ckpt.capture_rng(),
             }
             try:
@@ -219,17 +249,15 @@ class Trainer:
         """The evaluation report of the model as it is now, on the validation split (every rank takes part):
         the run's :class:`~rrseg.engine.evaluator.Evaluator` (``parts.evaluator``), as ``rrseg eval`` runs it."""
         parts = self.setup()
-        report = parts.evaluator.report(parts.model, parts.val_loader)
+        report = parts.evaluator.report(parts.model, self.val_loader)
         report["iteration"] = self.iteration
         report["name"] = self.cfg.name
         return report
 
-    def run_evaluation(self) -> dict:
-        """Evaluate, then hand the report to the callbacks (history, log, best checkpoint)."""
-        report = self.evaluate()
-        for cb in self.callbacks:
-            cb.on_evaluation(self, report)
-        return report
+    def announce_evaluation(self, report: dict) -> None:
+        """An evaluation's report for the callbacks' ``on_evaluation``, called once the hook running now has run
+        on every callback (a hook never starts inside another)."""
+        self._announced.append(report)
 
     def write_report(self, report: dict) -> list[str]:
         """report.json, report.md and the IoU-against-count plot(s) in the work dir (rank 0); the names of the
@@ -249,50 +277,59 @@ class Trainer:
     def train(self) -> dict | None:
         """Run to ``schedule.iters``; returns the final evaluation report (rank 0) or None."""
         try:
-            parts = self.setup()
+            self.setup()
             self.callbacks = [*default_callbacks(self), *self.extra_callbacks]
+            self._restore_callbacks()
             try:
-                report = self._loop(parts)
+                self._loop()
             finally:
                 for cb in self.callbacks:
                     cb.close(self)
         finally:
             cleanup()
-        if report is not None:  # rank 0; after the progress bar has gone: the results come last
-            written = [*self.written, "inference.safetensors"]
-            if (self.work_dir / "best.safetensors").is_file():
-                written.append("best.safetensors")
-            logger.log(RESULT, format_report(report))
-            logger.log(RESULT, "wrote %s/%s", self.work_dir, ", ".join(written))
-        return report
+        export = self.callback(Export)
+        if export.report is not None:  # rank 0; after the progress bar has gone: the results come last
+            logger.log(RESULT, format_report(export.report))
+            logger.log(RESULT, "wrote %s/%s", self.work_dir, ", ".join(export.written))
+        return export.report
 
-    def _loop(self, parts: Components) -> dict | None:
-        cfg, info = self.cfg, self.info
-        total = cfg.schedule.iters
+    def _restore_callbacks(self) -> None:
+        """Give the callbacks their state from the checkpoint resumed."""
+        states = self._callback_states
+        for name, cb in self._keyed_callbacks():
+            if name in states:
+                cb.load_state_dict(states.pop(name))
+        if states and self.info.is_main:
+            logger.warning("the checkpoint holds the state of callbacks this run does not have (%s); it is not used",
+                           ", ".join(sorted(states)))
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback in order, then deliver the evaluations announced meanwhile."""
         for cb in self.callbacks:
-            cb.on_train_start(self)
+            getattr(cb, hook)(self, *args)
+        while self._announced:
+            report = self._announced.pop(0)
+            for cb in self.callbacks:
+                cb.on_evaluation(self, report)
+
+    def _loop(self) -> None:
+        cfg, info, parts = self.cfg, self.info, self.parts
+        total = cfg.schedule.iters
+        self._emit("on_train_start")
         self.log({"event": "start", "iteration": self.iteration, "world_size": info.world_size,
-                  "num_classes": parts.num_classes, "model": cfg.model.name, "resume": self.resume})
-        data_iter = iter(parts.train_loader)
+                  "num_classes": parts.num_classes,
+                  "model": cfg.model.name if self._given is None else type(parts.model).__name__,
+                  "resume": self.resume})
+        data_iter = iter(self.train_loader)
         parts.ddp.train()
         try:
             while self.iteration < total:
-                for cb in self.callbacks:
-                    cb.on_iteration_start(self)
-                lr = parts.lr_at(self.iteration)
+                self._emit("on_iteration_start")
+                lr = parts.set_lr(self.iteration)
                 losses = self._step(data_iter)  # None: skipped (non-finite, nan_policy=skip)
                 self.iteration += 1
-                for cb in self.callbacks:
-                    cb.on_iteration_end(self, losses, lr)
-            final_report = self.run_evaluation()
-            self.save_checkpoint()
-            self.log({"event": "end", "iteration": self.iteration, "param_sha256": self._fingerprints(),
-                      "skipped_non_finite": self.skipped})
-            if info.is_main:
-                ckpt.save_weights(self.work_dir / "inference.safetensors", parts.model.inference_state_dict(),
-                                  {**parts.metadata, "iteration": self.iteration})
-                final_report["best"] = self.best
-                self.written = self.write_report(final_report)
+                self._emit("on_iteration_end", losses, lr)
+            self._emit("on_train_end")  # the final evaluation, checkpoint, inference weights and report
             barrier()  # the ranks leave together: gloo can abort a process that exits while a peer still works
         except TrainingStopped as stop:
             path = self.save_checkpoint()
@@ -300,13 +337,10 @@ class Trainer:
                 logger.log(RESULT, "\n%s: checkpoint saved at iteration %d (%s); continue with --resume", stop,
                            self.iteration, path)
             raise SystemExit(128 + stop.signum) from None
-        return final_report if info.is_main else None
 
-    def _fingerprints(self) -> list[str]:
+    def fingerprints(self) -> list[str]:
         """SHA-256 of every rank's parameters: all equal when DDP kept the replicas in sync. (Buffers such as
         BatchNorm running statistics follow each rank's last batch; rank 0's are the ones saved.)"""
-        import hashlib
-
         digest = hashlib.sha256()
         for name, t in self.parts.model.named_parameters():
             digest.update(name.encode())
@@ -376,10 +410,5 @@ class Trainer:
         with torch.no_grad():
             for buf, saved in self._bn_state:
                 buf.copy_(saved)
-        for cb in self.callbacks:
-            cb.on_non_finite(self, values, detail)
-
-
-def run_training(cfg: Config, resume: bool = False, device: str = "auto", overwrite: bool = False) -> dict | None:
-    return Trainer(cfg, resume, device, overwrite=overwrite).train()
+        self._emit("on_non_finite", values, detail)
 
