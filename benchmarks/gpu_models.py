@@ -68,9 +68,12 @@ def _build(name: str, options: dict, device: torch.device) -> torch.nn.Module:
     """The model with RR attached, built directly on ``device`` (initialising BEiT-L's ~440M parameters on the
     host takes many seconds); on the host instead if building under the device fails."""
     from rrseg.models import build_model
+    from rrseg.rebalance import RegionRebalance
 
     def build() -> torch.nn.Module:
-        return build_model(name, NUM_CLASSES, rebalance={"type": "rr", "counts": zipf_counts()}, **options)
+        model = build_model(name, NUM_CLASSES, **options)
+        model.set_rebalance(RegionRebalance(model.feature_channels, NUM_CLASSES, zipf_counts()))
+        return model
 
     try:
         with torch.device(device):

@@ -46,13 +46,13 @@ def _rss_bytes() -> int:
 
 def worker(args: argparse.Namespace) -> dict:
     from rrseg.models import build_model
+    from rrseg.rebalance import RegionRebalance
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     options, opt_kind = {**FAMILIES, **TINY}[args.worker]
-    model = build_model(
-        args.worker, NUM_CLASSES, rebalance={"type": "rr", "counts": zipf_counts()}, **options
-    )
+    model = build_model(args.worker, NUM_CLASSES, **options)
+    model.set_rebalance(RegionRebalance(model.feature_channels, NUM_CLASSES, zipf_counts()))
     model.train()
     optimizer = make_optimizer(model, opt_kind)
     images = torch.randn(args.batch, 3, args.size, args.size)

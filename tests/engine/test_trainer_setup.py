@@ -14,13 +14,15 @@ from torch import nn
 from rrseg.engine.components import build_criterion, convert_sync_bn
 from rrseg.engine.config import load_config, parse_config
 from rrseg.engine.trainer import Trainer
+from rrseg.errors import RRSegError
 from rrseg.models import build_model
-from rrseg.rebalance import ClassCounts
+from rrseg.rebalance import ClassCounts, RegionRebalance
 
 
 @pytest.mark.parametrize("name", ["deeplabv3plus_tiny", "upernet_swin_tiny"])
 def test_sync_bn_keeps_the_rr_batchnorm_per_process(name):
-    model = build_model(name, num_classes=4, rebalance={"type": "rr", "counts": [9, 5, 2, 1]})
+    model = build_model(name, num_classes=4)
+    model.set_rebalance(RegionRebalance(model.feature_channels, 4, [9, 5, 2, 1]))
     keys = list(model.state_dict())
     rr_bn = model.rebalance.reduce[1]
     converted = convert_sync_bn(model)
@@ -81,6 +83,31 @@ def test_rr_branch_takes_the_ignore_index_of_the_training_data(tmp_path, region)
     assert parts.model.rebalance.ignore_index == 200
     pixel = parts.criterion.terms[0]
     assert pixel.ignore_index == 200
+
+
+def test_the_branch_is_attached_before_the_weights_load(tmp_path):
+    """model.pretrained: an rrseg checkpoint's rebalance.* load into the config's branch (built after the model,
+    before the weights), and a branch that does not fit them is refused naming the key."""
+    import torch
+
+    from rrseg.io import write_safetensors
+
+    torch.manual_seed(1)
+    source = build_model("deeplabv3plus_tiny", num_classes=3)
+    source.set_rebalance(RegionRebalance(source.feature_channels, 3, [3, 2, 1]))
+    write_safetensors(tmp_path / "start.safetensors", source.state_dict())
+    path = _small_run_config(tmp_path, model={"name": "deeplabv3plus_tiny",
+                                              "pretrained": str(tmp_path / "start.safetensors")},
+                             loss={"region": {"type": "rr"}, "counts": None}, work_dir=str(tmp_path / "work"))
+    parts = Trainer(load_config(path), device="cpu").setup()
+    for key, value in source.state_dict().items():
+        assert torch.equal(parts.model.state_dict()[key], value), key
+    narrow = _small_run_config(tmp_path, model={"name": "deeplabv3plus_tiny",
+                                                "pretrained": str(tmp_path / "start.safetensors")},
+                               loss={"region": {"type": "rr", "reduce_channels": 8}, "counts": None},
+                               work_dir=str(tmp_path / "work2"))
+    with pytest.raises(RRSegError, match=r"shape mismatch for 'rebalance\."):
+        Trainer(load_config(narrow), device="cpu").setup()
 
 
 @pytest.mark.parametrize("avg_non_ignore", [True, False])

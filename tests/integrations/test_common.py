@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from rrseg.errors import RRSegError
-from rrseg.integrations.common import capture_input, load_rr, save_rr
-from rrseg.rebalance import RegionRebalance
+from rrseg.integrations.common import build_region_rebalance, capture_input, load_rr, save_rr
+from rrseg.rebalance import CeCoOptions, RegionRebalance
 
 
 def test_capture_records_the_input_with_its_graph_and_removes_the_hook():
@@ -79,3 +79,26 @@ def test_readme_section_documents_real_options():
     params = set(inspect.signature(RegionRebalance).parameters) - {"in_channels", "num_classes", "counts", "name"}
     assert documented <= params, documented - params
     assert params - documented <= {"logit_scale", "align_corners"}, params - documented
+
+
+def test_the_integrations_build_and_check_the_branch_as_the_engine_does():
+    """RRWrapper / region_rebalance_for take RR's options as keywords: the branch is the typed options' build
+    (CeCo's with etf=True), the one the engine builds from loss.region; a given branch passes the same fit check."""
+    torch.manual_seed(0)
+    built = build_region_rebalance(8, 3, [5, 2, 1], None, 200, {"etf": True, "loss_weight": 0.2, "logit_scale": 3.0})
+    torch.manual_seed(0)
+    typed = CeCoOptions(loss_weight=0.2, logit_scale=3.0).build(8, 3, [5, 2, 1], ignore_index=200)
+    assert built.etf and built.ignore_index == 200 and built.logit_scale == 3.0
+    assert built.state_dict().keys() == typed.state_dict().keys()
+    assert all(torch.equal(v, typed.state_dict()[k]) for k, v in built.state_dict().items())
+    with pytest.raises(RRSegError, match=r"^unknown RR option 'smoth'; options: etf, loss_weight, trainable, "):
+        build_region_rebalance(8, 3, [5, 2, 1], None, 255, {"smoth": 0.5})
+    with pytest.raises(RRSegError, match=r"^unknown RR option 'logit_scale' \(a CeCo option: with etf=True\)"):
+        build_region_rebalance(8, 3, [5, 2, 1], None, 255, {"logit_scale": 3.0})
+    with pytest.raises(RRSegError, match=r"^region loss 'rr': Region Rebalance needs at least 2 classes"):
+        build_region_rebalance(8, 1, [5], None, 255, {})
+    ready = RegionRebalance(8, 3, [5, 2, 1])
+    assert build_region_rebalance(8, 3, None, ready, 255, {}) is ready
+    with pytest.raises(RRSegError, match=r"^the RegionRebalance takes 8 feature channels and 3 classes, but the "
+                                         r"model's pixel classifier reads 16 channels and predicts 3 classes$"):
+        build_region_rebalance(16, 3, None, ready, 255, {})

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from rrseg.errors import RRSegError
 from rrseg.models import build_model
 from rrseg.models.weights import load_pretrained
+from rrseg.rebalance import REGION_LOSSES, RegionRebalance
 from rrseg.types import SegOutput
 
 NUM_CLASSES = 6
@@ -51,7 +52,8 @@ def built(request):
     """(case, model with RR, the same model's weights without RR) built once per family."""
     case = request.param
     torch.manual_seed(0)
-    model = build_model(case.name, NUM_CLASSES, rebalance={"type": "rr", "counts": COUNTS})
+    model = build_model(case.name, NUM_CLASSES)
+    model.set_rebalance(RegionRebalance(model.feature_channels, NUM_CLASSES, COUNTS))
     return case, model
 
 
@@ -83,7 +85,7 @@ def test_rebalance_losses_are_finite_and_reach_decoder_and_backbone(built, kind)
     model.train()
     rr = model.rebalance
     try:
-        model.set_rebalance({"type": kind, "counts": COUNTS})
+        model.set_rebalance(REGION_LOSSES[kind]().build(model.feature_channels, NUM_CLASSES, COUNTS))
         assert model.rebalance.etf is (kind == "ceco")
         model.zero_grad(set_to_none=True)
         out = model(torch.randn(2, 3, SIZE, SIZE))

@@ -1,13 +1,17 @@
-"""Registry, options, the ``rebalance`` setting, and the full-size models' settings (no training here)."""
+"""Registry, options, the region branch attached to a model, and the full-size models' settings (no training here)."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
+import numpy as np
 import pytest
 import torch
 
 from rrseg.errors import RRSegError
-from rrseg.models import build_model, build_rebalance, list_models, model_options
-from rrseg.rebalance import RegionRebalance
+from rrseg.models import build_model, list_models, model_options
+from rrseg.rebalance import CeCoOptions, ClassCounts, NoRegionLoss, RegionRebalance, RROptions
 
 REQUIRED = [
     "deeplabv3plus_r50",
@@ -53,43 +57,76 @@ def test_bad_options_are_rrseg_errors():
     assert "output_stride" in model_options("deeplabv3plus_r50")
 
 
-def test_rebalance_settings(tmp_path):
+def test_region_branches_build_from_their_typed_options(tmp_path):
     counts = [40, 30, 20, 10]
-    assert build_rebalance(None, 32, 4) is None
-    assert build_rebalance("none", 32, 4) is None
-    rr = build_rebalance({"type": "rr", "counts": counts}, 32, 4)
-    assert isinstance(rr, RegionRebalance) and not rr.etf and rr.smooth == 0.5
+    assert NoRegionLoss().build(32, 4, counts) is None
+    rr = RROptions().build(32, 4, counts)
+    assert isinstance(rr, RegionRebalance) and not rr.etf and rr.smooth == 0.5 and rr.ignore_index == 255
     expected = torch.log(torch.tensor(counts, dtype=torch.float64) / sum(counts)).float()
     torch.testing.assert_close(rr.log_prior, expected)
-    ceco = build_rebalance({"type": "ceco", "counts": counts, "loss_weight": 0.8}, 32, 4)
-    assert ceco.etf and ceco.smooth == 1.0 and ceco.loss_weight == 0.8
+    ceco = CeCoOptions(loss_weight=0.8).build(32, 4, counts, ignore_index=200)
+    assert ceco.etf and ceco.smooth == 1.0 and ceco.loss_weight == 0.8 and ceco.ignore_index == 200
     # a released-format counts file
     (tmp_path / "toy_image_label_stats.txt").write_text("\n".join(map(str, counts)) + "\n")
-    from_file = build_rebalance({"type": "rr", "counts": str(tmp_path / "toy_image_label_stats.txt")}, 32, 4)
+    from_file = RROptions().build(32, 4, str(tmp_path / "toy_image_label_stats.txt"))
     torch.testing.assert_close(from_file.log_prior, expected)
-    assert build_rebalance({"type": "rr", "prior": "none"}, 32, 4) is not None  # no counts needed
-    assert build_rebalance(rr, 32, 4) is rr
+    assert RROptions(prior="none").build(32, 4) is not None  # no counts needed
 
-    with pytest.raises(RRSegError, match="needs class counts"):
-        build_rebalance("rr", 32, 4)
-    with pytest.raises(RRSegError, match="type must be"):
-        build_rebalance({"type": "focal", "counts": counts}, 32, 4)
-    with pytest.raises(RRSegError, match="unknown option 'smoth'"):
-        build_rebalance({"type": "rr", "counts": counts, "smoth": 0.5}, 32, 4)
+    with pytest.raises(RRSegError, match=r"^region loss 'rr': prior='region' needs class counts"):
+        RROptions().build(32, 4)
     with pytest.raises(RRSegError, match="num_classes is 5"):
-        build_rebalance({"type": "rr", "counts": counts}, 32, 5)
-    with pytest.raises(RRSegError, match="smooth"):
-        build_rebalance({"type": "rr", "counts": counts, "smooth": 1.5}, 32, 4)
-    with pytest.raises(RRSegError, match="feature channels"):
-        build_rebalance(rr, 64, 4)
+        RROptions().build(32, 5, counts)
+    with pytest.raises(RRSegError, match=r"^region loss 'rr': smooth is the true-class target probability"):
+        RROptions(smooth=1.5).build(32, 4, counts)
 
 
-def test_model_rebalance_attaches_to_feature_channels():
-    model = build_model("upernet_convnext_tiny", 4, rebalance={"type": "ceco", "counts": [4, 3, 2, 1]})
-    assert model.rebalance.reduce[0].in_channels == model.feature_channels
-    assert model.rebalance.etf
+def test_every_region_option_reaches_the_branch_with_one_default():
+    """The options classes declare the defaults; RegionRebalance's keywords are read from them, and build passes
+    every field (a field without a keyword, or with another default, is a second place for a default)."""
+    params = inspect.signature(RegionRebalance).parameters
+    for cls in (RROptions, CeCoOptions):
+        for f in dataclasses.fields(cls):
+            if f.name != "type":
+                assert params[f.name].default == f.default, (cls.__name__, f.name)
+    changed = {"loss_weight": 0.3, "trainable": True, "per_image": True, "prior": "pixel", "smooth": 0.7,
+               "reduce_channels": 8, "hidden_channels": 16, "dropout": 0.2, "prior_eps": 1e-6,
+               "ignored_region": True, "logit_scale": 3.0}
+    assert set(changed) | {"consistency_weight"} == {f.name for f in dataclasses.fields(CeCoOptions)} - {"type"}
+    counts = ClassCounts(np.array([4, 3, 2, 1]), np.array([40, 30, 2, 1]))
+    branch = CeCoOptions(**changed).build(32, 4, counts)
+    assert branch.reduce[0].out_channels == 8 and branch.gain[0].out_features == 16 and branch.dropout.p == 0.2
+    assert all(p.requires_grad for p in branch.parameters())
+    for name in ("loss_weight", "per_image", "smooth", "prior_eps", "ignored_region", "logit_scale"):
+        assert getattr(branch, name) == changed[name], name
+    assert branch.etf and RROptions(consistency_weight=0.5).build(32, 4, counts).consistency_weight == 0.5
+    torch.testing.assert_close(branch.log_prior, torch.log(torch.tensor([40, 30, 2, 1]) / 73 + 1e-6))
+
+
+def test_a_branch_is_attached_after_the_model_is_built_and_must_fit_it():
+    model = build_model("upernet_convnext_tiny", 4)
+    branch = CeCoOptions().build(model.feature_channels, 4, [4, 3, 2, 1])
+    assert model.set_rebalance(branch) is branch and model.rebalance is branch
+    assert list(model.state_dict())[-1].startswith("rebalance.")  # the last module, as its parameters are made
     model.set_rebalance(None)
     assert model.rebalance is None and not any(k.startswith("rebalance.") for k in model.state_dict())
+    with pytest.raises(RRSegError, match=r"^the RegionRebalance takes 64 feature channels and 4 classes, but the "
+                                         r"model's pixel classifier reads 32 channels and predicts 4 classes$"):
+        model.set_rebalance(RROptions().build(64, 4, [4, 3, 2, 1]))
+    with pytest.raises(RRSegError, match="predicts 4 classes"):
+        model.set_rebalance(RegionRebalance(model.feature_channels, 5, [5, 4, 3, 2, 1]))
+    assert model.rebalance is None
+
+
+def test_the_removed_rebalance_setting_names_the_new_spelling():
+    with pytest.raises(RRSegError, match=r"^build_model\(rebalance=\.\.\.\) was removed: .*model\.set_rebalance\("
+                                         r"RegionRebalance\(model\.feature_channels, model\.num_classes, counts"):
+        build_model("ocrnet_tiny", 4, rebalance={"type": "rr", "counts": [4, 3, 2, 1]})
+    model = build_model("ocrnet_tiny", 4)
+    for old in ({"type": "rr", "counts": [4, 3, 2, 1]}, "rr"):
+        with pytest.raises(RRSegError, match=r"^set_rebalance takes a built branch or None, not a .*RegionRebalance"):
+            model.set_rebalance(old)
+    with pytest.raises(RRSegError, match=r"build_rebalance was removed: .*model\.set_rebalance\(branch\)"):
+        from rrseg.models import build_rebalance  # noqa: F401
 
 
 # The full-size models with the settings the paper's configs use (mmseg): built, one small forward each.

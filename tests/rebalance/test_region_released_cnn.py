@@ -185,10 +185,11 @@ def test_all_ignored_batch_gives_zero_loss_with_graph():
 @pytest.mark.parametrize("name", ["deeplabv3plus_tiny", "ocrnet_tiny"])
 def test_in_a_model_the_consistency_term_trains_the_decoder(name):
     """As a criterion term the branch reads the SegOutput's features and logits; both losses reach the decoder."""
-    spec = {"type": "rr", "counts": COUNTS, "smooth": 1.0, "prior_eps": PRIOR_EPS, "ignored_region": True,
-            "consistency_weight": 1.0, "dropout": 0.0}
     torch.manual_seed(0)
-    model = build_model(name, num_classes=C, rebalance=spec).train()
+    model = build_model(name, num_classes=C)
+    model.set_rebalance(RegionRebalance(model.feature_channels, C, COUNTS, smooth=1.0, prior_eps=PRIOR_EPS,
+                                        ignored_region=True, consistency_weight=1.0, dropout=0.0))
+    model.train()
     images = torch.randn(2, 3, 64, 64)
     labels = torch.randint(0, C, (2, 64, 64))
     labels[:, :8] = 255

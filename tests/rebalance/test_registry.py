@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from rrseg.engine.components import build_criterion, rebalance_spec
+from rrseg.engine.components import build_criterion
 from rrseg.engine.config import ConfigError, parse_config
 from rrseg.errors import RRSegError
 from rrseg.models import build_model
-from rrseg.models.segmentor import build_rebalance
 from rrseg.rebalance import (
     PIXEL_LOSSES,
     REGION_LOSSES,
@@ -37,8 +36,6 @@ def test_names_and_unknown_names():
         loss_class("pixel", "focl")
     with pytest.raises(RRSegError, match=r"^unknown region loss 'xyz' \(known: none, rr, ceco\)$"):
         loss_class("region", "xyz")
-    with pytest.raises(RRSegError, match=r"^rebalance: type must be one of none, rr, ceco, got 'focal'$"):
-        build_rebalance({"type": "focal", "counts": [4, 3, 2, 1]}, 32, 4)
 
 
 @pytest.mark.parametrize("name", list(PIXEL_LOSSES))
@@ -51,11 +48,11 @@ def test_every_pixel_loss_declares_typed_options_and_builds_its_term(name):
 
 
 @pytest.mark.parametrize("name", list(REGION_LOSSES))
-def test_every_region_loss_gives_the_model_its_branch(name):
+def test_every_region_loss_builds_its_branch(name):
     cls = REGION_LOSSES[name]
     assert issubclass(cls, RegionLossOptions) and cls.type == name
-    spec = cls().spec(COUNTS, 200)
-    branch = build_rebalance(spec, 16, 4)
+    assert all(f.default is not dataclasses.MISSING for f in dataclasses.fields(cls))  # every option has a default
+    branch = cls().build(16, 4, COUNTS, ignore_index=200)
     assert (branch is None) == (name == "none")
     if branch is not None:
         assert branch.ignore_index == 200 and branch.etf == (name == "ceco")
@@ -84,15 +81,15 @@ def test_a_new_method_is_one_options_class_and_one_entry(monkeypatch):
         parse_config({"loss": {"pixel": {"type": "focal", "half": 0.25}}})
 
 
-def test_region_spec_is_the_models_rebalance_setting():
+def test_the_configs_region_options_build_the_branch_the_criterion_gets():
     cfg = parse_config({"loss": {"region": {"type": "ceco", "loss_weight": 0.8}}})
-    spec = rebalance_spec(cfg, COUNTS, 200)
-    assert spec["type"] == "ceco" and spec["counts"] is COUNTS and spec["ignore_index"] == 200
-    assert spec["loss_weight"] == 0.8 and spec["logit_scale"] == 5.0
-    assert rebalance_spec(parse_config({}), COUNTS) is None
     torch.manual_seed(0)
-    model = build_model("ocrnet_tiny", num_classes=4, rebalance=spec)
-    assert model.rebalance.etf and model.rebalance.loss_weight == 0.8
+    model = build_model("ocrnet_tiny", num_classes=4)
+    branch = cfg.loss.region.build(model.feature_channels, 4, COUNTS, 200)
+    assert branch.etf and branch.loss_weight == 0.8 and branch.logit_scale == 5.0 and branch.ignore_index == 200
+    model.set_rebalance(branch)
+    assert build_criterion(cfg, model, COUNTS, 4).terms[-1] is branch
+    assert parse_config({}).loss.region.build(model.feature_channels, 4, COUNTS) is None
 
 
 def test_an_options_class_must_name_itself():

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from rrseg.engine.config import load_config
-from rrseg.models.segmentor import build_rebalance
 from rrseg.rebalance import ClassCounts
 from rrseg.rebalance.counts import released_stats_path
 
@@ -68,7 +67,7 @@ def test_preset_follows_the_released_head(path):
         assert (len(n), n.min(), n.max(), n.sum()) == (classes, low, high, total) == (num_classes, low, high, total)
 
     # the branch rrseg builds from it
-    branch = build_rebalance(region.spec(counts, 255), 64, num_classes)
+    branch = region.build(64, num_classes, counts, 255)
     assert branch.etf == row["etf"]
     assert branch.smooth == row["smooth"]
     assert (branch.logit_scale if branch.etf else 1.0) == row["scale"]

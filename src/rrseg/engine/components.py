@@ -43,7 +43,6 @@ __all__ = [
     "convert_sync_bn",
     "global_batch",
     "model_metadata",
-    "rebalance_spec",
     "resolve_counts",
 ]
 
@@ -125,12 +124,6 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
     if getattr(model, "rebalance", None) is not None:
         terms.append(model.rebalance)
     return Criterion(terms)
-
-
-def rebalance_spec(cfg: Config, counts: ClassCounts, ignore_index: int = 255) -> dict | None:
-    """The model's ``rebalance`` setting from ``loss.region``; ``ignore_index`` is the training data's, so that
-    RR drops the pixels the pixel loss ignores (the release hard-codes 255)."""
-    return cfg.loss.region.spec(counts, ignore_index)
 
 
 def convert_sync_bn(model: nn.Module) -> nn.Module:
@@ -226,7 +219,7 @@ class Components:
 def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) -> Components:
     """Build a run's parts from its config (seed the RNGs first: the model's initialisation draws from them).
     ``work_dir`` holds cached class counts of an earlier start of the run."""
-    from rrseg.models import build_model
+    from rrseg.models import build_model, load_weights
 
     train_ds, val_ds, train_tf, _ = build_datasets(cfg)
     if cfg.data.check:
@@ -239,8 +232,12 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
     counts = resolve_counts(cfg, train_ds, num_classes, work_dir)
     evaluator = build_evaluator(cfg, num_classes, ignore_index, counts, val_ds, info.device)  # groups checked now
 
-    model = build_model(cfg.model.name, num_classes=num_classes, rebalance=rebalance_spec(cfg, counts, ignore_index),
-                        pretrained=cfg.model.pretrained, **cfg.model.options)
+    model = build_model(cfg.model.name, num_classes=num_classes, **cfg.model.options)
+    # the region branch (none, RR, CeCo) from its typed options: its parameters are made after the model's and
+    # before any weights load (an rrseg checkpoint's rebalance.* loads into it); ignore_index is the training
+    # data's, so that RR drops the pixels the pixel loss ignores (the release hard-codes 255)
+    model.set_rebalance(cfg.loss.region.build(model.feature_channels, num_classes, counts, ignore_index))
+    load_weights(model, cfg.model.pretrained, what=cfg.model.name)
     if cfg.model.pretrained is None and info.is_main:
         _warn_random_start(cfg.model.name, model)
     model.to(info.device)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
 from rrseg.rebalance.counts import ClassCounts, CountsLike
-from rrseg.rebalance.region import RegionRebalance
+from rrseg.rebalance.region import RegionRebalance, rr_options
 
 __all__ = ["InputCapture", "RROutput", "build_region_rebalance", "capture_input", "load_rr", "rr_loss", "save_rr"]
 
@@ -99,21 +99,15 @@ def build_region_rebalance(
     ignore_index: int,
     options: dict[str, Any],
 ) -> RegionRebalance:
-    """A new ``RegionRebalance`` sized for a classifier, or a check that a given one fits it."""
-    if num_classes < 2:
-        raise RRSegError(f"Region Rebalance needs at least 2 classes, the model predicts {num_classes}")
+    """The branch for a classifier reading ``in_channels`` channels and predicting ``num_classes`` classes: the
+    given ``rr`` once it passes the fit check the engine makes too (``RegionRebalance.check_fits``), else one
+    built, as the engine builds it, by the typed options (``rr_options(**options).build``)."""
     if rr is not None:
         if counts is not None or options:
             raise ValueError("pass either a ready RegionRebalance (rr=...) or counts and RR options, not both")
-        in_rr = rr.reduce[0].in_channels
-        if in_rr != in_channels or rr.num_classes != num_classes:
-            raise RRSegError(
-                f"the given RegionRebalance takes {in_rr} channels and {rr.num_classes} classes, but the model's "
-                f"classifier reads {in_channels} channels and predicts {num_classes} classes"
-            )
+        rr.check_fits(in_channels, num_classes)
         return rr
-    options = {"ignore_index": ignore_index, **options}
-    return RegionRebalance(in_channels, num_classes, counts, **options)
+    return rr_options(**options).build(in_channels, num_classes, counts, ignore_index)
 
 
 def rr_loss(rr: RegionRebalance, features: Tensor, labels: Tensor, training: bool) -> Tensor:

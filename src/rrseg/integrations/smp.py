@@ -148,8 +148,9 @@ class RRWrapper(nn.Module):
         rr: a ready :class:`~rrseg.rebalance.RegionRebalance` instead of ``counts`` and options.
         classifier: the module whose input RR pools; default the last Conv2d of ``segmentation_head``.
         ignore_index: the label value of unlabelled pixels.
-        **rr_options: forwarded to ``RegionRebalance``: ``prior``, ``trainable``, ``per_image``, ``etf``,
-            ``smooth``, ``loss_weight``, ``reduce_channels``, ``hidden_channels``, ``dropout``, ...
+        **rr_options: RR's options, as ``loss.region`` takes them (:class:`~rrseg.rebalance.RROptions`:
+            ``prior``, ``trainable``, ``per_image``, ``smooth``, ``loss_weight``, ``reduce_channels``, ...;
+            ``etf=True``: CeCo's, with ``logit_scale``); the branch is built by their ``build``.
     """
 
     def __init__(

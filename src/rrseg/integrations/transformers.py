@@ -99,8 +99,9 @@ def region_rebalance_for(
     **rr_options: Any,
 ) -> RegionRebalance:
     """A ``RegionRebalance`` sized for ``model``: its classifier's input channels, ``config.num_labels``
-    classes and the ignore index of its own loss. ``rr_options`` go to ``RegionRebalance`` (``prior``,
-    ``trainable``, ``per_image``, ``etf``, ``smooth``, ``loss_weight``, ...)."""
+    classes and the ignore index of its own loss. ``rr_options``: RR's options, as ``loss.region`` takes them
+    (``rrseg.rebalance.RROptions``: ``prior``, ``trainable``, ``per_image``, ``smooth``, ``loss_weight``, ...;
+    ``etf=True``: CeCo's), and ``ignore_index`` to override the config's."""
     classifier = classifier if classifier is not None else find_classifier(model)
     in_channels, num_classes = _channels(classifier)
     config = getattr(_unwrap(model), "config", None)

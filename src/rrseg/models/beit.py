@@ -10,47 +10,52 @@ give mmseg's layer-wise lr-decay ids (embeddings 0, block i -> i + 1, neck and h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
+from torch import Tensor, nn
+
 from rrseg.models.backbones import TimmBackbone, beit_backbone
-from rrseg.models.necks import Feature2Pyramid
+from rrseg.models.heads import init_head_weights
 from rrseg.models.registry import ModelVariant, register_variants
-from rrseg.models.segmentor import RebalanceSpec, Segmentor
+from rrseg.models.segmentor import Segmentor
 from rrseg.models.upernet import build_upernet
 
-__all__ = ["build_beit_upernet"]
+__all__ = ["Feature2Pyramid", "build_beit_upernet"]
+
+
+class Feature2Pyramid(nn.Module):
+    """Feature-to-pyramid neck for plain ViTs: one stride-16 map per tapped block -> strides 4..32.
+
+    As mmsegmentation's Feature2Pyramid (rescales 4, 2, 1, 0.5): two 2x2 transposed convs with BatchNorm and
+    GELU between them, one transposed conv, identity, 2x2 max-pool. Module names match mmseg's for key mapping.
+    """
+
+    def __init__(self, embed_dim: int, rescales: Sequence[float] = (4, 2, 1, 0.5)) -> None:
+        super().__init__()
+        if tuple(rescales) != (4, 2, 1, 0.5):
+            raise ValueError(f"Feature2Pyramid supports rescales (4, 2, 1, 0.5), got {tuple(rescales)}")
+        self.rescales = tuple(rescales)
+        self.upsample_4x = nn.Sequential(
+            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
+            nn.BatchNorm2d(embed_dim),
+            nn.GELU(),
+            nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2),
+        )
+        self.upsample_2x = nn.Sequential(nn.ConvTranspose2d(embed_dim, embed_dim, kernel_size=2, stride=2))
+        self.identity = nn.Identity()
+        self.downsample_2x = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.out_channels = [embed_dim] * 4
+        init_head_weights(self)
+
+    def forward(self, inputs: Sequence[Tensor]) -> list[Tensor]:
+        if len(inputs) != 4:
+            raise ValueError(f"Feature2Pyramid expects 4 maps, got {len(inputs)}")
+        ops = (self.upsample_4x, self.upsample_2x, self.identity, self.downsample_2x)
+        return [op(x) for op, x in zip(ops, inputs)]
 
 
 def build_beit_upernet(
-    name: str,
-    backbone,
-    num_classes: int,
-    *,
-    channels: int,
-    aux_head: bool,
-    dropout: float,
-    rebalance: RebalanceSpec,
-    aux_channels: int = 256,
-) -> Segmentor:
-    embed = backbone.channels[0]
-    return build_upernet(
-        name,
-        backbone,
-        num_classes,
-        channels=channels,
-        aux_channels=aux_channels,
-        aux_head=aux_head,
-        dropout=dropout,
-        rebalance=rebalance,
-        neck=Feature2Pyramid(embed),
-        in_channels=[embed] * 4,
-        input_size=backbone.img_size,
-        size_divisor=backbone.model.patch_embed.patch_size[0] * 2,
-    )
-
-
-def _create_beit_upernet(
     name: str,
     num_classes: int,
     *,
@@ -61,18 +66,22 @@ def _create_beit_upernet(
     channels: int,
     aux_head: bool,
     dropout: float,
-    rebalance: RebalanceSpec,
 ) -> Segmentor:
     """Every variant's builder: ``backbone(img_size=, drop_path_rate=)`` under the pyramid neck and UPerNet."""
-    return build_beit_upernet(
+    vit = backbone(img_size=img_size, drop_path_rate=drop_path_rate)
+    embed = vit.channels[0]
+    return build_upernet(
         name,
-        backbone(img_size=img_size, drop_path_rate=drop_path_rate),
+        vit,
         num_classes,
         channels=channels,
+        aux_channels=aux_channels,
         aux_head=aux_head,
         dropout=dropout,
-        rebalance=rebalance,
-        aux_channels=aux_channels,
+        neck=Feature2Pyramid(embed),
+        in_channels=[embed] * 4,
+        input_size=vit.img_size,
+        size_divisor=vit.model.patch_embed.patch_size[0] * 2,
     )
 
 
@@ -80,7 +89,7 @@ def _create_beit_upernet(
 _OPTIONS = dict(img_size=640, drop_path_rate=0.1, channels=768, aux_head=True, dropout=0.1)
 
 register_variants(
-    _create_beit_upernet,
+    build_beit_upernet,
     {
         "upernet_beit_b": ModelVariant(
             "BEiT-B UPerNet (timm ``beit_base_patch16_224`` layout at ``img_size``), blocks (3, 5, 7, 11).",
@@ -89,6 +98,7 @@ register_variants(
                 aux_channels=256,
             ),
             options=_OPTIONS,
+            pretrained="timm:beit_base_patch16_224.in22k_ft_in22k",
         ),
         "upernet_beit_l": ModelVariant(
             "BEiT-L UPerNet (timm ``beit_large_patch16_224`` layout at ``img_size``), blocks (7, 11, 15, 23).",
@@ -99,6 +109,7 @@ register_variants(
                 aux_channels=256,
             ),
             options=dict(_OPTIONS, drop_path_rate=0.2, channels=1024),
+            pretrained="timm:beit_large_patch16_224.in22k_ft_in22k",
         ),
         "upernet_beit_tiny": ModelVariant(
             "Test-sized BEiT UPerNet: 4 blocks of width 32, patch 16, every block tapped.",

@@ -1,9 +1,11 @@
 """Model registry: factory functions registered by name (timm style).
 
-A family module describes its variants in a table, as timm's ``model_args``: per name a
-:class:`ModelVariant` (docstring, fixed architecture, user options with defaults) handed to the family's one
-builder by :func:`register_variants`, which registers a factory per name. ``register_model`` takes any other
-factory function ``fn(num_classes, *, rebalance=None, **options)``; its signature gives its options.
+A family is one module (as a timm model file): its builder, the heads only it uses, and its variants in a
+table, as timm's ``model_args``: per name a :class:`ModelVariant` (docstring, fixed architecture, user options
+with defaults, the paper's pretrained weights) handed to the builder by :func:`register_variants`, which
+registers a factory per name. ``register_model`` takes any other factory function ``fn(num_classes,
+**options)``; its signature gives its options. The RR branch is not the factories' business: it is attached to
+the built model (``model.set_rebalance``).
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ __all__ = [
     "get_model_factory",
     "list_models",
     "model_options",
+    "paper_weights",
     "register_model",
     "register_variants",
 ]
 
 _MODELS: dict[str, Callable[..., Any]] = {}
+_VARIANTS: dict[str, ModelVariant] = {}  # the registered variants' tables, by name
 
 
 def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Register a factory ``fn(num_classes, *, rebalance=None, **options) -> Segmentor`` under its name."""
+    """Register a factory ``fn(num_classes, **options) -> Segmentor`` under its name."""
     if fn.__name__ in _MODELS:
         raise ValueError(f"model {fn.__name__!r} is registered twice")
     _MODELS[fn.__name__] = fn
@@ -42,16 +46,20 @@ def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
 @dataclass(frozen=True)
 class ModelVariant:
     """One model of a family: ``doc`` (its docstring), ``arch`` (builder arguments fixed for this variant:
-    backbone, head widths) and ``options`` (what users may set, with defaults, in ``model_options`` order)."""
+    backbone, head widths), ``options`` (what users may set, with defaults, in ``model_options`` order) and
+    ``pretrained`` (the paper's model: the ImageNet weights it starts from, ``timm:ARCH.TAG`` as
+    ``build_model(pretrained=)`` takes it, the timm tag nearest to the checkpoint mmsegmentation's config loads,
+    docs/FIDELITY.md "Backbone weights"; None for the other models)."""
 
     doc: str
     arch: Mapping[str, Any]
     options: Mapping[str, Any]
+    pretrained: str | None = None
 
 
 def register_variants(builder: Callable[..., Any], variants: Mapping[str, ModelVariant]) -> None:
-    """Register a factory ``name(num_classes, *, <options>, rebalance=None)`` per variant, which calls
-    ``builder(name, num_classes, **variant.arch, **options, rebalance=rebalance)``."""
+    """Register a factory ``name(num_classes, *, <options>)`` per variant, which calls
+    ``builder(name, num_classes, **variant.arch, **options)``."""
     params = inspect.signature(builder).parameters
     takes = set(params) - {"name", "num_classes"}
     needs = {k for k in takes if params[k].default is Parameter.empty}
@@ -60,7 +68,7 @@ def register_variants(builder: Callable[..., Any], variants: Mapping[str, ModelV
     for name, variant in variants.items():
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
-        given = set(variant.arch) | set(variant.options) | {"rebalance"}
+        given = set(variant.arch) | set(variant.options)
         for what, keys in (
             ("set twice (arch and options)", set(variant.arch) & set(variant.options)),
             (f"not taken by {builder.__name__}", given - takes),
@@ -70,6 +78,7 @@ def register_variants(builder: Callable[..., Any], variants: Mapping[str, ModelV
                 raise ValueError(f"model variant {name!r}: {', '.join(sorted(keys))} {what}")
     for name, variant in variants.items():
         register_model(_variant_factory(name, builder, variant))
+        _VARIANTS[name] = variant
 
 
 def _variant_factory(name: str, builder: Callable[..., Any], variant: ModelVariant) -> Callable[..., Any]:
@@ -79,7 +88,6 @@ def _variant_factory(name: str, builder: Callable[..., Any], variant: ModelVaria
         [
             Parameter("num_classes", Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
             *(Parameter(k, Parameter.KEYWORD_ONLY, default=v) for k, v in variant.options.items()),
-            Parameter("rebalance", Parameter.KEYWORD_ONLY, default=None),
         ]
     )
 
@@ -115,25 +123,36 @@ def get_model_factory(name: str) -> Callable[..., Any]:
 def model_options(name: str) -> dict[str, Any]:
     """The options a model accepts, with their defaults."""
     params = inspect.signature(get_model_factory(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in ("num_classes", "rebalance")}
+    return {k: p.default for k, p in params.items() if k != "num_classes"}
+
+
+def paper_weights() -> dict[str, str]:
+    """{model name: the weights it starts from} for the paper's models (their variants' ``pretrained``)."""
+    return {name: v.pretrained for name, v in _VARIANTS.items() if v.pretrained}
 
 
 def build_model(
     name: str,
     num_classes: int,
-    rebalance: Any = None,
     pretrained: str | os.PathLike | None = None,
     **options: Any,
 ):
     """Build a registered model; optionally load weights (see ``rrseg.models.weights``).
 
-    ``rebalance``: None / "none", or ``{"type": "rr" | "ceco", "counts": ..., **RegionRebalance options}``.
+    The RR / CeCo branch is attached to the built model: ``model.set_rebalance(RegionRebalance(
+    model.feature_channels, model.num_classes, counts, **options))``.
     ``pretrained``: a local file or folder (timm / safetensors / HF / mmseg / rrseg checkpoint), read as is;
     ``"rrseg:NAME"``, weights shipped with the package; ``"timm"`` / ``"timm:TAG"``, the backbone's timm
     weights, downloaded by timm into the Hugging Face hub cache (or read from it; ``HF_HUB_OFFLINE=1``);
     ``"none"`` (any case) or None, no weights (a file named ``none``: ``./none``).
     ``options``: the model's keyword options (``rrseg.models.model_options(name)``).
     """
+    if "rebalance" in options:  # the spelling of earlier versions
+        raise RRSegError(
+            "build_model(rebalance=...) was removed: build the model, then attach the branch with "
+            "model.set_rebalance(RegionRebalance(model.feature_channels, model.num_classes, counts, **options)) "
+            "(from rrseg.rebalance; etf=True for ceco)"
+        )
     factory = get_model_factory(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise RRSegError(f"{name}: num_classes must be a positive integer, got {num_classes!r}")
@@ -141,24 +160,14 @@ def build_model(
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise RRSegError(f"{name}: unknown option {unknown[0]!r}; options: {', '.join(accepted) or '(none)'}")
-    if isinstance(pretrained, bool) or (
-        isinstance(pretrained, str) and pretrained.lower() in ("true", "false", "imagenet")
-    ):
-        raise RRSegError(f"{name}: pretrained={pretrained!r}: give 'timm' (the backbone's timm weights), "
-                         "'timm:TAG', 'rrseg:NAME', a local weights file, or 'none' (no weights)")
+    from rrseg.models.weights import check_weights_spec, load_weights
+
+    check_weights_spec(pretrained, name)  # before a big model is built for nothing
     try:
-        model = factory(num_classes, rebalance=rebalance, **options)
+        model = factory(num_classes, **options)
     except RRSegError:
         raise
     except (TypeError, ValueError) as e:  # a bad option value (e.g. output_stride=12)
         raise RRSegError(f"{name}: {e}") from None
-    from rrseg.models.weights import is_no_weights
-
-    if pretrained and not is_no_weights(pretrained):
-        from rrseg.models.weights import is_timm_spec, load_pretrained, load_timm_pretrained
-
-        if is_timm_spec(pretrained):
-            load_timm_pretrained(model, str(pretrained), what=name)
-        else:
-            load_pretrained(model, pretrained)
+    load_weights(model, pretrained, what=name)
     return model

@@ -4,27 +4,21 @@ Training mode returns :class:`rrseg.types.SegOutput` with the logits at decoder 
 tensor the pixel classifier reads (what Region Rebalance pools) and the auxiliary head's logits, so that
 every loss is composed outside the model. Eval mode returns logits upsampled to the input size.
 
-RR (or CeCo) is attached as ``model.rebalance``, a :class:`rrseg.rebalance.RegionRebalance` that the
-training criterion calls as ``model.rebalance(out, labels)``; it takes no part in ``forward``, so eval
-outputs are the same with or without it, and :meth:`Segmentor.inference_state_dict` drops its parameters.
+RR (or CeCo) is attached with ``model.set_rebalance(branch)`` as ``model.rebalance``, a
+:class:`rrseg.rebalance.RegionRebalance` (built by ``RROptions(...).build(...)`` or directly) that the training
+criterion calls as ``model.rebalance(out, labels)``; it takes no part in ``forward``, so eval outputs are the
+same with or without it, and :meth:`Segmentor.inference_state_dict` drops its parameters.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rrseg.errors import RRSegError
-from rrseg.rebalance import RegionRebalance
-from rrseg.rebalance.registry import list_losses, loss_class
 from rrseg.types import SegOutput
 
-__all__ = ["SIZE_DIVISOR", "RebalanceSpec", "Segmentor", "build_rebalance", "pad_to_multiple"]
-
-RebalanceSpec = None | str | Mapping[str, Any] | RegionRebalance
+__all__ = ["SIZE_DIVISOR", "Segmentor", "pad_to_multiple"]
 
 SIZE_DIVISOR = 32  # every backbone here downsamples by 32 at most: eval inputs are padded to a multiple of it
 
@@ -34,38 +28,6 @@ def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
     h, w = images.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
-
-
-def build_rebalance(spec: RebalanceSpec, in_channels: int, num_classes: int) -> nn.Module | None:
-    """The region branch from a model's ``rebalance`` setting.
-
-    ``spec``: None or "none"; a RegionRebalance (used as is); a registered region loss's name (only valid with
-    ``prior="none"`` semantics, so normally a dict); or a dict ``{"type": name, "counts": <anything
-    ClassCounts.load takes>, **options}``, the name one of ``rrseg.rebalance.REGION_LOSSES`` (whose
-    ``module`` builds the branch: "rr" and "ceco" a RegionRebalance, "ceco" with ``etf=True``).
-    """
-    if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
-        return None
-    if isinstance(spec, RegionRebalance):
-        reduce_in = spec.reduce[0].in_channels
-        if reduce_in != in_channels or spec.num_classes != num_classes:
-            raise RRSegError(
-                f"rebalance: module built for {reduce_in} feature channels and {spec.num_classes} classes, "
-                f"but the model has {in_channels} and {num_classes}"
-            )
-        return spec
-    if isinstance(spec, str):
-        spec = {"type": spec}
-    names = list_losses("region")
-    if not isinstance(spec, Mapping):
-        raise RRSegError(
-            f"rebalance: expected None, {', '.join(repr(n) for n in names)} or a mapping, got {type(spec).__name__}"
-        )
-    options = dict(spec)
-    kind = str(options.pop("type", "rr")).lower()
-    if kind not in names:
-        raise RRSegError(f"rebalance: type must be one of {', '.join(names)}, got {kind!r}")
-    return loss_class("region", kind).module(in_channels, num_classes, options)
 
 
 class Segmentor(nn.Module):
@@ -93,7 +55,6 @@ class Segmentor(nn.Module):
         auxiliary_head: nn.Module | None = None,
         aux_loss_weight: float = 0.4,
         cascade: bool = False,
-        rebalance: RebalanceSpec = None,
         size_divisor: int = SIZE_DIVISOR,
         input_size: tuple[int, int] | None = None,
         output_stride: int = 4,
@@ -116,14 +77,23 @@ class Segmentor(nn.Module):
         self.output_stride = int(output_stride)
         self.pad_eval = bool(pad_eval)
         self.name = name
-        self.rebalance: nn.Module | None = None
-        self.set_rebalance(rebalance)
+        self.rebalance: nn.Module | None = None  # set_rebalance attaches the branch (after every other module)
 
     # ----------------------------------------------------------------------------------------------- setup
-    def set_rebalance(self, spec: RebalanceSpec) -> nn.Module | None:
-        """Attach (or with None remove) the RR / CeCo branch; see :func:`build_rebalance`."""
-        self.rebalance = build_rebalance(spec, self.feature_channels, self.num_classes)
-        return self.rebalance
+    def set_rebalance(self, branch: nn.Module | None) -> nn.Module | None:
+        """Attach the RR / CeCo branch (with None remove it): a module built for this model's features, e.g.
+        ``RegionRebalance(model.feature_channels, model.num_classes, counts, **options)`` or a config's
+        ``loss.region.build(model.feature_channels, model.num_classes, counts)``; checked to fit."""
+        if branch is not None:
+            if not isinstance(branch, nn.Module):  # the setting of earlier versions: {"type": "rr", ...}
+                raise RRSegError(
+                    f"set_rebalance takes a built branch or None, not a {type(branch).__name__}: "
+                    "model.set_rebalance(RegionRebalance(model.feature_channels, model.num_classes, counts, "
+                    "**options)) (etf=True for ceco)"
+                )
+            branch.check_fits(self.feature_channels, self.num_classes)
+        self.rebalance = branch
+        return branch
 
     def inference_state_dict(self) -> dict[str, Tensor]:
         """The state dict without the training-only ``rebalance.*`` entries (what an exported model holds)."""

@@ -4,19 +4,53 @@ Decode head: smp's UPerNet decoder, 512 channels, PPM scales (1, 2, 3, 6); the `
 (stride 4) feeds the pixel classifier through Dropout2d(0.1). Auxiliary head: FCN on stage 3 (256
 channels), loss weight 0.4. Swin accepts any input whose sides are multiples of 32; its windows are sized
 for ``img_size`` (the training crop, 512 by default).
+
+smp's decoder is mmsegmentation's UPerHead layer for layer (PPM, top-down FPN, 3x3 fpn convs, concatenation at
+stride 4, 3x3 ``fpn_bottleneck``), plus a LayerNorm on each input that mmseg keeps in the backbone instead;
+those norms are removed here (the backbone adapters own them, so the auxiliary head sees the same normalised
+stage-3 map as in mmseg). The fused 3x3 output (smp's ``fusion_block``, mmseg's ``fpn_bottleneck``) is the
+pre-classifier feature map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
-from rrseg.models.backbones import TimmBackbone, convnext_backbone, swin_backbone
-from rrseg.models.heads import FCNHead, UPerHead
-from rrseg.models.registry import ModelVariant, register_variants
-from rrseg.models.segmentor import SIZE_DIVISOR, RebalanceSpec, Segmentor
+from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+from torch import Tensor, nn
 
-__all__ = ["build_upernet"]
+from rrseg.models.backbones import TimmBackbone, convnext_backbone, swin_backbone
+from rrseg.models.heads import BaseDecodeHead, FCNHead
+from rrseg.models.registry import ModelVariant, register_variants
+from rrseg.models.segmentor import SIZE_DIVISOR, Segmentor
+
+__all__ = ["UPerHead", "build_upernet"]
+
+
+class UPerHead(BaseDecodeHead):
+    """UPerNet decode head over four maps at strides 4, 8, 16, 32; output at stride 4 with ``channels``."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        channels: int,
+        num_classes: int,
+        in_index: Sequence[int] = (0, 1, 2, 3),
+        dropout: float = 0.1,
+    ) -> None:
+        if len(in_channels) != 4:
+            raise ValueError(f"UPerHead expects four input maps, got in_channels={list(in_channels)}")
+        super().__init__(in_channels, channels, num_classes, in_index, "multiple_select", dropout)
+        # smp indexes encoder outputs from stride 1; the first two (strides 1 and 2) are unused by UPerNet.
+        self.decoder = UPerNetDecoder(
+            encoder_channels=(0, 0, *in_channels), encoder_depth=5, decoder_channels=channels
+        )
+        self.decoder.feature_norms = nn.ModuleList(nn.Identity() for _ in in_channels)
+        self.init_weights()
+
+    def forward_features(self, inputs: Sequence[Tensor]) -> Tensor:
+        return self.decoder([None, None, *self._transform_inputs(inputs)])
 
 
 def build_upernet(
@@ -28,12 +62,12 @@ def build_upernet(
     aux_channels: int,
     aux_head: bool,
     dropout: float,
-    rebalance: RebalanceSpec,
-    neck=None,
+    neck: nn.Module | None = None,
     in_channels: list[int] | None = None,
     input_size: tuple[int, int] | None = None,
     size_divisor: int = SIZE_DIVISOR,
 ) -> Segmentor:
+    """UPerNet and its auxiliary FCN head on a built ``backbone`` (and ``neck``: BEiT's, ``rrseg.models.beit``)."""
     in_channels = list(in_channels or backbone.channels)
     head = UPerHead(in_channels, channels, num_classes, dropout=dropout)
     aux = FCNHead(in_channels[2], aux_channels, num_classes, in_index=2) if aux_head else None
@@ -43,7 +77,6 @@ def build_upernet(
         num_classes,
         neck=neck,
         auxiliary_head=aux,
-        rebalance=rebalance,
         name=name,
         input_size=input_size,
         size_divisor=size_divisor,
@@ -61,7 +94,6 @@ def _create_upernet(
     channels: int,
     aux_head: bool,
     dropout: float,
-    rebalance: RebalanceSpec,
     img_size: int | None = None,  # Swin's windows are sized for it; ConvNeXt takes none
 ) -> Segmentor:
     """Every Swin / ConvNeXt variant's builder: ``backbone(drop_path_rate=[, img_size=])`` under UPerNet."""
@@ -74,7 +106,6 @@ def _create_upernet(
         aux_channels=aux_channels,
         aux_head=aux_head,
         dropout=dropout,
-        rebalance=rebalance,
     )
 
 
@@ -89,11 +120,13 @@ register_variants(
             "UPerNet + Swin-T (window 7; timm ``swin_tiny_patch4_window7_224``), the RR paper's main model.",
             arch=dict(backbone=partial(swin_backbone, "swin_tiny_patch4_window7_224"), aux_channels=256),
             options=_SWIN,
+            pretrained="timm:swin_tiny_patch4_window7_224.ms_in1k",
         ),
         "upernet_swin_b": ModelVariant(
             "UPerNet + Swin-B (window 12, ImageNet-22K 384 weights; timm ``swin_base_patch4_window12_384``).",
             arch=dict(backbone=partial(swin_backbone, "swin_base_patch4_window12_384"), aux_channels=256),
             options=_SWIN,
+            pretrained="timm:swin_base_patch4_window12_384.ms_in22k",
         ),
         "upernet_swin_tiny": ModelVariant(
             "Test-sized Swin UPerNet: embed 16, two blocks per stage (so shifted windows run), window 7.",
@@ -109,6 +142,7 @@ register_variants(
             "UPerNet + ConvNeXt-T (timm ``convnext_tiny``), as mmseg's convnext-t UPerNet config.",
             arch=dict(backbone=partial(convnext_backbone, "convnext_tiny"), aux_channels=256),
             options=_CONVNEXT,
+            pretrained="timm:convnext_tiny.fb_in1k",
         ),
         "upernet_convnext_tiny": ModelVariant(
             "Test-sized ConvNeXt UPerNet: one block per stage, 16-128 wide.",

@@ -9,9 +9,9 @@ optionally under ``"model"``); ``"rrseg:NAME"``, weights shipped with the packag
 
 ``"timm"`` / ``"timm:TAG"``: the backbone's ImageNet weights as timm publishes them, fetched by timm itself
 (``timm.models.load_pretrained``: the Hugging Face hub download and cache, ``HF_HOME`` / ``HF_HUB_CACHE``;
-with ``HF_HUB_OFFLINE=1`` from the cache only). This is the one way rrseg downloads anything. ``PAPER_WEIGHTS``
-names the tag each paper model starts from; ``"none"`` (any case, ``is_no_weights``) is the explicit choice of
-no weights, which ``build_model`` accepts.
+with ``HF_HUB_OFFLINE=1`` from the cache only). This is the one way rrseg downloads anything. A paper model's
+variant names the tag it starts from (``ModelVariant.pretrained``; ``PAPER_WEIGHTS`` lists them); ``"none"``
+(any case, ``is_no_weights``) is the explicit choice of no weights, which ``build_model`` accepts.
 
 Every tensor must match the model's shape: a mismatch raises RRSegError naming the key and both shapes
 (relative-position tables and patch embeddings are resized first, as timm does). A summary of what was
@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,13 +44,14 @@ from rrseg.models.checkpoint_conversion import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "PAPER_WEIGHTS",
+__all__ = [  # and PAPER_WEIGHTS (module __getattr__ below)
     "LoadResult",
+    "check_weights_spec",
     "is_no_weights",
     "is_timm_spec",
     "load_pretrained",
     "load_timm_pretrained",
+    "load_weights",
     "read_state_dict",
     "usual_weights",
 ]
@@ -335,20 +337,14 @@ def _finish(
 TIMM_SPEC = "timm"
 NO_WEIGHTS = "none"
 
-# The ImageNet weights each paper model starts from, as the timm tag nearest to the checkpoint mmsegmentation's
-# config for the model loads (docs/FIDELITY.md, "Backbone weights": each tag's origin against mmseg's file). The
-# paper presets (configs/<model>/*.yaml) name these; a run that leaves model.pretrained unset is warned with it.
-PAPER_WEIGHTS: dict[str, str] = {
-    "deeplabv3plus_r50": "timm:resnet50c.gluon_in1k",
-    "deeplabv3plus_r101": "timm:resnet101c.gluon_in1k",
-    "ocrnet_hr18": "timm:hrnet_w18.ms_in1k",
-    "ocrnet_hr48": "timm:hrnet_w48.ms_in1k",
-    "upernet_swin_t": "timm:swin_tiny_patch4_window7_224.ms_in1k",
-    "upernet_swin_b": "timm:swin_base_patch4_window12_384.ms_in22k",
-    "upernet_convnext_t": "timm:convnext_tiny.fb_in1k",
-    "upernet_beit_b": "timm:beit_base_patch16_224.in22k_ft_in22k",
-    "upernet_beit_l": "timm:beit_large_patch16_224.in22k_ft_in22k",
-}
+def __getattr__(name: str) -> Any:
+    # PAPER_WEIGHTS, {model: the timm weights the paper's model starts from}: a view of the variant tables'
+    # ``pretrained`` (rrseg.models.paper_weights), kept under its earlier name
+    if name == "PAPER_WEIGHTS":
+        from rrseg.models.registry import paper_weights
+
+        return paper_weights()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_no_weights(pretrained: object) -> bool:
@@ -356,12 +352,36 @@ def is_no_weights(pretrained: object) -> bool:
     return isinstance(pretrained, str) and pretrained.strip().lower() == NO_WEIGHTS
 
 
+def check_weights_spec(pretrained: object, what: str) -> None:
+    """Refuse the ``pretrained`` values that mean something else elsewhere (True, "imagenet") with a one-line
+    RRSegError naming those ``build_model`` takes."""
+    if isinstance(pretrained, bool) or (
+        isinstance(pretrained, str) and pretrained.lower() in ("true", "false", "imagenet")
+    ):
+        raise RRSegError(f"{what}: pretrained={pretrained!r}: give 'timm' (the backbone's timm weights), "
+                         "'timm:TAG', 'rrseg:NAME', a local weights file, or 'none' (no weights)")
+
+
+def load_weights(model: nn.Module, pretrained: str | os.PathLike | None, *, what: str) -> LoadResult | None:
+    """What ``build_model(pretrained=)`` loads into the built ``model`` (named ``what`` in messages): nothing
+    for None or "none"; the backbone's timm weights for "timm" / "timm:TAG"; else ``load_pretrained``."""
+    check_weights_spec(pretrained, what)
+    if not pretrained or is_no_weights(pretrained):
+        return None
+    if is_timm_spec(pretrained):
+        return load_timm_pretrained(model, str(pretrained), what=what)
+    return load_pretrained(model, pretrained)
+
+
 def usual_weights(name: str, model: nn.Module) -> str | None:
-    """The weights a model named ``name`` usually starts from: its ``PAPER_WEIGHTS`` tag for a paper model,
+    """The weights a model named ``name`` usually starts from: its variant's ``pretrained`` for a paper model,
     else ``timm:ARCH.TAG`` of timm's default weights when its backbone is a timm model that has weights; None
     when timm has none for the backbone (the test-sized models, the demo's, which builds from configs)."""
-    if name in PAPER_WEIGHTS:
-        return PAPER_WEIGHTS[name]
+    from rrseg.models.registry import paper_weights
+
+    paper = paper_weights().get(name)
+    if paper:
+        return paper
     import timm
 
     target, _ = _backbone_target(model)

@@ -11,6 +11,7 @@ from rrseg.rebalance.pixel import (
     CrossEntropyOptions,
     FocalLoss,
     FocalOptions,
+    PixelLoss,
     WeightedCEOptions,
     class_weights,
 )
@@ -21,6 +22,7 @@ from rrseg.rebalance.region import (
     RROptions,
     region_pool,
     region_table,
+    rr_options,
     simplex_etf,
 )
 from rrseg.rebalance.registry import PIXEL_LOSSES, REGION_LOSSES, list_losses, loss_class
@@ -42,6 +44,7 @@ __all__ = [
     "FocalOptions",
     "LossTerm",
     "NoRegionLoss",
+    "PixelLoss",
     "PixelLossOptions",
     "RROptions",
     "RegionLossOptions",
@@ -54,5 +57,6 @@ __all__ = [
     "region_pool",
     "region_table",
     "resize_logits",
+    "rr_options",
     "simplex_etf",
 ]

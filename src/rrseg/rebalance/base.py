@@ -3,14 +3,14 @@ options classes through which a config names and sets up a loss.
 
 A training criterion is a named sum of such terms (pixel CE, auxiliary CE, RR, ...). A new rebalancing
 method is one new module holding a :class:`LossTerm` and its options class (a dataclass subclassing
-:class:`PixelLossOptions` or :class:`RegionLossOptions`), plus one entry in :mod:`rrseg.rebalance.registry`.
+:class:`PixelLossOptions` or :class:`RegionLossOptions`, whose ``build`` makes the loss), plus one entry in
+:mod:`rrseg.rebalance.registry`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -90,9 +90,8 @@ class PixelLossOptions:
 
 @dataclass
 class RegionLossOptions:
-    """The options of a region loss: a training-only branch of the model (``model.rebalance``), which the
-    model builds since its input is the model's features. ``spec`` is the model's ``rebalance`` setting
-    (``build_model(rebalance=...)``); ``module`` builds the branch from such a setting."""
+    """The options of a region loss: a training-only branch of the model (``model.rebalance``, which the
+    criterion calls), made by ``build`` from the model's feature channels, as a pixel loss's term is."""
 
     KIND: ClassVar[str] = "region"
     OPTIONS_HELP: ClassVar[dict[str, str]] = {
@@ -100,16 +99,12 @@ class RegionLossOptions:
     }
     type: str = "none"
 
-    def spec(self, counts: ClassCounts, ignore_index: int = 255) -> dict[str, Any] | None:
-        """``{"type", "counts", **options, "ignore_index"}``: the options as set, the data's ignore index."""
-        options = {k: v for k, v in dataclasses.asdict(self).items() if k != "type"}
-        return {"type": self.type, "counts": counts, **options, "ignore_index": ignore_index}
-
-    @classmethod
-    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> nn.Module | None:
-        """The branch for features of ``in_channels`` channels from a ``rebalance`` setting's ``options``
-        (``counts`` and the module's keyword arguments: those of the config and any other it takes)."""
-        raise NotImplementedError(f"region loss {cls.type!r} has no module()")
+    def build(self, in_channels: int, num_classes: int, counts: ClassCounts | None = None,
+              ignore_index: int = 255) -> nn.Module | None:
+        """The branch for features of ``in_channels`` channels (``model.feature_channels``), class ``counts``
+        over ``num_classes`` classes and the data's ``ignore_index``; attach it with ``model.set_rebalance``.
+        The branch has ``check_fits(in_channels, num_classes)``, the check a model makes when it is attached."""
+        raise NotImplementedError(f"region loss {self.type!r} has no build()")
 
 
 @dataclass
@@ -118,9 +113,6 @@ class NoRegionLoss(RegionLossOptions):
 
     type: str = "none"
 
-    def spec(self, counts: ClassCounts, ignore_index: int = 255) -> None:
-        return None
-
-    @classmethod
-    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> None:
+    def build(self, in_channels: int, num_classes: int, counts: ClassCounts | None = None,
+              ignore_index: int = 255) -> None:
         return None

@@ -18,13 +18,13 @@ from torch import Tensor
 from rrseg.ranges import ranged
 from rrseg.rebalance.base import PixelLossOptions
 from rrseg.rebalance.counts import ClassCounts, CountsLike
-from rrseg.rebalance.pixel import _PixelTerm
+from rrseg.rebalance.pixel import PixelLoss
 from rrseg.types import SegOutput
 
 __all__ = ["BLVLoss", "BLVOptions"]
 
 
-class BLVLoss(_PixelTerm):
+class BLVLoss(PixelLoss):
     def __init__(
         self,
         counts: CountsLike | ClassCounts,

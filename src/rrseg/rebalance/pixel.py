@@ -31,6 +31,7 @@ __all__ = [
     "CrossEntropyOptions",
     "FocalLoss",
     "FocalOptions",
+    "PixelLoss",
     "WeightedCEOptions",
     "class_weights",
 ]
@@ -53,7 +54,10 @@ def class_weights(counts: ClassCounts, scheme: str, kind: str = "pixel") -> Tens
     return torch.from_numpy(w).float()
 
 
-class _PixelTerm(LossTerm):
+class PixelLoss(LossTerm):
+    """The base of the pixel losses: reads ``out.logits`` (or ``out.aux_logits``, ``source``) resized to the
+    labels, leaves out ``ignore_index`` and averages as ``avg_non_ignore`` says (the module docstring)."""
+
     def __init__(self, name: str, loss_weight: float, source: str, ignore_index: int,
                  avg_non_ignore: bool = True) -> None:
         super().__init__(name, loss_weight)
@@ -85,7 +89,7 @@ class _PixelTerm(LossTerm):
         return resize_logits(logits, labels).float()
 
 
-class CrossEntropyLoss(_PixelTerm):
+class CrossEntropyLoss(PixelLoss):
     """Pixel cross-entropy, optionally class-weighted (``weight`` [C]).
 
     With ``weight``, each pixel's loss is multiplied by its class weight; the sum is divided by a pixel count
@@ -155,7 +159,7 @@ class WeightedCEOptions(PixelLossOptions):
                                 avg_non_ignore=self.avg_non_ignore)
 
 
-class FocalLoss(_PixelTerm):
+class FocalLoss(PixelLoss):
     """Focal loss (Lin et al. 2017): CE scaled by (1 - p_t)^gamma, averaged as ``avg_non_ignore`` says."""
 
     def __init__(
@@ -195,7 +199,7 @@ class FocalOptions(PixelLossOptions):
                          avg_non_ignore=self.avg_non_ignore)
 
 
-class BalancedSoftmaxLoss(_PixelTerm):
+class BalancedSoftmaxLoss(PixelLoss):
     """Logit adjustment / balanced softmax at pixel level: CE on logits + log prior (training only)."""
 
     def __init__(

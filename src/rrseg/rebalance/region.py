@@ -32,7 +32,7 @@ files only; RR-SPEC) differ from the UPerNet head in three ways, each an option 
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -56,6 +56,7 @@ __all__ = [
     "RegionRebalance",
     "region_pool",
     "region_table",
+    "rr_options",
     "simplex_etf",
 ]
 
@@ -192,6 +193,92 @@ def simplex_etf(dim: int, num_classes: int, generator: torch.Generator | None = 
     return F.normalize(etf.T, dim=1).float()
 
 
+# ------------------------------------------------------------------------------------------------ options
+# The region losses' options and their defaults, declared here once: the config's loss.region section is these
+# dataclasses, and RegionRebalance's keyword defaults below are read from them.
+
+
+@dataclass
+class RROptions(RegionLossOptions):
+    """rr: Region Rebalance, the released defaults (frozen branch, region-count prior, soft targets 0.5)."""
+
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "loss_weight": "the region loss's weight in the training loss",
+        "trainable": "the region branch learns too (false, as released: frozen at its random init, its BatchNorm "
+                     "statistics still updated)",
+        "per_image": "one region per class per image rather than per class in the process's batch",
+        "prior": "the log prior added to the region logits: from region (image) counts, pixel counts, or none",
+        "smooth": "the true-class target probability; null: 0.5 for rr, 1.0 for ceco",
+        "reduce_channels": "the branch's 1x1 reduction of the features (conv + BatchNorm): its channels",
+        "hidden_channels": "the branch's hidden layer (Linear + ReLU): its width",
+        "dropout": "the dropout before the region classifier",
+        # the release's DeepLabV3+ / OCRNet heads (see the module docstring)
+        "prior_eps": "the release's DeepLabV3+ / OCRNet heads: the prior log(n / sum n + prior_eps); null: a zero "
+                     "count taken as 1",
+        "ignored_region": "the release's DeepLabV3+ / OCRNet heads: the ignored pixels as one more region (loss 0, "
+                          "counted in the mean)",
+        "consistency_weight": "the release's DeepLabV3+ / OCRNet heads: the weight of their consistency term (each "
+                              "labelled pixel's logits against the regions' logits); 0: none",
+    }
+    type: str = "rr"
+    loss_weight: float = ranged(1.0, ">= 0")
+    trainable: bool = False
+    per_image: bool = False
+    prior: Literal["region", "pixel", "none"] = "region"
+    smooth: float | None = ranged(None, "(0, 1]")
+    reduce_channels: int = ranged(128, ">= 1")
+    hidden_channels: int = ranged(512, ">= 1")
+    dropout: float = ranged(0.1, "[0, 1)")
+    prior_eps: float | None = ranged(None, "> 0")
+    ignored_region: bool = False
+    consistency_weight: float = ranged(0.0, ">= 0")
+
+    ETF: ClassVar[bool] = False  # CeCo's classifier (a simplex ETF) instead of a Linear one
+
+    def build(
+        self,
+        in_channels: int,
+        num_classes: int,
+        counts: CountsLike | ClassCounts | None = None,
+        ignore_index: int = 255,
+    ) -> RegionRebalance:
+        """A :class:`RegionRebalance` with these options for features of ``in_channels`` channels; ``counts``
+        as ``ClassCounts.load`` takes them (not needed with ``prior="none"``). Bad values: a one-line RRSegError."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "type"}
+        try:
+            return RegionRebalance(in_channels, num_classes, counts, etf=self.ETF, ignore_index=ignore_index,
+                                   **options)
+        except RRSegError:
+            raise
+        except ValueError as e:
+            raise RRSegError(f"region loss {self.type!r}: {e}") from None
+
+
+@dataclass
+class CeCoOptions(RROptions):
+    """ceco: RR with a fixed simplex-ETF classifier over L2-normalised region features (CeCo, CVPR 2023)."""
+
+    OPTIONS_HELP: ClassVar[dict[str, str]] = {
+        "logit_scale": "the scale of the ETF classifier's logits (over L2-normalised region features)",
+    }
+    ETF: ClassVar[bool] = True
+    type: str = "ceco"
+    logit_scale: float = ranged(5.0, "> 0")
+
+
+def rr_options(*, etf: bool = False, **options: Any) -> RROptions:
+    """The typed options of RegionRebalance's keyword options (those the integrations take): CeCo's with
+    ``etf=True``, else RR's. An option neither takes is a one-line RRSegError naming the valid ones."""
+    cls = CeCoOptions if etf else RROptions
+    valid = [f.name for f in dataclasses.fields(cls) if f.name != "type"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        ceco = not etf and unknown[0] in {f.name for f in dataclasses.fields(CeCoOptions)}
+        hint = " (a CeCo option: with etf=True)" if ceco else ""
+        raise RRSegError(f"unknown RR option {unknown[0]!r}{hint}; options: etf, {', '.join(valid)}")
+    return cls(**options)
+
+
 class RegionRebalance(nn.Module):
     """The auxiliary region-rebalance loss, a drop-in term for any segmentation model.
 
@@ -221,33 +308,34 @@ class RegionRebalance(nn.Module):
         num_classes: int,
         counts: CountsLike | ClassCounts | None = None,
         *,
-        prior: str = "region",
-        reduce_channels: int = 128,
-        hidden_channels: int = 512,
-        dropout: float = 0.1,
-        smooth: float | None = None,
-        loss_weight: float = 1.0,
-        trainable: bool = False,
-        per_image: bool = False,
+        prior: str = RROptions.prior,
+        reduce_channels: int = RROptions.reduce_channels,
+        hidden_channels: int = RROptions.hidden_channels,
+        dropout: float = RROptions.dropout,
+        smooth: float | None = RROptions.smooth,
+        loss_weight: float = RROptions.loss_weight,
+        trainable: bool = RROptions.trainable,
+        per_image: bool = RROptions.per_image,
         etf: bool = False,
-        logit_scale: float = 5.0,
+        logit_scale: float = CeCoOptions.logit_scale,
         ignore_index: int = 255,
         align_corners: bool = True,
         name: str = "loss_rr",
-        prior_eps: float | None = None,
-        ignored_region: bool = False,
-        consistency_weight: float = 0.0,
+        prior_eps: float | None = RROptions.prior_eps,
+        ignored_region: bool = RROptions.ignored_region,
+        consistency_weight: float = RROptions.consistency_weight,
     ) -> None:
         super().__init__()
         if prior not in ("region", "pixel", "none"):
             raise ValueError(f"prior must be 'region', 'pixel' or 'none', got {prior!r}")
         if prior != "none" and counts is None:
-            raise ValueError(f"prior={prior!r} needs class counts (or use prior='none')")
+            raise ValueError(f"prior={prior!r} needs class counts (a list, a stats JSON, a released "
+                             "*_image_label_stats.txt or its name), or prior='none'")
         smooth = (1.0 if etf else 0.5) if smooth is None else float(smooth)
         if not 0.0 < smooth <= 1.0:
             raise ValueError(f"smooth is the true-class target probability and must be in (0, 1], got {smooth}")
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise ValueError(f"Region Rebalance needs at least 2 classes, got num_classes={num_classes}")
         if prior_eps is not None and not prior_eps > 0.0:
             raise ValueError(f"prior_eps must be > 0 (or null: a zero count taken as 1), got {prior_eps}")
         if consistency_weight < 0.0:
@@ -289,6 +377,16 @@ class RegionRebalance(nn.Module):
             log_prior = cc.log_prior("pixel" if prior == "pixel" else "region", eps=prior_eps)
         self.register_buffer("log_prior", log_prior)
         self._last: tuple[Tensor, Tensor, Tensor] | None = None  # table logits, classes, presence
+
+    def check_fits(self, in_channels: int, num_classes: int) -> None:
+        """The one check that this branch fits a model whose pixel classifier reads ``in_channels`` channels
+        and predicts ``num_classes`` classes (a Segmentor's, an smp or HF model's); a one-line RRSegError if not."""
+        takes = self.reduce[0].in_channels
+        if (takes, self.num_classes) != (in_channels, num_classes):
+            raise RRSegError(
+                f"the RegionRebalance takes {takes} feature channels and {self.num_classes} classes, but the "
+                f"model's pixel classifier reads {in_channels} channels and predicts {num_classes} classes"
+            )
 
     def table_logits(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Rebalanced logits [K, C], classes [K] and presence [K] of the fixed region table (K = C, or B x C
@@ -393,88 +491,3 @@ class RegionRebalance(nn.Module):
             f"num_classes={self.num_classes}, smooth={self.smooth}, loss_weight={self.loss_weight}, "
             f"per_image={self.per_image}, etf={self.etf}{released_cnn}"
         )
-
-
-# ------------------------------------------------------------------------------------------------ options
-
-
-@dataclass
-class RROptions(RegionLossOptions):
-    """rr: Region Rebalance, the released defaults (frozen branch, region-count prior, soft targets 0.5)."""
-
-    OPTIONS_HELP: ClassVar[dict[str, str]] = {
-        "loss_weight": "the region loss's weight in the training loss",
-        "trainable": "the region branch learns too (false, as released: frozen at its random init, its BatchNorm "
-                     "statistics still updated)",
-        "per_image": "one region per class per image rather than per class in the process's batch",
-        "prior": "the log prior added to the region logits: from region (image) counts, pixel counts, or none",
-        "smooth": "the true-class target probability; null: 0.5 for rr, 1.0 for ceco",
-        "reduce_channels": "the branch's 1x1 reduction of the features (conv + BatchNorm): its channels",
-        "hidden_channels": "the branch's hidden layer (Linear + ReLU): its width",
-        "dropout": "the dropout before the region classifier",
-        # the release's DeepLabV3+ / OCRNet heads (see the module docstring)
-        "prior_eps": "the release's DeepLabV3+ / OCRNet heads: the prior log(n / sum n + prior_eps); null: a zero "
-                     "count taken as 1",
-        "ignored_region": "the release's DeepLabV3+ / OCRNet heads: the ignored pixels as one more region (loss 0, "
-                          "counted in the mean)",
-        "consistency_weight": "the release's DeepLabV3+ / OCRNet heads: the weight of their consistency term (each "
-                              "labelled pixel's logits against the regions' logits); 0: none",
-    }
-    type: str = "rr"
-    loss_weight: float = ranged(1.0, ">= 0")
-    trainable: bool = False
-    per_image: bool = False
-    prior: Literal["region", "pixel", "none"] = "region"
-    smooth: float | None = ranged(None, "(0, 1]")
-    reduce_channels: int = ranged(128, ">= 1")
-    hidden_channels: int = ranged(512, ">= 1")
-    dropout: float = ranged(0.1, "[0, 1)")
-    prior_eps: float | None = ranged(None, "> 0")
-    ignored_region: bool = False
-    consistency_weight: float = ranged(0.0, ">= 0")
-
-    @classmethod
-    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:
-        """A :class:`RegionRebalance`; ``options``: ``counts`` and its keyword arguments."""
-        options = dict(options)
-        counts = options.pop("counts", None)
-        unknown = sorted(set(options) - set(_RR_OPTIONS))
-        if unknown:
-            raise RRSegError(
-                f"rebalance: unknown option {unknown[0]!r}; valid options: counts, {', '.join(_RR_OPTIONS)}"
-            )
-        if counts is None and options.get("prior", "region") != "none":
-            raise RRSegError(
-                f"rebalance: type {cls.type!r} needs class counts ('counts': a list, stats JSON or released "
-                "*_image_label_stats.txt), or prior='none'"
-            )
-        if counts is not None and not isinstance(counts, ClassCounts):
-            counts = ClassCounts.load(counts, num_classes)
-        try:
-            return RegionRebalance(in_channels, num_classes, counts, **options)
-        except (TypeError, ValueError) as e:
-            if isinstance(e, RRSegError):
-                raise
-            raise RRSegError(f"rebalance: {e}") from None
-
-
-@dataclass
-class CeCoOptions(RROptions):
-    """ceco: RR with a fixed simplex-ETF classifier over L2-normalised region features (CeCo, CVPR 2023)."""
-
-    OPTIONS_HELP: ClassVar[dict[str, str]] = {
-        "logit_scale": "the scale of the ETF classifier's logits (over L2-normalised region features)",
-    }
-    type: str = "ceco"
-    logit_scale: float = ranged(5.0, "> 0")
-
-    @classmethod
-    def module(cls, in_channels: int, num_classes: int, options: dict[str, Any]) -> RegionRebalance:
-        if options.get("etf", True) is not True:
-            raise RRSegError("rebalance: type 'ceco' is RR with etf=True; do not set etf=False")
-        return super().module(in_channels, num_classes, {**options, "etf": True})
-
-
-# what a ``rebalance`` setting may pass to RegionRebalance besides counts (the model supplies the sizes)
-_RR_OPTIONS = sorted(set(inspect.signature(RegionRebalance.__init__).parameters)
-                     - {"self", "in_channels", "num_classes", "counts"})

@@ -1,5 +1,5 @@
 """The loss registry: the name a config gives (``loss.pixel.type``, ``loss.region.type``) -> the loss's options
-class (a dataclass: its fields are the section's keys, with types and defaults; ``build`` / ``module`` make the
+class (a dataclass: its fields are the section's keys, with types and defaults; ``build`` makes the
 loss). The config's choices and checks come from here.
 
 Adding a method: one module under ``rebalance/`` with the loss and its options class (``type: str = "name"``,

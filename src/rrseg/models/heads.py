@@ -1,14 +1,17 @@
-"""Building blocks shared by the heads, named as mmsegmentation names them so its checkpoints map by rule."""
+"""What the families' heads share, named as mmsegmentation names it so that its checkpoints map by rule: the
+input selection and pixel classifier (``BaseDecodeHead``), ``ConvModule``, mmcv's initialisation, and the FCN
+head (every family's auxiliary head). A head that one family uses lives in that family's module."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BaseDecodeHead", "ConvModule", "init_head_weights", "resize"]
+__all__ = ["BaseDecodeHead", "ConvModule", "FCNHead", "init_head_weights", "resize"]
 
 
 def resize(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -115,3 +118,57 @@ class BaseDecodeHead(nn.Module):
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         return self.cls_seg(self.forward_features(inputs))
+
+
+class FCNHead(BaseDecodeHead):
+    """The auxiliary head of every family here (mmseg's FCNHead, without ``concat_input``): ``num_convs``
+    ConvModules then the classifier. Keys: ``convs.{i}.conv/bn``, ``conv_seg``.
+
+    A sequence ``in_index`` resizes and concatenates those maps first (OCRNet's auxiliary head).
+    """
+
+    def __init__(
+        self,
+        in_channels: int | Sequence[int],
+        channels: int,
+        num_classes: int,
+        in_index: int | Sequence[int] = 2,
+        num_convs: int = 1,
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+    ) -> None:
+        transform = None if isinstance(in_index, int) else "resize_concat"
+        super().__init__(in_channels, channels, num_classes, in_index, transform, dropout)
+        if num_convs < 1:
+            raise ValueError(f"FCNHead needs num_convs >= 1, got {num_convs}")
+        convs = [ConvModule(self.in_channels, channels, kernel_size, padding=kernel_size // 2)]
+        convs += [
+            ConvModule(channels, channels, kernel_size, padding=kernel_size // 2)
+            for _ in range(num_convs - 1)
+        ]
+        self.convs = nn.Sequential(*convs)
+        self.init_weights()
+
+    def forward_features(self, inputs: Sequence[Tensor]) -> Tensor:
+        return self.convs(self._transform_inputs(inputs))
+
+
+# Heads of one family each, now in that family's module (as a timm model file holds its own layers).
+_MOVED = {
+    "UPerHead": "upernet",
+    "OCRHead": "ocrnet",
+    "ObjectAttentionBlock": "ocrnet",
+    "SpatialGatherModule": "ocrnet",
+    "DepthwiseSeparableASPPHead": "deeplabv3plus",
+    "DepthwiseSeparableConvModule": "deeplabv3plus",
+    "DeepLabV3PlusHead": "deeplabv3plus",
+    "Feature2Pyramid": "beit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:  # rrseg.models.heads.UPerHead, as before
+        import importlib
+
+        return getattr(importlib.import_module(f"rrseg.models.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
