@@ -231,7 +231,7 @@ def test_older_flat_loss_sections_still_load():
     assert config_to_dict(cfg)["loss"]["pixel"] == {"type": "focal", "loss_weight": 1.0, "avg_non_ignore": False,
                                                      "gamma": 3.0}
     # rr's options: the dumped ones but ceco's logit_scale, and the defaults of those added since
-    added = {"prior_eps": None, "ignored_region": False, "consistency_weight": 0.0}
+    added = {"prior_eps": None, "ignored_region": False, "consistency_weight": 0.0, "slots": 128}
     assert config_to_dict(cfg)["loss"]["region"] == {
         **{k: v for k, v in FLAT_REGION.items() if k != "logit_scale"}, **added}
     none = parse_config({"loss": {"region": {**FLAT_REGION, "type": "none"}}})

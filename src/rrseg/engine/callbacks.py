@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import signal
 import time
@@ -43,6 +44,8 @@ from rrseg.output import show_progress
 
 if TYPE_CHECKING:
     from rrseg.engine.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Callback",
@@ -258,6 +261,7 @@ class LossAverages(Callback):
         self.count = 0  # the steps in ``running``
         self.seconds = 0.0  # the time of the iterations in ``running`` up to ``t_last``
         self.t_last = time.perf_counter()
+        self.overflow_warned = 0
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.t_last = time.perf_counter()
@@ -271,9 +275,22 @@ class LossAverages(Callback):
             running = self._sums()
             dt = self.seconds + time.perf_counter() - self.t_last
             trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / count,
-                         **{k: v / count for k, v in running.items()}})
+                         **{k: v / count for k, v in running.items()}, **self._region_overflow(trainer)})
             self.steps, self.running, self.count, self.seconds = [], {}, 0, 0.0
             self.t_last = time.perf_counter()
+
+    def _region_overflow(self, trainer: Trainer) -> dict[str, int]:
+        """``{"region_overflow": n}`` once RR's branch has left n regions without a slot in this process (see
+        ``RROptions.slots``), with a warning when n grows; read only from a branch that uses slots."""
+        branch = getattr(trainer.parts.model, "rebalance", None)
+        if not getattr(branch, "uses_slots", False):
+            return {}
+        n = int(branch.overflow)
+        if n > self.overflow_warned:
+            logger.warning("the RR branch left %d regions out of its %d slots so far (the most frequent classes "
+                           "of the batches with more regions); raise loss.region.slots", n, branch.slots)
+            self.overflow_warned = n
+        return {"region_overflow": n} if n else {}
 
     def _sums(self) -> dict[str, float]:
         """The loss sums of ``running`` and ``steps`` (the record's one wait for the device)."""
