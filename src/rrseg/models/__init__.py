@@ -5,10 +5,11 @@
 ...                     rebalance={"type": "rr", "counts": "ade20k_image_label_stats.txt"})
 
 Families (one module each): DeepLabV3+ (``deeplabv3plus``), OCRNet (``ocrnet``), UPerNet with Swin /
-ConvNeXt (``upernet``), BEiT UPerNet (``beit``); ``list_models()`` gives every name.
+ConvNeXt (``upernet``), BEiT UPerNet (``beit``), Mask2Former (``mask2former``, mask classification; needs the
+``hf`` extra); ``list_models()`` gives every name.
 """
 
-from rrseg.models import beit, deeplabv3plus, ocrnet, upernet  # noqa: F401  (register the factories)
+from rrseg.models import beit, deeplabv3plus, mask2former, ocrnet, upernet  # noqa: F401  (register the factories)
 from rrseg.models.registry import (
     ModelVariant,
     build_model,

@@ -348,6 +348,9 @@ PAPER_WEIGHTS: dict[str, str] = {
     "upernet_convnext_t": "timm:convnext_tiny.fb_in1k",
     "upernet_beit_b": "timm:beit_base_patch16_224.in22k_ft_in22k",
     "upernet_beit_l": "timm:beit_large_patch16_224.in22k_ft_in22k",
+    # Mask2Former's release loads detectron2 conversions: torchvision's R-50.pkl, the official Swin-T .pkl
+    "mask2former_r50": "timm:resnet50.tv_in1k",
+    "mask2former_swin_t": "timm:swin_tiny_patch4_window7_224.ms_in1k",
 }
 
 
