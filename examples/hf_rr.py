@@ -37,8 +37,8 @@ from rrseg.integrations.transformers import (
     region_rebalance_for,
 )
 from rrseg.metrics import ConfusionMatrix
-from rrseg.models.mask2former import semantic_inference
 from rrseg.rebalance import ClassCounts
+from rrseg.rebalance.mask2former import semantic_inference
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1) * 255
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255

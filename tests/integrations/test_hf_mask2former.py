@@ -16,8 +16,8 @@ from rrseg.integrations.transformers import (
     is_mask_classifier,
     region_rebalance_for,
 )
-from rrseg.models.mask2former import semantic_inference
 from rrseg.rebalance import RegionRebalance
+from rrseg.rebalance.mask2former import semantic_inference
 
 C = 5
 COUNTS = [60, 20, 8, 3, 1]

@@ -1,5 +1,5 @@
-"""The mask2former family: the release's semantic inference (against a naive loop), the training output the set
-criterion and RR read, eval scores at the input size, the release's head sizes, frozen BatchNorm, the demo
+"""The mask2former family: the training output the set criterion and RR read, eval scores at the input size (the
+release's semantic inference of the upsampled masks), the release's head sizes, frozen BatchNorm, the demo
 backbone's weights, RR on the mask features, and a one-line error without transformers."""
 
 from __future__ import annotations
@@ -34,23 +34,6 @@ def _labels(batch: int = 2, size: int = SIZE, seed: int = 0) -> torch.Tensor:
 def tiny() -> Mask2Former:
     torch.manual_seed(0)
     return build_model("mask2former_tiny", NUM_CLASSES)
-
-
-def test_semantic_inference_is_the_papers_sum_over_queries():
-    """softmax over the classes (no-object dropped) x sigmoid mask, summed over the queries: a loop."""
-    g = torch.Generator().manual_seed(0)
-    b, q, c, h, w = 2, 5, 4, 3, 7
-    class_logits, mask_logits = torch.randn(b, q, c + 1, generator=g), torch.randn(b, q, h, w, generator=g)
-    expected = torch.zeros(b, c, h, w, dtype=torch.float64)
-    for i in range(b):
-        for k in range(q):
-            e = [float(v) for v in class_logits[i, k].double().exp()]
-            for cls in range(c):
-                p = e[cls] / sum(e)  # softmax over all C + 1, then the no-object column left out
-                for y in range(h):
-                    for x in range(w):
-                        expected[i, cls, y, x] += p / (1.0 + torch.exp(-mask_logits[i, k, y, x].double()))
-    torch.testing.assert_close(semantic_inference(class_logits, mask_logits).double(), expected)
 
 
 def test_training_output_carries_every_layer_and_the_mask_features(tiny):
@@ -187,3 +170,20 @@ def test_without_transformers_one_line_error(monkeypatch):
     with pytest.raises(RRSegError, match=r"^the mask2former models need the transformers package \(.*\): "
                                          r"pip install 'rrseg\[hf\]'$"):
         build_model("mask2former_tiny", NUM_CLASSES)
+
+
+def test_the_evaluators_whole_slide_and_tta_inference_take_the_scores(tiny):
+    from rrseg.engine.config import EvalConfig
+    from rrseg.engine.evaluator import predict_probs
+
+    images = torch.randn(1, 3, 72, 88)
+    tiny.eval()
+    with torch.no_grad():
+        scores = tiny(images)
+    whole = predict_probs(tiny, images, EvalConfig(), NUM_CLASSES)
+    assert torch.equal(whole.argmax(1), scores.argmax(1))  # the release's argmax of the scores
+    slide = EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32])
+    for cfg in (slide, EvalConfig(scales=[0.75, 1.0], flip=True)):
+        probs = predict_probs(tiny, images, cfg, NUM_CLASSES, out_size=(36, 44))
+        assert probs.shape == (1, NUM_CLASSES, 36, 44)
+        torch.testing.assert_close(probs.sum(1), torch.ones(1, 36, 44))

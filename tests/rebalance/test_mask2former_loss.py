@@ -1,6 +1,7 @@
-"""Mask2Former's set criterion as a loss term: the semantic targets from a label map (ADE20K-Full's ids above 255
-included), the term against HF's own Mask2FormerLoss.forward with the release's weights, a perfect prediction
-scoring near zero whatever the query order, deep supervision, and the model / loss pairing the engine checks."""
+"""Mask2Former's set criterion as a loss term: the semantic inference (against a naive loop), the semantic targets
+from a label map (ADE20K-Full's ids above 255 included), the term against HF's own Mask2FormerLoss.forward with the
+release's weights, the matching finding the right query wherever it is, deep supervision, and the model / loss
+pairing the engine checks."""
 
 from __future__ import annotations
 
@@ -8,10 +9,32 @@ import pytest
 import torch
 
 from rrseg.errors import RRSegError
-from rrseg.rebalance.mask2former import Mask2FormerCriterion, Mask2FormerLossOptions, semantic_targets
+from rrseg.rebalance.mask2former import (
+    Mask2FormerCriterion,
+    Mask2FormerLossOptions,
+    semantic_inference,
+    semantic_targets,
+)
 from rrseg.types import MaskOutput, SegOutput
 
 C = 5
+
+
+def test_semantic_inference_is_the_papers_sum_over_queries():
+    """softmax over the classes (no-object dropped) x sigmoid mask, summed over the queries: a loop."""
+    g = torch.Generator().manual_seed(0)
+    b, q, c, h, w = 2, 5, 4, 3, 7
+    class_logits, mask_logits = torch.randn(b, q, c + 1, generator=g), torch.randn(b, q, h, w, generator=g)
+    expected = torch.zeros(b, c, h, w, dtype=torch.float64)
+    for i in range(b):
+        for k in range(q):
+            e = [float(v) for v in class_logits[i, k].double().exp()]
+            for cls in range(c):
+                p = e[cls] / sum(e)  # softmax over all C + 1, then the no-object column left out
+                for y in range(h):
+                    for x in range(w):
+                        expected[i, cls, y, x] += p / (1.0 + torch.exp(-mask_logits[i, k, y, x].double()))
+    torch.testing.assert_close(semantic_inference(class_logits, mask_logits).double(), expected)
 
 
 def test_targets_one_mask_per_present_class_ignored_pixels_in_none():

@@ -150,7 +150,7 @@ def compute_loss(
     (``loss_seg`` = the model's loss, ``loss_rr``), ``logits`` (the model's, at its own resolution),
     ``features`` and the model's full ``outputs``. RR follows the model's mode: 0 in eval mode.
     Mask2Former: ``labels`` become its mask and class labels; ``logits`` are its semantic scores [B, C, h, w]
-    at mask resolution (:func:`rrseg.models.mask2former.semantic_inference`), ``features`` its
+    at mask resolution (:func:`rrseg.rebalance.mask2former.semantic_inference`), ``features`` its
     ``pixel_decoder_last_hidden_state``.
     """
     if classifier is None and is_mask_classifier(model):
@@ -169,8 +169,7 @@ def _mask_classifier_loss(model: nn.Module, rr: RegionRebalance, pixel_values: T
                           **model_kwargs: Any) -> RROutput:
     """:func:`compute_loss` for Mask2Former: its set criterion on labels made from the semantic map, plus RR on its
     mask features."""
-    from rrseg.models.mask2former import semantic_inference
-    from rrseg.rebalance.mask2former import semantic_targets
+    from rrseg.rebalance.mask2former import semantic_inference, semantic_targets
 
     config = _unwrap(model).config
     classes, masks = semantic_targets(labels, ignore_index_of(config), int(config.num_labels))

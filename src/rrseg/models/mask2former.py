@@ -39,19 +39,12 @@ from rrseg.errors import RRSegError
 from rrseg.models.backbones import TimmBackbone, resnet_backbone, swin_backbone
 from rrseg.models.registry import ModelVariant, register_variants
 from rrseg.models.segmentor import RebalanceSpec, Segmentor
+from rrseg.rebalance.mask2former import semantic_inference
 from rrseg.types import MaskOutput
 
 __all__ = ["Mask2Former", "Mask2FormerHead", "build_mask2former", "semantic_inference"]
 
 HF_EXTRA = "pip install 'rrseg[hf]'"
-
-
-def semantic_inference(class_logits: Tensor, mask_logits: Tensor) -> Tensor:
-    """The release's semantic inference (``MaskFormer.semantic_inference``): per-class scores [B, C, H, W] =
-    sum over the queries of P(class | query), "no object" (the last class logit) left out, times the query's
-    mask probability (sigmoid of ``mask_logits`` [B, Q, H, W])."""
-    probs = class_logits.softmax(-1)[..., :-1]
-    return torch.einsum("bqc,bqhw->bchw", probs, mask_logits.sigmoid())
 
 
 def _hf_modules() -> Any:

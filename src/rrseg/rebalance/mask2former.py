@@ -1,4 +1,5 @@
-"""Mask2Former's set criterion as a loss term (``loss.pixel.type: mask2former``), and the semantic targets it reads.
+"""Mask2Former's set criterion as a loss term (``loss.pixel.type: mask2former``), the semantic targets it reads,
+and the semantic inference that turns a mask classifier's output back into per-class scores.
 
 The targets come from the label map as the release's ``MaskFormerSemanticDatasetMapper`` builds them: per image,
 one binary mask per class present, sorted by class id; ignored pixels belong to no mask (so they are background
@@ -34,7 +35,7 @@ from rrseg.types import MaskOutput, SegOutput
 if TYPE_CHECKING:
     from rrseg.rebalance.counts import ClassCounts
 
-__all__ = ["Mask2FormerCriterion", "Mask2FormerLossOptions", "semantic_targets"]
+__all__ = ["Mask2FormerCriterion", "Mask2FormerLossOptions", "semantic_inference", "semantic_targets"]
 
 
 def semantic_targets(labels: Tensor, ignore_index: int, num_classes: int | None = None
@@ -52,6 +53,14 @@ def semantic_targets(labels: Tensor, ignore_index: int, num_classes: int | None 
         masks.append((label.unsqueeze(0) == present.view(-1, 1, 1)).float())
         classes.append(present.long())
     return classes, masks
+
+
+def semantic_inference(class_logits: Tensor, mask_logits: Tensor) -> Tensor:
+    """The release's semantic inference (``MaskFormer.semantic_inference``): per-class scores [B, C, H, W] =
+    sum over the queries of P(class | query), "no object" (the last class logit) left out, times the query's
+    mask probability (sigmoid of ``mask_logits`` [B, Q, H, W])."""
+    probs = class_logits.softmax(-1)[..., :-1]
+    return torch.einsum("bqc,bqhw->bchw", probs, mask_logits.sigmoid())
 
 
 def _num_masks(classes: list[Tensor], device: torch.device) -> Tensor:
