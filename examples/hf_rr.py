@@ -1,14 +1,16 @@
-"""Region Rebalance for HF transformers segmentation models (Segformer, UperNet, BEiT), in a custom loop or
-with the HF Trainer.
+"""Region Rebalance for HF transformers segmentation models (Segformer, UperNet, BEiT, Mask2Former), in a custom
+loop or with the HF Trainer.
 
-The model's own loss (pixel CE, plus the auxiliary head for UperNet/BEiT) is computed as usual; RR is
-added on the decode head's classifier input, captured by a hook. The model, ``save_pretrained`` and
-``from_pretrained`` are unchanged. Models are built from small configs (random init, no hub access) and
-trained briefly on the synthetic long-tailed dataset (CPU, < 1 minute):
+The model's own loss (pixel CE, plus the auxiliary head for UperNet/BEiT; Mask2Former's set criterion on mask and
+class labels made from the semantic labels) is computed as usual; RR is added on the decode head's classifier
+input, captured by a hook (Mask2Former: on its pixel decoder's mask features, ``pixel_decoder_last_hidden_state``).
+The model, ``save_pretrained`` and ``from_pretrained`` are unchanged. Models are built from small configs (random
+init, no hub access) and trained briefly on the synthetic long-tailed dataset (CPU, < 1 minute):
 
     python examples/hf_rr.py                               # Segformer (MiT-b0 config), custom loop
     python examples/hf_rr.py --model upernet --trainer     # UperNet + ConvNeXt, HF Trainer (needs accelerate)
     python examples/hf_rr.py --model beit --etf --rr-weight 0.2   # CeCo-style branch
+    python examples/hf_rr.py --model mask2former           # Mask2Former + small Swin, mask classification
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ import torch.nn.functional as F
 import transformers
 
 from rrseg.integrations.common import load_rr, save_rr
-from rrseg.integrations.transformers import RR_STATE_NAME, RRTrainer, compute_loss, region_rebalance_for
+from rrseg.integrations.transformers import (
+    RR_STATE_NAME,
+    RRTrainer,
+    compute_loss,
+    is_mask_classifier,
+    region_rebalance_for,
+)
 from rrseg.metrics import ConfusionMatrix
+from rrseg.models.mask2former import semantic_inference
 from rrseg.rebalance import ClassCounts
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1) * 255
@@ -57,6 +66,17 @@ def build_model(name: str, num_classes: int, size: int) -> transformers.PreTrain
             pool_scales=[1, 2, 3], num_labels=num_classes,
         )
         return transformers.BeitForSemanticSegmentation(config)
+    if name == "mask2former":  # a small Swin, 64-wide decoders, 16 queries, 3 decoder layers, 48 x 48 points
+        backbone = transformers.SwinConfig(
+            image_size=size, embed_dim=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=4,
+            out_features=["stage1", "stage2", "stage3", "stage4"],
+        )
+        config = transformers.Mask2FormerConfig(
+            backbone_config=backbone, num_labels=num_classes, feature_size=64, mask_feature_size=64, hidden_dim=64,
+            encoder_feedforward_dim=128, encoder_layers=2, decoder_layers=4, num_attention_heads=4,
+            dim_feedforward=128, num_queries=16, train_num_points=48 * 48,
+        )
+        return transformers.Mask2FormerForUniversalSegmentation(config)
     raise SystemExit(f"unknown --model {name!r}")
 
 
@@ -92,7 +112,11 @@ def evaluate(model: torch.nn.Module, dataset: HFSegments, num_classes: int, batc
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index=255)
     for batch in torch.utils.data.DataLoader(dataset, batch_size):
-        logits = model(pixel_values=batch["pixel_values"]).logits  # Segformer/BEiT: 1/4 size; UperNet: full
+        out = model(pixel_values=batch["pixel_values"])
+        if is_mask_classifier(model):  # Mask2Former: class x mask probabilities summed over the queries
+            logits = semantic_inference(out.class_queries_logits, out.masks_queries_logits)
+        else:
+            logits = out.logits  # Segformer/BEiT: 1/4 size; UperNet: full
         logits = F.interpolate(logits, size=batch["labels"].shape[-2:], mode="bilinear", align_corners=False)
         matrix.update(logits.argmax(1), batch["labels"])
     return matrix.compute().mIoU
@@ -127,7 +151,7 @@ def train_with_trainer(model, rr, train: HFSegments, args: argparse.Namespace) -
 
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="segformer", choices=["segformer", "upernet", "beit"])
+    parser.add_argument("--model", default="segformer", choices=["segformer", "upernet", "beit", "mask2former"])
     parser.add_argument("--trainer", action="store_true", help="train with the HF Trainer (RRTrainer)")
     parser.add_argument("--data", help="an existing dataset folder with counts.json (default: synthetic)")
     parser.add_argument("--out", default="runs/hf_rr", help="output folder")

@@ -59,7 +59,7 @@ def test_base_inheritance_and_overrides(tmp_path):
         # losses and datasets: the choices are the registries'; an option of another loss names both
         ("loss: {pixel: {type: focl}}\n", [],
          r"'loss.pixel.type': unknown pixel loss 'focl'; did you mean 'focal'\? "
-         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv\)$"),
+         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv, mask2former\)$"),
         ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
          r"'loss.pixel.divide_by_weight_sum' is an option of weighted_ce, not of ce "
          r"\(ce takes loss_weight, avg_non_ignore\)$"),
@@ -152,14 +152,15 @@ def test_presets_use_their_recipes_weight_decay_groups(path):
     cfg = load_config(path)
     family = Path(path).parent.name
     expected = {"upernet_swin_t": "swin_release", "upernet_swin_b": "swin_release", "upernet_convnext_t": "norm_bias",
-                "upernet_beit_b": "norm_bias", "upernet_beit_l": "norm_bias"}.get(family, "none")
+                "upernet_beit_b": "norm_bias", "upernet_beit_l": "norm_bias", "mask2former_r50": "norm_embed",
+                "mask2former_swin_t": "norm_embed"}.get(family, "none")
     assert cfg.optim.no_decay == expected
 
 
 def test_no_decay_rule_is_checked(tmp_path):
     p = write(tmp_path, "bad.yaml", "optim: {no_decay: swin}\n")
-    with pytest.raises(ConfigError, match=r"'optim.no_decay': 'swin' is not one of norm_bias, swin_release, none; "
-                                          r"did you mean 'swin_release'\?") as e:
+    with pytest.raises(ConfigError, match=r"'optim.no_decay': 'swin' is not one of norm_bias, swin_release, "
+                                          r"norm_embed, none; did you mean 'swin_release'\?") as e:
         load_config(p)
     assert "\n" not in str(e.value)
 

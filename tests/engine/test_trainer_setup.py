@@ -160,10 +160,14 @@ def test_every_paper_preset_states_its_global_batch_mode_and_precision_as_mmseg(
         "upernet_convnext_t": (2, 1, 16, "slide", [512, 512], [341, 341], "fp16"),  # 8xb2, amp, L25
         "upernet_beit_b": (2, 1, 16, "slide", [640, 640], [426, 426], "none"),  # 8xb2, L10
         "upernet_beit_l": (1, 2, 16, "slide", [640, 640], [426, 426], "fp16"),  # 8xb1, accumulative_counts=2
+        # Mask2Former's release (Base-ADE20K-SemanticSegmentation.yaml): IMS_PER_BATCH 16 on 8 GPUs, AMP; LTSS's
+        # ADE20K-Full config the same (its train.sh: --num-gpus 8)
+        "mask2former_r50": (2, 1, 16, "whole", None, None, "fp16"),
+        "mask2former_swin_t": (2, 1, 16, "whole", None, None, "fp16"),
     }
     root = Path(__file__).resolve().parents[2] / "configs"
     presets = sorted(p for p in root.glob("*/*.yaml") if p.parent.name != "_base_")
-    assert len(presets) == 42
+    assert len(presets) == 45
     for path in presets:
         cfg = load_config(path)
         family = path.parent.name

@@ -106,3 +106,13 @@ def test_hf_example_with_trainer(tmp_path, data_root):
     assert "HF Trainer" in stdout and "identical mIoU" in stdout
     logged = re.findall(r"'loss_rr': '(\d+\.\d+)'", stdout)  # RRTrainer logs RR next to the loss
     assert logged and float(logged[-1]) > 0, stdout
+
+
+@pytest.mark.slow
+def test_hf_example_mask2former(tmp_path, data_root):
+    out = tmp_path / "run"
+    stdout = run_example("hf_rr.py", "--model", "mask2former", "--data", str(data_root), "--out", str(out), *SMALL,
+                         cwd=tmp_path)
+    assert last_rr_loss(stdout) > 0
+    assert "(mask2former, custom loop, 3 steps)" in stdout and "identical mIoU" in stdout
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "region_rebalance.safetensors").is_file()

@@ -134,6 +134,28 @@ STARTS = {
         "not shown to be the same: timm names only its hub copy; the official file is the one timm 0.6 loaded "
         "for beit_large_patch16_224_in22k",
     ),
+    # Mask2Former (detectron2): the `mmseg` field holds the file the release's config loads
+    "mask2former_r50": Start(
+        "resnet50.tv_in1k",
+        _origin("timm/resnet50.tv_in1k", "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                "https://github.com/pytorch/vision"),
+        # Mask2Former configs/ade20k/semantic-segmentation/Base-ADE20K-SemanticSegmentation.yaml L5
+        # WEIGHTS: "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
+        "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/torchvision/R-50.pkl",
+        "differs",
+        "not shown to be the same: both are torchvision's ImageNet-1K ResNet-50 by name (detectron2's .pkl is its "
+        "conversion of torchvision's file; timm names torchvision's resnet50-0676ba61.pth), in another layout",
+    ),
+    "mask2former_swin_t": Start(
+        "swin_tiny_patch4_window7_224.ms_in1k",
+        _origin("timm/swin_tiny_patch4_window7_224.ms_in1k", SWIN + "swin_tiny_patch4_window7_224.pth"),
+        # Mask2Former configs/ade20k/semantic-segmentation/swin/maskformer2_swin_tiny_bs16_160k.yaml L13
+        # WEIGHTS: "swin_tiny_patch4_window7_224.pkl" (tools/convert-pretrained-swin-model-to-d2.py of the official)
+        "swin_tiny_patch4_window7_224.pkl",
+        "same",
+        "the release's .pkl is the official swin_tiny_patch4_window7_224.pth (timm's url) re-pickled by its "
+        "tools/convert-pretrained-swin-model-to-d2.py (the same tensors, names matched by detectron2 on loading)",
+    ),
 }
 
 
@@ -145,7 +167,7 @@ def _presets() -> list[Path]:
 def test_the_table_covers_every_preset_folder_and_says_same_or_differs():
     folders = {p.parent.name for p in _presets()}
     assert folders == set(STARTS)
-    assert len(_presets()) == 42
+    assert len(_presets()) == 45
     for start in STARTS.values():
         assert start.verdict in ("same", "differs") and start.how
 

@@ -29,10 +29,10 @@ COUNTS = ClassCounts(np.array([9, 5, 2, 1]), np.array([900, 500, 20, 10]))
 
 
 def test_names_and_unknown_names():
-    assert list_losses("pixel") == ["ce", "weighted_ce", "focal", "balanced_softmax", "blv"]
+    assert list_losses("pixel") == ["ce", "weighted_ce", "focal", "balanced_softmax", "blv", "mask2former"]
     assert list_losses("region") == ["none", "rr", "ceco"]
     with pytest.raises(RRSegError, match=r"^unknown pixel loss 'focl'; did you mean 'focal'\? \(known: ce, "
-                                         r"weighted_ce, focal, balanced_softmax, blv\)$"):
+                                         r"weighted_ce, focal, balanced_softmax, blv, mask2former\)$"):
         loss_class("pixel", "focl")
     with pytest.raises(RRSegError, match=r"^unknown region loss 'xyz' \(known: none, rr, ceco\)$"):
         loss_class("region", "xyz")

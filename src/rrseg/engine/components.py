@@ -28,7 +28,7 @@ from rrseg.engine.evaluator import Evaluator
 from rrseg.engine.loader import InfiniteSampler, SeededTransformDataset, ShardSampler, collate
 from rrseg.engine.optim import build_optimizer, set_lr
 from rrseg.errors import RRSegError
-from rrseg.rebalance import ClassCounts, Criterion, CrossEntropyLoss
+from rrseg.rebalance import PIXEL_LOSSES, ClassCounts, Criterion, CrossEntropyLoss
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,11 @@ def build_criterion(cfg: Config, model: nn.Module, counts: ClassCounts, num_clas
     """The pixel term, the auxiliary CE (when the model has an auxiliary head) and the model's region
     term (RR / CeCo), as one named sum."""
     pixel = cfg.loss.pixel  # the registered loss's options (rrseg.rebalance.PIXEL_LOSSES)
+    gives = getattr(model, "training_output", "logits")  # per-pixel logits, or a mask classifier's masks
+    if gives != pixel.OUTPUT:
+        fits = [n for n, c in PIXEL_LOSSES.items() if gives == c.OUTPUT]
+        raise RRSegError(f"loss.pixel.type {pixel.type!r} reads {pixel.OUTPUT}, but model {cfg.model.name!r} "
+                         f"gives {gives} in training: set loss.pixel.type to {' or '.join(fits)}")
     terms: list[nn.Module] = [pixel.build(counts, num_classes, ignore_index)]
     aux_weight = cfg.loss.aux_weight if cfg.loss.aux_weight is not None else getattr(model, "aux_loss_weight", 0.0)
     if getattr(model, "auxiliary_head", None) is not None and aux_weight:

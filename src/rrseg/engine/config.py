@@ -119,7 +119,7 @@ class LossConfig:
 
 
 # Which parameters get no weight decay (optim.no_decay: its meaning says what each rule is).
-NoDecayRule = Literal["norm_bias", "swin_release", "none"]
+NoDecayRule = Literal["norm_bias", "swin_release", "norm_embed", "none"]
 
 
 @dataclass
@@ -134,11 +134,14 @@ class OptimConfig:
                      "embeddings and relative position tables (mmseg's BEiT / ConvNeXt layer-decay constructors, "
                      "timm's habit); swin_release = the released Swin configs' mmcv custom_keys: backbone names "
                      "containing norm, absolute_pos_embed or relative_position_bias_table (biases and the heads' "
-                     "BatchNorms are decayed); none = every parameter decays (mmseg's default optimizer, the SGD "
-                     "recipes)")
+                     "BatchNorms are decayed); norm_embed = the parameters of normalisation layers (BatchNorm, "
+                     "GroupNorm, LayerNorm, ...) and of embeddings (nn.Embedding, relative_position_bias_table, "
+                     "absolute_pos_embed), biases decayed (detectron2's rule, the Mask2Former release); none = every "
+                     "parameter decays (mmseg's default optimizer, the SGD recipes)")
     layer_decay: float | None = setting(None, "layer-wise lr decay (BEiT), e.g. 0.9: the lr of layer i of n is "
                                               "scaled by layer_decay^(n - 1 - i); null: none")
     head_lr_mult: float = setting(1.0, "the lr multiplier of the decode / auxiliary heads")
+    backbone_lr_mult: float = setting(1.0, "the lr multiplier of the backbone (Mask2Former's BACKBONE_MULTIPLIER)")
     clip_grad: float | None = setting(None, "the max gradient norm (clipped to it); null: no clipping")
     accumulate: int = setting(1, "gradient accumulation steps (batches) per iteration")
 
@@ -266,6 +269,7 @@ RANGES: dict[str, Range] = {
     "optim.weight_decay": Range(">= 0"),
     "optim.layer_decay": Range("(0, 1]"),
     "optim.head_lr_mult": Range("> 0"),
+    "optim.backbone_lr_mult": Range("> 0"),
     "optim.clip_grad": Range("> 0"),  # null: no clipping
     "optim.accumulate": Range(">= 1"),
     "schedule.iters": Range(">= 1"),

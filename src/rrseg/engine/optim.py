@@ -3,7 +3,8 @@
 Weight-decay groups follow ``optim.no_decay`` (:data:`rrseg.engine.config.NoDecayRule`): mmseg's BEiT / ConvNeXt
 rule (no decay on 1-D parameters, biases, position embeddings, relative position tables), the released Swin
 configs' name keys, or decay on everything. Optional layer-wise lr decay (BEiT, ConvNeXt) through the model's
-``layer_id(name)`` and ``num_layers``; an lr multiplier for everything outside the backbone (the heads).
+``layer_id(name)`` and ``num_layers``; an lr multiplier for everything outside the backbone (the heads), and one
+for the backbone.
 The schedule is a pure function of the iteration (linear warm-up, then poly decay), so resuming needs no
 scheduler state beyond the iteration.
 """
@@ -46,17 +47,37 @@ def no_weight_decay(model: nn.Module, rule: NoDecayRule) -> set[str]:
     convolution weights included; so nothing outside the backbone is exempt. A model without a ``backbone``
     gets the plain substring test on every name.
     """
-    if rule not in ("norm_bias", "swin_release", "none"):
-        raise ValueError(f"no_decay rule must be 'norm_bias', 'swin_release' or 'none', got {rule!r}")
+    if rule not in ("norm_bias", "swin_release", "norm_embed", "none"):
+        raise ValueError(f"no_decay rule must be 'norm_bias', 'swin_release', 'norm_embed' or 'none', got {rule!r}")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if rule == "none":
         return set()
+    if rule == "norm_embed":
+        return _norm_embed(model)
     if rule == "norm_bias":
         extra = {str(n) for n in model.no_weight_decay()} if hasattr(model, "no_weight_decay") else set()
         return {n for n, p in named if _no_decay(n, p, extra)}
     backbone = getattr(model, "backbone", None)
     within = {f"backbone.{n}" for n, _ in backbone.named_parameters()} if isinstance(backbone, nn.Module) else None
     return {n for n, _ in named if (within is None or n in within) and any(k in n for k in SWIN_RELEASE_KEYS)}
+
+
+# detectron2's / Mask2Former's build_optimizer: parameters of these modules get WEIGHT_DECAY_NORM (0)
+NORM_MODULES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm,
+                nn.LocalResponseNorm)
+
+
+def _norm_embed(model: nn.Module) -> set[str]:
+    """The release's rule of Mask2Former's ``build_optimizer`` (train_net.py): the parameters of normalisation
+    modules and of ``nn.Embedding`` (WEIGHT_DECAY_NORM, WEIGHT_DECAY_EMBED: 0), and parameters named
+    relative_position_bias_table or absolute_pos_embed; everything else decays, biases included."""
+    out = set()
+    for module_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and (isinstance(module, (*NORM_MODULES, nn.Embedding))
+                                    or "relative_position_bias_table" in name or "absolute_pos_embed" in name):
+                out.add(f"{module_name}.{name}" if module_name else name)
+    return out
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
@@ -78,6 +99,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
             scale *= layer_decay ** (model.num_layers - 1 - model.layer_id(name))
         if backbone_names and name not in backbone_names:
             scale *= cfg.head_lr_mult
+        elif backbone_names:
+            scale *= cfg.backbone_lr_mult
         key = (no_decay, scale)
         if key not in groups:
             groups[key] = {

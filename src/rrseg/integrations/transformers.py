@@ -1,10 +1,16 @@
-"""Region Rebalance for HF transformers segmentation models (UperNet, BEiT, Segformer, ...), in a custom
-loop or with the HF ``Trainer``.
+"""Region Rebalance for HF transformers segmentation models (UperNet, BEiT, Segformer, Mask2Former, ...), in a
+custom loop or with the HF ``Trainer``.
 
 RR pools the tensor that feeds the decode head's pixel classifier (``model.decode_head.classifier``),
 recorded by a forward hook during the training forward pass. The model itself is not changed: its own
 loss (pixel CE, plus the auxiliary head's for UperNet and BEiT) is computed as usual and RR is added.
 The RR branch lives outside the model, so ``save_pretrained`` / ``from_pretrained`` work as before.
+
+``Mask2FormerForUniversalSegmentation`` classifies masks, not pixels: the same semantic ``labels`` [B, H, W] are
+turned into its ``mask_labels`` / ``class_labels`` (one binary mask per class present, ignored pixels
+(``config.ignore_value``) in none: :func:`rrseg.rebalance.mask2former.semantic_targets`), its own loss (the set
+criterion) is computed as usual, and RR pools ``pixel_decoder_last_hidden_state``, the per-pixel mask embeddings
+every mask is a dot product with (its width ``config.mask_feature_size``).
 
 Custom loop::
 
@@ -48,7 +54,15 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "rrseg.integrations.transformers needs the transformers package: pip install 'rrseg[hf]'"
     ) from e
 
-__all__ = ["RR_STATE_NAME", "RRTrainer", "compute_loss", "find_classifier", "ignore_index_of", "region_rebalance_for"]
+__all__ = [
+    "RR_STATE_NAME",
+    "RRTrainer",
+    "compute_loss",
+    "find_classifier",
+    "ignore_index_of",
+    "is_mask_classifier",
+    "region_rebalance_for",
+]
 
 RR_STATE_NAME = "region_rebalance.safetensors"
 
@@ -73,10 +87,17 @@ def find_classifier(model: nn.Module) -> nn.Module:
     return classifier
 
 
+def is_mask_classifier(model: nn.Module) -> bool:
+    """Whether ``model`` is HF's ``Mask2FormerForUniversalSegmentation`` (trained on mask and class labels)."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    return isinstance(_unwrap(model), Mask2FormerForUniversalSegmentation)
+
+
 def ignore_index_of(config: Any) -> int:
     """The label value the model's own loss ignores (UperNet: loss_ignore_index; BEiT, Segformer:
-    semantic_loss_ignore_index), so that RR drops the same pixels."""
-    for name in ("loss_ignore_index", "semantic_loss_ignore_index"):
+    semantic_loss_ignore_index; Mask2Former: ignore_value), so that RR drops the same pixels."""
+    for name in ("loss_ignore_index", "semantic_loss_ignore_index", "ignore_value"):
         value = getattr(config, name, None)
         if isinstance(value, int):
             return value
@@ -99,12 +120,16 @@ def region_rebalance_for(
     **rr_options: Any,
 ) -> RegionRebalance:
     """A ``RegionRebalance`` sized for ``model``: its classifier's input channels, ``config.num_labels``
-    classes and the ignore index of its own loss. ``rr_options``: RR's options, as ``loss.region`` takes them
+    classes and the ignore index of its own loss (Mask2Former: its mask features' channels,
+    ``config.mask_feature_size``). ``rr_options``: RR's options, as ``loss.region`` takes them
     (``rrseg.rebalance.RROptions``: ``prior``, ``trainable``, ``per_image``, ``smooth``, ``loss_weight``, ...;
     ``etf=True``: CeCo's), and ``ignore_index`` to override the config's."""
-    classifier = classifier if classifier is not None else find_classifier(model)
-    in_channels, num_classes = _channels(classifier)
     config = getattr(_unwrap(model), "config", None)
+    if classifier is None and is_mask_classifier(model):
+        in_channels, num_classes = int(config.mask_feature_size), int(config.num_labels)
+    else:
+        classifier = classifier if classifier is not None else find_classifier(model)
+        in_channels, num_classes = _channels(classifier)
     ignore_index = rr_options.pop("ignore_index", ignore_index_of(config))
     rr = build_region_rebalance(in_channels, num_classes, counts, None, ignore_index, rr_options)
     param = next(_unwrap(model).parameters(), None)
@@ -125,7 +150,12 @@ def compute_loss(
     Returns :class:`~rrseg.integrations.common.RROutput`: ``loss`` (to backpropagate), ``losses``
     (``loss_seg`` = the model's loss, ``loss_rr``), ``logits`` (the model's, at its own resolution),
     ``features`` and the model's full ``outputs``. RR follows the model's mode: 0 in eval mode.
+    Mask2Former: ``labels`` become its mask and class labels; ``logits`` are its semantic scores [B, C, h, w]
+    at mask resolution (:func:`rrseg.models.mask2former.semantic_inference`), ``features`` its
+    ``pixel_decoder_last_hidden_state``.
     """
+    if classifier is None and is_mask_classifier(model):
+        return _mask_classifier_loss(model, rr, pixel_values, labels, **model_kwargs)
     classifier = classifier if classifier is not None else find_classifier(model)
     with capture_input(classifier) as captured:
         outputs = model(pixel_values=pixel_values, labels=labels, **model_kwargs)
@@ -134,6 +164,22 @@ def compute_loss(
         raise RRSegError(f"{type(_unwrap(model)).__name__} returned no loss for the given labels")
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
     return RROutput.add_rr(loss_seg, rr, captured.tensor, labels, model.training, logits, outputs)
+
+
+def _mask_classifier_loss(model: nn.Module, rr: RegionRebalance, pixel_values: Tensor, labels: Tensor,
+                          **model_kwargs: Any) -> RROutput:
+    """:func:`compute_loss` for Mask2Former: its set criterion on labels made from the semantic map, plus RR on its
+    mask features."""
+    from rrseg.models.mask2former import semantic_inference
+    from rrseg.rebalance.mask2former import semantic_targets
+
+    config = _unwrap(model).config
+    classes, masks = semantic_targets(labels, ignore_index_of(config), int(config.num_labels))
+    masks = [m.to(pixel_values.dtype) for m in masks]
+    outputs = model(pixel_values=pixel_values, mask_labels=masks, class_labels=classes, **model_kwargs)
+    logits = semantic_inference(outputs.class_queries_logits, outputs.masks_queries_logits)
+    return RROutput.add_rr(outputs.loss, rr, outputs.pixel_decoder_last_hidden_state, labels, model.training, logits,
+                           outputs)
 
 
 class RRTrainer(Trainer):

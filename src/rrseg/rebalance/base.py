@@ -54,7 +54,14 @@ class Criterion(nn.Module):
         self.terms = nn.ModuleList(terms)
 
     def forward(self, out: SegOutput, labels: Tensor) -> dict[str, Tensor]:
-        return {term.name: term(out, labels) for term in self.terms}
+        terms: dict[str, Tensor] = {}
+        for term in self.terms:
+            value = term(out, labels)
+            if isinstance(value, dict):  # a term that computes several parts at once (Mask2Former's criterion)
+                terms.update(value)
+            else:
+                terms[term.name] = value
+        return terms
 
 
 # ------------------------------------------------------------------------------------------------ options
@@ -70,6 +77,9 @@ class PixelLossOptions:
     """The options every pixel loss takes; a pixel loss's options class adds its own and ``build``."""
 
     KIND: ClassVar[str] = "pixel"
+    # the training output the loss reads, which the model must give (its ``training_output``): "logits", per-pixel
+    # class logits (SegOutput); "masks", a mask-classification model's class and mask logits (MaskOutput)
+    OUTPUT: ClassVar[str] = "logits"
     # the options' meanings (rrseg.schema; docs/CONFIG.md is generated from them), here and in each subclass
     OPTIONS_HELP: ClassVar[dict[str, str]] = {
         "type": "the pixel loss: a name of rrseg.rebalance.PIXEL_LOSSES",

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from rrseg.errors import RRSegError
 from rrseg.rebalance.base import NoRegionLoss, PixelLossOptions, RegionLossOptions
 from rrseg.rebalance.blv import BLVOptions
+from rrseg.rebalance.mask2former import Mask2FormerLossOptions
 from rrseg.rebalance.pixel import BalancedSoftmaxOptions, CrossEntropyOptions, FocalOptions, WeightedCEOptions
 from rrseg.rebalance.region import CeCoOptions, RROptions
 
@@ -45,7 +46,8 @@ def _table(base: type, *classes: type) -> dict[str, Any]:
 
 # The order is the order of the names in messages and help.
 PIXEL_LOSSES: dict[str, type[PixelLossOptions]] = _table(
-    PixelLossOptions, CrossEntropyOptions, WeightedCEOptions, FocalOptions, BalancedSoftmaxOptions, BLVOptions
+    PixelLossOptions, CrossEntropyOptions, WeightedCEOptions, FocalOptions, BalancedSoftmaxOptions, BLVOptions,
+    Mask2FormerLossOptions,
 )
 REGION_LOSSES: dict[str, type[RegionLossOptions]] = _table(RegionLossOptions, NoRegionLoss, RROptions, CeCoOptions)
 _REGISTRIES: dict[str, dict[str, Any]] = {"pixel": PIXEL_LOSSES, "region": REGION_LOSSES}
