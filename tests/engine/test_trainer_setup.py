@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from torch import nn
@@ -83,6 +84,26 @@ def test_rr_branch_takes_the_ignore_index_of_the_training_data(tmp_path, region)
     assert parts.model.rebalance.ignore_index == 200
     pixel = parts.criterion.terms[0]
     assert pixel.ignore_index == 200
+
+
+def test_the_criterion_goes_to_the_runs_device(tmp_path, monkeypatch):
+    """The pixel terms' buffers (weighted CE's class weights) are made on the CPU: the criterion follows the model
+    to the run's device (on a GPU, a CPU weight tensor fails in cross_entropy). Seen here through Module.to."""
+    from rrseg.rebalance.base import Criterion
+
+    moved = []
+    to = torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        if isinstance(self, Criterion):
+            moved.append(torch.device(args[0]) if args else kwargs.get("device"))
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    path = _small_run_config(tmp_path, loss={"pixel": {"type": "weighted_ce"}}, work_dir=str(tmp_path / "work"))
+    parts = Trainer(load_config(path), device="cpu").setup()
+    assert moved == [torch.device("cpu")]
+    assert parts.criterion.terms[0].weight.device == torch.device("cpu")
 
 
 def test_the_branch_is_attached_before_the_weights_load(tmp_path):

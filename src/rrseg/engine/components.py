@@ -248,7 +248,8 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
     model.to(info.device)
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
         model = convert_sync_bn(model)
-    criterion = build_criterion(cfg, model, counts, num_classes, ignore_index)
+    # on the model's device: the pixel terms' buffers (class weights, priors) were made on the CPU
+    criterion = build_criterion(cfg, model, counts, num_classes, ignore_index).to(info.device)
     ddp = model
     if info.distributed:
         # an auxiliary head left out of the loss (aux weight 0) gets no gradient: let DDP know
