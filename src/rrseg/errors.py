@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["RRSegError"]
+__all__ = ["RRSegError", "own_name_hint"]
 
 
 class RRSegError(Exception):
     """An expected error whose message names the file, key or value at fault, in one line."""
+
+
+def own_name_hint(what: str) -> str:
+    """The end of an "unknown name" message of a registry (models, datasets, losses): how a name of one's own
+    becomes known."""
+    return f"a {what} of your own: import the module that registers it first (rrseg COMMAND --import MODULE)"

@@ -55,7 +55,8 @@ def test_base_inheritance_and_overrides(tmp_path):
         # losses and datasets: the choices are the registries'; an option of another loss names both
         ("loss: {pixel: {type: focl}}\n", [],
          r"'loss.pixel.type': unknown pixel loss 'focl'; did you mean 'focal'\? "
-         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv\)$"),
+         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv\); a loss of your own: import the module that "
+         r"registers it first \(rrseg COMMAND --import MODULE\)$"),
         ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
          r"'loss.pixel.divide_by_weight_sum' is an option of weighted_ce, not of ce "
          r"\(ce takes loss_weight, avg_non_ignore\)$"),
@@ -71,7 +72,8 @@ def test_base_inheritance_and_overrides(tmp_path):
                                             r"\(none takes no options\)$"),
         ("data: {train: {type: pascal}}\n", [],
          r"'data.train.type': unknown dataset 'pascal'; known: ade20k, ade20k_full, coco_stuff164k, cityscapes, "
-         r"folder$"),
+         r"folder; a dataset of your own: import the module that registers it first \(rrseg COMMAND --import "
+         r"MODULE\)$"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, overrides, match):

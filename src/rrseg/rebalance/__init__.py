@@ -1,5 +1,5 @@
 """Losses that fight class imbalance. Region Rebalance first; each other method is one module, registered by
-name in :mod:`rrseg.rebalance.registry`."""
+name in :mod:`rrseg.rebalance.registry` (``register_loss`` for one outside rrseg)."""
 
 from rrseg.rebalance.base import Criterion, LossTerm, NoRegionLoss, PixelLossOptions, RegionLossOptions, resize_logits
 from rrseg.rebalance.blv import BLVLoss, BLVOptions
@@ -25,7 +25,7 @@ from rrseg.rebalance.region import (
     rr_options,
     simplex_etf,
 )
-from rrseg.rebalance.registry import PIXEL_LOSSES, REGION_LOSSES, list_losses, loss_class
+from rrseg.rebalance.registry import PIXEL_LOSSES, REGION_LOSSES, list_losses, loss_class, register_loss
 
 __all__ = [
     "PIXEL_LOSSES",
@@ -56,6 +56,7 @@ __all__ = [
     "loss_class",
     "region_pool",
     "region_table",
+    "register_loss",
     "resize_logits",
     "rr_options",
     "simplex_etf",
