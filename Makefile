@@ -70,7 +70,7 @@ $(MMSEG_STAMP): pyproject.toml
 # the comparisons against mmseg's modules, then the golden files the fast tier checks without mmseg
 # (tests/models/golden/, rewritten: a diff there means mmseg's outputs or the family table changed)
 test-mmseg: $(MMSEG_STAMP)
-	$(MMSEG_PY) -m pytest -q -m mmseg tests/reference
+	$(MMSEG_PY) -m pytest -q -m mmseg tests/reference tests/benchmarks/test_peers.py
 	$(MMSEG_PY) -m tests.reference.write_golden
 	$(MMSEG_PY) -m pytest -q tests/models/test_mmseg_golden.py
 

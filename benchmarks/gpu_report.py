@@ -26,6 +26,7 @@ PARTS = [
     ("branch", "2. RR branch alone: released vs today's vs the new path"),
     ("train", "3. `rrseg train` through torchrun (SyncBN, NCCL, fp16)"),
     ("checks", "4. Host synchronisations on the device: RR's training path, the evaluation accumulator"),
+    ("peers", "5. rrseg against mmseg, HF transformers and smp on the same models (issue 24)"),
 ]
 GOAL = 2.0  # per cent: issue 14's budget for RR, in time and in peak memory
 
@@ -141,7 +142,7 @@ def assemble(work: Path, out: Path, dry_run: bool) -> None:
         if tail:
             lines += ["Log tail:", "", "```", tail, "```", ""]
     lines += ["## Time per part", "", "| part | budget (s) | wall (s) | exit |", "|---|---:|---:|---:|"]
-    for part in ("env", "checks", "branch", "train", "models"):
+    for part in ("env", "checks", "branch", "train", "peers", "models"):
         st = _load(work / f"status_{part}.json")
         if st:
             lines.append(f"| {part} | {st['budget']} | {st['seconds']} | {st['rc']} |")

@@ -10,11 +10,14 @@ ignored). Values do not change the cost, so the features are random. Three paths
             ``region_pool`` of that version (K present regions, data-dependent shapes, host syncs; frozen in
             ``_previous_region_pool.py``) + the branch layers
             (``todays_rr_loss`` below, a copy of that ``region_logits`` / ``forward``)
-  new       ``rrseg.rebalance.RegionRebalance.forward`` itself, whatever this checkout's version is
+  table     ``RegionRebalance`` with ``slots=None``: a row for every class (C x B x h x w floats)
+  new       ``rrseg.rebalance.RegionRebalance.forward`` itself, whatever this checkout's version is (its default
+            ``slots``: the rows filled from the regions present)
 
 Per path: median wall time of ``--reps`` forward + backward passes (to the features) after ``--warmup``,
 synchronised, and the peak memory it adds over its inputs (CUDA). 150 classes (ADE20K) and 847 (ADE20K-Full),
-batch and per-image pooling, each autocast dtype.
+batch and per-image pooling, each autocast dtype. ``--same-labels``: every class count on the same label maps
+(drawn from the fewest classes), so that a row's cost differs from another's by the class count alone.
 
     python benchmarks/rr_branch.py --device cuda                                    # what gpu.sh runs
     python benchmarks/rr_branch.py --device cpu --batch 2 --size 64 --channels 32 --reps 2   # smoke test
@@ -124,12 +127,15 @@ def bench_case(args: argparse.Namespace, device: torch.device, amp_name: str, cl
     h = args.size // args.stride
     counts = zipf_counts(classes)
     feats = torch.randn(args.batch, args.channels, h, h, device=device, requires_grad=True)
-    labels = make_labels(args.batch, args.size, num_classes=classes).to(device)
+    drawn_from = min(args.classes) if args.same_labels else classes
+    labels = make_labels(args.batch, args.size, num_classes=drawn_from).to(device)
     layers = BranchLayers(args.channels, classes, counts, per_image).to(device).train()
+    table = RegionRebalance(args.channels, classes, counts, per_image=per_image, slots=None).to(device).train()
     new = RegionRebalance(args.channels, classes, counts, per_image=per_image).to(device).train()
     paths: dict[str, Callable[[Tensor, Tensor], Tensor] | None] = {
         "released": None if per_image else (lambda f, y: released_rr_loss(layers, f, y)),
         "today": lambda f, y: todays_rr_loss(layers, f, y),
+        "table": lambda f, y: table(f, y),
         "new": lambda f, y: new(f, y),
     }
     row: dict = {"amp": amp_name, "classes": classes, "pooling": "per image" if per_image else "batch",
@@ -167,18 +173,20 @@ def to_markdown(rows: list[dict], args: argparse.Namespace, device: torch.device
         f"{args.size}, ~12 classes per image, 5 % ignored), {where}, torch {torch.__version__}; median of "
         f"{args.reps} after {args.warmup} warm-up; memory = peak added over the inputs. released = upsample + "
         "one-hot; today = present regions through the previous `region_pool` (host syncs, data-dependent "
-        "shapes); new = "
-        "`RegionRebalance.forward` of this checkout.",
+        "shapes); table = `RegionRebalance(slots=None)`, a row per class; new = "
+        "`RegionRebalance.forward` of this checkout (its default slots)"
+        + (f"; every class count on the same labels (drawn from {min(args.classes)} classes)."
+           if args.same_labels else "."),
         "",
-        "| autocast | classes | pooling | released | today | new | speed-up, new over today |",
-        "|---|---:|---|---:|---:|---:|---:|",
+        "| autocast | classes | pooling | released | today | table | new | speed-up, new over today |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = ""
         if isinstance(r["today"], dict) and isinstance(r["new"], dict):
             ratio = f"{r['today']['ms'] / r['new']['ms']:.2f}x"
         lines.append(f"| {r['amp']} | {r['classes']} | {r['pooling']} | {_cell(r['released'])} "
-                     f"| {_cell(r['today'])} | {_cell(r['new'])} | {ratio} |")
+                     f"| {_cell(r['today'])} | {_cell(r.get('table', 'n/a'))} | {_cell(r['new'])} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,6 +199,7 @@ def main() -> int:
     p.add_argument("--stride", type=int, default=4, help="feature stride (UPerNet: 4)")
     p.add_argument("--classes", type=int, nargs="+", default=[150, 847])
     p.add_argument("--amp", nargs="+", choices=list(AMP), default=["bf16", "fp16"])
+    p.add_argument("--same-labels", action="store_true", help="every class count on the same label maps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--out", type=Path, default=None, help="Markdown table (rewritten after every case)")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["RRSegError", "own_name_hint"]
+__all__ = ["ConfigError", "RRSegError", "own_name_hint"]
 
 
 class RRSegError(Exception):
     """An expected error whose message names the file, key or value at fault, in one line."""
+
+
+class ConfigError(RRSegError):
+    """A YAML file (a config, a folder dataset's dataset.yaml) or a value that does not fit its schema
+    (:mod:`rrseg.schema`)."""
 
 
 def own_name_hint(what: str) -> str:

@@ -1,8 +1,9 @@
 """benchmarks/gpu.sh is run once, on a GPU machine: make sure its pieces run (here on CPU, tiny).
 
 The script parses, the models part runs one tiny model, the report has every section whatever state the
-parts ended in, and the branch benchmark's paths compute the same loss. The whole script's dry run (`bash
-benchmarks/gpu.sh --dry-run`, 50-80 s on the 2-core CPU: every part at tiny sizes, the training part through
+parts ended in, and the branch benchmark's paths compute the same loss (the peers part's own tests:
+tests/benchmarks/test_peers.py). The whole script's dry run (`bash
+benchmarks/gpu.sh --dry-run`, 110-230 s on the 2-core CPU: every part at tiny sizes, the training part through
 torchrun with two gloo ranks) is marked slow and multiprocess: `make test` runs it, `make test-fast` does not.
 """
 
@@ -20,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 TITLES = ("## Goals (issue 14)", "## 1. Model families", "## 2. RR branch alone", "## 3. `rrseg train`",
-          "## 4. Host synchronisations", "## Time per part")
+          "## 4. Host synchronisations", "## 5. rrseg against mmseg", "## Time per part")
 
 
 def test_gpu_sh_parses():
@@ -65,7 +66,7 @@ def test_report_has_every_section_whatever_the_parts_did(tmp_path):
     assert "**DRY RUN**" in text
     for title in TITLES:
         assert text.count(title) == 1, title
-    assert text.count("not run (yet)") == 4
+    assert text.count("not run (yet)") == 5
 
     # models finished; the branch stopped at its budget after one case; training failed
     status("env", 0, 4, 30)
@@ -85,6 +86,8 @@ def test_report_has_every_section_whatever_the_parts_did(tmp_path):
     status("train", 1, 12, 75)
     (tmp_path / "train.log").write_text("RuntimeError: NCCL error\n")
     status("checks", 0, 5, 30)
+    status("peers", 124, 70, 70)
+    (tmp_path / "peers.md").write_text("| row | what |\n| UPerNet Swin-T | train |\n")
     (tmp_path / "checks.json").write_text(json.dumps([
         {"what": "ConfusionMatrix.update", "sync": "none", "check": ""},
         {"what": "RegionRebalance forward + backward", "sync": "**sync**: aten.nonzero", "check": ""},
@@ -101,6 +104,8 @@ def test_report_has_every_section_whatever_the_parts_did(tmp_path):
     assert "(+1.5 %) | yes |" in text and "(+3.0 %) | **no** |" in text
     assert "| RR branch alone, new path, / that step (RR off) | 1.50 ms = 1.50 % | yes |" in text
     assert "| branch | 40 | 40 | 124 |" in text and "| models | 160 | 150 | 0 |" in text
+    assert "| UPerNet Swin-T | train |" in text and "| peers | 70 | 70 | 124 |" in text
+    assert text.count("**stopped at its time budget") == 2  # the branch and the peers
 
 
 @pytest.mark.parametrize("per_image", [False, True])
@@ -156,7 +161,7 @@ def test_gpu_sh_dry_run_end_to_end(tmp_path):
     assert "**DRY RUN**" in text and (tmp_path / "gpu.log").is_file()
     for title in TITLES:
         assert text.count(title) == 1, title
-    assert text.count("Status: finished in") == 4, text
+    assert text.count("Status: finished in") == 5, text
     assert "| ConfusionMatrix.update (150 classes, 4 x 128^2) | none | equal to the CPU result |" in text
     assert "**bf16 autocast**" in text and "**fp16 autocast**" in text
     for model in ("upernet_swin_tiny", "deeplabv3plus_tiny", "ocrnet_tiny", "upernet_convnext_tiny",
@@ -167,4 +172,7 @@ def test_gpu_sh_dry_run_end_to_end(tmp_path):
         assert case in text, case
     assert "| 2 | 2 | gloo | off |" in text and "| completed |" in text  # two torchrun ranks trained
     assert "RR branch alone, new path, / that step (RR off)" in text  # goals computed across parts
+    # the peer rows at --quick sizes: rrseg and smp measured side by side (mmseg only in make test-mmseg's venv)
+    assert "| UPerNet Swin-T | train | rrseg | 59,018,064 |" in text and "| UPerNet Swin-T | train | smp |" in text
+    assert "| peers | 240 |" in text
     assert text.strip() == proc.stdout.strip()

@@ -201,8 +201,25 @@ def test_bad_files_raise_clear_errors(folder_dataset, damage: str, kind: str, pa
         ("classes: [a, a]\n", "class name 'a' appears twice"),
         ("classes: [a, b]\npalette: [[1, 2, 3]]\n", "'palette' has 1 colours, 'classes' has 2 names"),
         ("classes: [a, b]\nignore_index: 1\n", "'ignore_index' 1 is also a class id"),
-        ("classes: [a]\nreduce_zero_labels: true\n", "unknown key 'reduce_zero_labels'"),
-        ("classes: [a\n", "not valid YAML"),
+        ("classes: [a]\nreduce_zero_labels: true\n",
+         r"unknown key 'reduce_zero_labels'; did you mean 'reduce_zero_label'\? \(valid here: classes, "),
+        ("classes: [a\n", r"invalid YAML at line 2 \("),
+        # read and checked as a config is (rrseg.schema): duplicate keys, types, ranges, plain data
+        ("classes: [a, b]\nname: x\nclasses: [c]\n", r"dataset\.yaml: duplicate key 'classes' \(line 3\)$"),
+        ("info:\n  made_by: me\n  made_by: you\n", r"dataset\.yaml: duplicate key 'made_by' \(line 3\)$"),
+        ("- a\n", r"dataset\.yaml: a dataset description must be a mapping of keys, got list$"),
+        ("name: !!python/object/apply:os.system [echo]\n", r"refused a YAML tag .*descriptions are plain data$"),
+        ("classes: 0\n", "'classes' must be a non-empty list"),
+        ("classes: {a: 1}\n", r"key 'classes': \{'a': 1\} is not a int or list of str or int$"),
+        ("classes: [a, 1.5]\n", r"key 'classes': \['a', 1\.5\] is not a int or list of str or int$"),
+        ("val_fraction: 1.5\n", r"dataset\.yaml: key 'val_fraction': 1\.5 is not in \(0, 1\)$"),
+        ("ignore_index: -1\n", r"key 'ignore_index': -1 is not >= 0$"),
+        ("split_seed: 1.5\n", r"key 'split_seed': expected int, got 1\.5$"),
+        ("reduce_zero_label: 1\n", r"key 'reduce_zero_label': expected bool, got 1$"),
+        ("classes: [a]\npalette: [[1, 2, 300]]\n", r"key 'palette\[0\]\[2\]': 300 is not in \[0, 255\]$"),
+        ("classes: [a]\npalette: [[1, 2]]\n", r"'palette' must be a list of \[R, G, B\] triples"),
+        ("labels_dir: ''\n", "'labels_dir' must not be empty"),
+        ("info: [1]\n", r"key 'info': \[1\] is not a mapping or null$"),
     ],
 )
 def test_bad_dataset_yaml(tmp_path: Path, yaml_text: str, pattern: str) -> None:
@@ -210,6 +227,18 @@ def test_bad_dataset_yaml(tmp_path: Path, yaml_text: str, pattern: str) -> None:
     with pytest.raises(DataError, match=pattern) as e:
         FolderDataset(tmp_path, "train")
     assert e.value.kind == "config" and str(tmp_path / "dataset.yaml") in str(e.value)
+
+
+def test_bad_dataset_options(tmp_path: Path) -> None:
+    # options given in Python are checked as dataset.yaml is, and named as options
+    (tmp_path / "dataset.yaml").write_text("classes: [a, b]\n")
+    with pytest.raises(DataError, match=r"\(dataset options\): option 'val_fraction': 2\.0 is not in \(0, 1\)$") as e:
+        FolderDataset(tmp_path, "train", val_fraction=2.0)
+    assert e.value.kind == "config"
+    with pytest.raises(DataError, match=r"unknown option 'lables_dir'; did you mean 'labels_dir'\?"):
+        FolderDataset(tmp_path, "train", lables_dir="masks")
+    with pytest.raises(DataError, match=r"unknown option 'info'"):  # dataset.yaml only
+        FolderDataset(tmp_path, "train", info={})
 
 
 def test_folder_without_yaml(tmp_path: Path) -> None:

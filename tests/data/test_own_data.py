@@ -323,5 +323,6 @@ def test_training_config_with_type_folder_builds_own_data(tmp_path: Path) -> Non
     with pytest.raises(DataError, match="no label found") as e:
         build_datasets(config(val_fraction=0.25))
     assert "data.val.options.labels_dir" in str(e.value)
-    with pytest.raises(DataError, match=r"unknown key 'data\.train\.options\.lables_dir'"):
+    with pytest.raises(DataError, match=r"unknown config key 'data\.train\.options\.lables_dir'; did you mean "
+                                        r"'data\.train\.options\.labels_dir'\?"):
         build_datasets(config(lables_dir="masks"))

@@ -20,7 +20,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_base_inheritance_and_overrides(tmp_path):
-    write(tmp_path, "base/b.yaml", "optim: {type: sgd, lr: 0.01, momentum: 0.8}\nmodel: {name: fcn}\n")
+    write(tmp_path, "base/b.yaml", "optim: {type: sgd, lr: 0.01, momentum: 0.8}\nmodel: {name: upernet_swin_tiny}\n")
     write(tmp_path, "base/c.yaml", "optim: {momentum: 0.95}\ntrain: {seed: 5}\n")
     cfg_path = write(tmp_path, "a.yaml", "_base_: [base/b.yaml, base/c.yaml]\noptim: {lr: 6e-5}\n")
     cfg = load_config(cfg_path, ["train.seed=7", "model.options.drop_path_rate=0.3", "eval.scales=[0.5, 1.0]"])
@@ -40,12 +40,16 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("optim: {lr: fast}\n", [], r"'optim.lr': expected float, got 'fast'"),
         ("train: {seed: 1.5}\n", [], r"'train.seed': expected int, got 1.5"),
         ("train: {amp: fp8}\n", [], r"'train.amp': 'fp8' is not one of none, bf16, fp16"),
+        ("optim: {type: sgdd}\n", [], r"'optim.type': 'sgdd' is not one of sgd, adamw; did you mean 'sgd'\?$"),
+        ("eval: {mode: 1}\n", [], r"'eval.mode': 1 is not one of whole, slide$"),
         ("loss: {region: {type: rrr}}\n", [], r"did you mean 'rr'"),
         ("data: {crop_size: 512}\n", [], r"'data.crop_size': expected a list of int"),
         ("", ["optim.lrr=1"], r"unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
         ("", ["model.name.sub=1"], r"model.name is not a section"),
         ("", ["novalue"], r"expected key=value"),
         ("optim: {lr: 1}\noptim: {lr: 2}\n", [], r"duplicate key 'optim'"),
+        ("optim:\n  lr: 1\n  type: sgd\n  lr: 2\n", [], r"bad\.yaml: duplicate key 'lr' \(line 4\)$"),
+        ("", ["model.options={dropout: 0.1, dropout: 0.2}"], r"--set model.options: duplicate key 'dropout'"),
         ("- a\n- b\n", [], r"a config must be a mapping"),
         ("optim: {lr: [1\n", [], r"invalid YAML"),
         ("loss: {pixel: {avg_non_ignore: maybe}}\n", [], r"'loss.pixel.avg_non_ignore': expected bool, got 'maybe'"),
@@ -70,6 +74,21 @@ def test_base_inheritance_and_overrides(tmp_path):
          r"'loss.region.logit_scale' is an option of ceco, not of rr"),
         ("", ["loss.region.trainable=true"], r"'loss.region.trainable' is an option of rr and ceco, not of none "
                                             r"\(none takes no options\)$"),
+        # the model: its name and options checked against the model registry when the config is read
+        ("model: {name: deeplabv3plus_smal}\n", [],
+         r"bad\.yaml: config key 'model\.name': unknown model 'deeplabv3plus_smal'; did you mean "
+         r"deeplabv3plus_small"),
+        ("model: {name: Unet}\n", [], r"config key 'model\.name': unknown model 'Unet'; known models: "
+                                      r"deeplabv3plus_r101, .*upernet_swin_tiny$"),
+        ("", ["model.name=deeplabv3plus_tiny", "model.options.dropuot=0.2"],
+         r"config key 'model\.options\.dropuot': not an option of deeplabv3plus_tiny; did you mean 'dropout'\? "
+         r"\(deeplabv3plus_tiny takes output_stride, channels, aux_head, atrous_rates, dropout\)$"),
+        ("model: {name: deeplabv3plus_tiny, options: {drop_path_rate: 0.1}}\n", [],
+         r"config key 'model\.options\.drop_path_rate': not an option of deeplabv3plus_tiny\b.* \(deeplabv3plus_tiny "
+         r"takes output_stride, channels, aux_head, atrous_rates, dropout\)$"),
+        ("model: {name: ocrnet_tiny, options: {num_classes: 3}}\n", [],
+         r"config key 'model\.options\.num_classes': not an option of ocrnet_tiny \(ocrnet_tiny takes channels, "
+         r"ocr_channels\)$"),
         ("data: {train: {type: pascal}}\n", [],
          r"'data.train.type': unknown dataset 'pascal'; known: ade20k, ade20k_full, coco_stuff164k, cityscapes, "
          r"folder; a dataset of your own: import the module that registers it first \(rrseg COMMAND --import "
@@ -183,6 +202,13 @@ def test_loss_and_dataset_choices_come_from_the_registries():
     # every name and alias build_dataset takes, as given (build_dataset resolves it)
     for name in [*DATASETS, "ADE20K", "coco-stuff", "synthetic"]:
         assert parse_config({"data": {"val": {"type": name}}}).data.val.type == name
+    # every registered model, with every option it takes at its default
+    from rrseg.models import list_models, model_options
+
+    for name in list_models():
+        options = {k: v for k, v in model_options(name).items() if v is not None}
+        cfg = parse_config({"model": {"name": name, "options": options}})
+        assert cfg.model.name == name and cfg.model.options == options
 
 
 def test_a_loss_section_holds_its_loss_options_only():
@@ -207,7 +233,7 @@ def test_older_flat_loss_sections_still_load():
     assert config_to_dict(cfg)["loss"]["pixel"] == {"type": "focal", "loss_weight": 1.0, "avg_non_ignore": False,
                                                      "gamma": 3.0}
     # rr's options: the dumped ones but ceco's logit_scale, and the defaults of those added since
-    added = {"prior_eps": None, "ignored_region": False, "consistency_weight": 0.0}
+    added = {"prior_eps": None, "ignored_region": False, "consistency_weight": 0.0, "slots": 128}
     assert config_to_dict(cfg)["loss"]["region"] == {
         **{k: v for k, v in FLAT_REGION.items() if k != "logit_scale"}, **added}
     none = parse_config({"loss": {"region": {**FLAT_REGION, "type": "none"}}})

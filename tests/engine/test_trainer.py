@@ -129,7 +129,7 @@ def test_two_process_ddp_matches_one_process(tiny_config, cli_env):
                        eval={"interval": 0}, model=sections["model"])
     rrseg(["train", one], cli_env)
     rrseg(["train", init], cli_env)
-    proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29561",
+    proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                            "-m", "rrseg", "train", str(two)], env=cli_env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

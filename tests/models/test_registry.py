@@ -90,13 +90,13 @@ def test_every_region_option_reaches_the_branch_with_one_default():
                 assert params[f.name].default == f.default, (cls.__name__, f.name)
     changed = {"loss_weight": 0.3, "trainable": True, "per_image": True, "prior": "pixel", "smooth": 0.7,
                "reduce_channels": 8, "hidden_channels": 16, "dropout": 0.2, "prior_eps": 1e-6,
-               "ignored_region": True, "logit_scale": 3.0}
+               "ignored_region": True, "logit_scale": 3.0, "slots": 2}
     assert set(changed) | {"consistency_weight"} == {f.name for f in dataclasses.fields(CeCoOptions)} - {"type"}
     counts = ClassCounts(np.array([4, 3, 2, 1]), np.array([40, 30, 2, 1]))
     branch = CeCoOptions(**changed).build(32, 4, counts)
     assert branch.reduce[0].out_channels == 8 and branch.gain[0].out_features == 16 and branch.dropout.p == 0.2
     assert all(p.requires_grad for p in branch.parameters())
-    for name in ("loss_weight", "per_image", "smooth", "prior_eps", "ignored_region", "logit_scale"):
+    for name in ("loss_weight", "per_image", "smooth", "prior_eps", "ignored_region", "logit_scale", "slots"):
         assert getattr(branch, name) == changed[name], name
     assert branch.etf and RROptions(consistency_weight=0.5).build(32, 4, counts).consistency_weight == 0.5
     torch.testing.assert_close(branch.log_prior, torch.log(torch.tensor([40, 30, 2, 1]) / 73 + 1e-6))

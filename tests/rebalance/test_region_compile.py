@@ -26,14 +26,15 @@ def labels_with(classes: list[int], seed: int) -> torch.Tensor:
     return labels
 
 
+@pytest.mark.parametrize("slots", [None, 3], ids=["table", "slots"])  # 3 slots: fewer rows than regions (C or B x C)
 @pytest.mark.parametrize("per_image", [False, True], ids=["batch", "per_image"])
-def test_compiles_in_one_graph_and_does_not_recompile(per_image):
+def test_compiles_in_one_graph_and_does_not_recompile(per_image, slots):
     from torch._dynamo.testing import CompileCounterWithBackend
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = RegionRebalance(16, C, COUNTS, dropout=0.0, per_image=per_image).train()
-    compiled_rr = RegionRebalance(16, C, COUNTS, dropout=0.0, per_image=per_image).train()
+    eager = RegionRebalance(16, C, COUNTS, dropout=0.0, per_image=per_image, slots=slots).train()
+    compiled_rr = RegionRebalance(16, C, COUNTS, dropout=0.0, per_image=per_image, slots=slots).train()
     compiled_rr.load_state_dict(eager.state_dict())
     counter = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(compiled_rr, fullgraph=True, backend=counter)

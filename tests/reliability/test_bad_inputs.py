@@ -170,6 +170,22 @@ def duplicate_config_key(c: Ctx) -> list:
     return ["train", cfg]
 
 
+def unknown_model_name(c: Ctx) -> list:  # refused when the config is read, before any sample is decoded
+    return ["train", c.config("run", model={"name": "deeplabv3plus_tiyn"})]
+
+
+def unknown_model_option(c: Ctx) -> list:
+    return ["train", c.config("run"), "--set", "model.options.dropuot=0.2"]
+
+
+def duplicate_key_in_dataset_yaml(c: Ctx) -> list:
+    def damage(root: Path) -> None:
+        spec = root / "dataset.yaml"
+        spec.write_text(spec.read_text() + "name: copy\nname: again\n")
+
+    return ["train", c.bad_data_config(damage)]
+
+
 def missing_config(c: Ctx) -> list:
     return ["train", c.tmp / "no_such_config.yaml"]
 
@@ -241,6 +257,11 @@ CATALOGUE: list[tuple[Callable[[Ctx], list], str]] = [
     (set_unknown_key, r"^{tmp}/run\.yaml: unknown config key 'schedule\.iterations'; did you mean 'schedule\.iters'"),
     (duplicate_config_key, r"^{tmp}/run\.yaml: duplicate key 'optim' \(line \d+\)$"),
     (missing_config, r"^{tmp}/no_such_config\.yaml: config file not found$"),
+    (unknown_model_name, r"^{tmp}/run\.yaml: config key 'model\.name': unknown model 'deeplabv3plus_tiyn'; did you "
+                         r"mean deeplabv3plus_tiny"),
+    (unknown_model_option, r"^{tmp}/run\.yaml: config key 'model\.options\.dropuot': not an option of "
+                           r"deeplabv3plus_tiny; did you mean 'dropout'\? \(deeplabv3plus_tiny takes .*\)$"),
+    (duplicate_key_in_dataset_yaml, r"^{tmp}/data/dataset\.yaml: duplicate key 'name' \(line \d+\)$"),
     (corrupt_image_to_predict, r"^{tmp}/photo\.jpg: unreadable or corrupt image"),
     (clashing_prediction_names, r"^{tmp}/elsewhere/000000\.png: same output name 000000\.png as .*000000\.jpg$"),
     (stats_bad_label, r"^{tmp}/data/labels/train/000005\.png: label is a RGB image"),

@@ -318,9 +318,8 @@ def test_non_finite_loss_on_one_rank_of_two(tiny_config, env, tmp_path, policy):
                       schedule={"iters": 4, "warmup_iters": 0}, eval={"interval": 0, "batch_size": 4},
                       train={"nan_policy": policy, "checkpoint_interval": 100, "progress": False,
                              "tensorboard": False})
-    port = 29571 if policy == "skip" else 29572
     run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                            f"--master_port={port}", str(script), str(cfg), "2", "3"],
+                            "--standalone", str(script), str(cfg), "2", "3"],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = run.communicate(timeout=240)

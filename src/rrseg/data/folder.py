@@ -55,6 +55,7 @@ without building a dataset per split by hand (layout, splits, class count, ignor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -63,11 +64,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rrseg.data.base import IMAGE_SUFFIXES, Sample, ScanResult, SegDataset, _walk, image_sizes
 from rrseg.data.errors import DataError
 from rrseg.data.registry import register_dataset
+from rrseg.errors import ConfigError
+from rrseg.ranges import ranged
+from rrseg.schema import Checker, read_yaml
 
 __all__ = [
     "AUTO_SPLITS",
@@ -96,11 +99,37 @@ DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SPLIT_SEED = 0
 DEFAULT_IGNORE_INDEX = 255
 
-_YAML_KEYS = frozenset({
-    "name", "classes", "palette", "ignore_index", "reduce_zero_label", "image_suffix", "label_suffix",
-    "images_dir", "labels_dir", "val_fraction", "split_seed", "info",
-})
-_OPTION_KEYS = (_YAML_KEYS - {"info"}) | {"split_file"}
+# The schema of dataset.yaml and of a folder dataset's options (the keys are described above), checked by
+# rrseg.schema.Checker as a training config is: types, ranges, unknown keys. These classes are never made: only
+# their fields' types and ranges are read (a field without a default: ranged(MISSING, ...)). What no type says
+# (class names unique, strings not empty, palette triples, the keys together) is checked by _parse.
+@dataclass
+class _FolderKeys:
+    name: str | None
+    classes: int | list[str | int]  # a count, or the names in label-value order
+    palette: list[list[int]] | None = ranged(dataclasses.MISSING, "[0, 255]")
+    ignore_index: int = ranged(dataclasses.MISSING, ">= 0")
+    reduce_zero_label: bool
+    image_suffix: str | None
+    label_suffix: str | None
+    images_dir: str | None
+    labels_dir: str | None
+    val_fraction: float = ranged(dataclasses.MISSING, "(0, 1)")
+    split_seed: int
+
+
+@dataclass
+class _YamlKeys(_FolderKeys):
+    info: dict[str, Any] | None  # free-form
+
+
+@dataclass
+class _OptionKeys(_FolderKeys):
+    split_file: str | None  # an option only (it is per split)
+
+
+_YAML_KEYS = frozenset(f.name for f in dataclasses.fields(_YamlKeys))
+_NOT_EMPTY = ("image_suffix", "label_suffix", "images_dir", "labels_dir", "split_file")
 
 
 # ---------------------------------------------------------------------------------------------------- spec
@@ -146,73 +175,38 @@ class FolderSpec:
         return list(resolve_layout(self).splits)
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_byte(v: object) -> bool:
-    return _is_int(v) and 0 <= v <= 255
-
-
-def _parse(data: Mapping[str, Any], where: str, quote: Callable[[str], str], known: frozenset[str]) -> dict:
-    """The checked values of ``data`` (dataset.yaml or the options); errors name ``where`` and the key."""
+def _parse(data: Mapping[str, Any], where: str, schema: type, checker: Checker, prefix: str = "") -> dict:
+    """The checked values of ``data`` (dataset.yaml or the options; ``prefix``: their config section, when they
+    come from a config) against ``schema``; a null value is a key left out; errors name ``where`` and the key."""
     def bad(msg: str) -> DataError:
         return DataError("config", f"{where}: {msg}")
 
-    unknown = sorted(set(map(str, data)) - known)
-    if unknown:
-        raise bad(f"unknown key {quote(unknown[0])} (known: {', '.join(sorted(known))})")
-    out: dict[str, Any] = {}
-    if "classes" in data:
-        classes = data["classes"]
-        if _is_int(classes) and classes > 0:
+    def quote(key: str) -> str:
+        return repr(f"{prefix}.{key}" if prefix else key)
+
+    try:
+        out = {k: v for k, v in checker.values(schema, data, prefix).items() if v is not None}
+    except ConfigError as e:
+        raise bad(str(e)) from None
+    if "classes" in out:
+        classes = out["classes"]
+        if isinstance(classes, int):
             names = tuple(f"class_{i}" for i in range(classes))
-        elif isinstance(classes, (list, tuple)) and classes and all(isinstance(c, (str, int)) for c in classes):
-            names = tuple(str(c) for c in classes)
         else:
+            names = tuple(str(c) for c in classes)
+        if not names:
             raise bad(f"{quote('classes')} must be a non-empty list of class names (or a class count)")
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise bad(f"class name {dup!r} appears twice in {quote('classes')}")
         out["classes"] = names
-    if data.get("palette") is not None:
-        palette = data["palette"]
-        ok = isinstance(palette, (list, tuple)) and all(
-            isinstance(c, (list, tuple)) and len(c) == 3 and all(_is_byte(v) for v in c) for c in palette
-        )
-        if not ok:
+    if "palette" in out:
+        if not all(len(c) == 3 for c in out["palette"]):
             raise bad(f"{quote('palette')} must be a list of [R, G, B] triples of integers 0..255")
-        out["palette"] = tuple(tuple(int(v) for v in c) for c in palette)
-    if "ignore_index" in data:
-        ignore_index = data["ignore_index"]
-        if not _is_int(ignore_index) or ignore_index < 0:
-            raise bad(f"{quote('ignore_index')} must be a non-negative integer, got {ignore_index!r}")
-        out["ignore_index"] = ignore_index
-    if "reduce_zero_label" in data:
-        if not isinstance(data["reduce_zero_label"], bool):
-            raise bad(f"{quote('reduce_zero_label')} must be true or false, got {data['reduce_zero_label']!r}")
-        out["reduce_zero_label"] = data["reduce_zero_label"]
-    for key in ("image_suffix", "label_suffix", "images_dir", "labels_dir", "name", "split_file"):
-        if key in data and data[key] is not None:
-            value = data[key]
-            if not isinstance(value, str):
-                raise bad(f"{quote(key)} must be a string, got {value!r}")
-            if not value and key != "name":
-                raise bad(f"{quote(key)} must not be empty")
-            out[key] = value
-    if "val_fraction" in data:
-        f = data["val_fraction"]
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
-            raise bad(f"{quote('val_fraction')} must be a number between 0 and 1 (exclusive), got {f!r}")
-        out["val_fraction"] = float(f)
-    if "split_seed" in data:
-        if not _is_int(data["split_seed"]):
-            raise bad(f"{quote('split_seed')} must be an integer, got {data['split_seed']!r}")
-        out["split_seed"] = data["split_seed"]
-    if data.get("info") is not None:
-        if not isinstance(data["info"], dict):
-            raise bad(f"{quote('info')} must be a mapping")
-        out["info"] = data["info"]
+        out["palette"] = tuple(tuple(c) for c in out["palette"])
+    for key in _NOT_EMPTY:
+        if out.get(key) == "":
+            raise bad(f"{quote(key)} must not be empty")
     _cross_check(out, bad, quote)
     return out
 
@@ -257,19 +251,17 @@ def load_folder_spec(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if yaml_path is not None:
-        try:
-            data = yaml.safe_load(yaml_path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise DataError("config", f"{yaml_path}: not valid YAML ({e.__class__.__name__})") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise DataError("config", f"{yaml_path}: expected a mapping (e.g. 'classes: [a, b]')")
-        values = _parse(data, str(yaml_path), lambda k: repr(k), _YAML_KEYS)
+        try:  # the config's reader: plain data, duplicate keys refused
+            data = read_yaml(yaml_path, "dataset description")
+        except ConfigError as e:
+            raise DataError("config", str(e)) from None
+        values = _parse(data, str(yaml_path), _YamlKeys, Checker(noun="key"))
         sources = dict.fromkeys(values, "yaml")
     if options:
-        prefix = f"{config_key}.options." if config_key else ""
-        opts = _parse(options, f"{root} (dataset options)", lambda k: repr(prefix + k), _OPTION_KEYS)
+        # from a training config: named as its keys (data.train.options.labels_dir); else as options
+        checker = Checker(noun="config key" if config_key else "option")
+        opts = _parse(options, f"{root} (dataset options)", _OptionKeys, checker,
+                      f"{config_key}.options" if config_key else "")
         values.update(opts)
         sources.update(dict.fromkeys(opts, "options"))
         _cross_check(values, lambda msg: DataError("config", f"{root} ({SPEC_NAME} and dataset options): {msg}"),

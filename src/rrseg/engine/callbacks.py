@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import signal
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from rrseg.engine import checkpoint as ckpt
 from rrseg.errors import RRSegError
@@ -40,6 +44,8 @@ from rrseg.output import show_progress
 
 if TYPE_CHECKING:
     from rrseg.engine.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Callback",
@@ -51,6 +57,7 @@ __all__ = [
     "NonFinitePolicy",
     "Progress",
     "Signals",
+    "StepLosses",
     "TensorBoard",
     "TrainingStopped",
     "default_callbacks",
@@ -64,6 +71,57 @@ class TrainingStopped(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class StepLosses(Mapping[str, float]):
+    """One optimizer step's loss terms and their sum ``"loss"``, each averaged over the step's micro-batches.
+
+    The values stay on the device as the criterion gave them (``values``: [micro-batches, terms + 1], detached)
+    until one is read: ``losses["loss"]`` or ``dict(losses)`` waits for the device (once per step); a callback
+    that reads every step makes the training loop wait every step. :class:`LossAverages` reads the steps of a
+    ``train.log_interval`` together (:meth:`read`): one wait per record. The averages are computed on the host,
+    in float64: the sum over the micro-batches of ``value / micro-batches``.
+    """
+
+    def __init__(self, names: Sequence[str], values: torch.Tensor) -> None:
+        self.names = tuple(names)
+        self.values = values
+        self._floats: dict[str, float] | None = None
+
+    @staticmethod
+    def read(steps: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
+        """The averages of each of ``steps``, fetched from the device with one transfer for all of them."""
+        todo = [s for s in steps if isinstance(s, StepLosses) and s._floats is None]
+        if len({(s.values.shape, s.values.device) for s in todo}) == 1:
+            rows = torch.stack([s.values for s in todo]).tolist()
+        else:
+            rows = [s.values.tolist() for s in todo]
+        for step, micro_rows in zip(todo, rows):
+            step._floats = _micro_average(step.names, micro_rows)
+        return [dict(s._floats) if isinstance(s, StepLosses) else dict(s) for s in steps]
+
+    def __getitem__(self, name: str) -> float:
+        if self._floats is None:
+            self.read([self])
+        return self._floats[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __repr__(self) -> str:
+        return f"StepLosses({list(self.names)}, {self.values.shape[0]} micro-batches)"
+
+
+def _micro_average(names: Sequence[str], rows: list[list[float]]) -> dict[str, float]:
+    """``{name: sum over rows of value / len(rows)}``, in that order of operations."""
+    out: dict[str, float] = {}
+    for row in rows:
+        for name, value in zip(names, row):
+            out[name] = out.get(name, 0.0) + value / len(rows)
+    return out
 
 
 class Callback:
@@ -194,36 +252,62 @@ class Progress(Callback):
 
 class LossAverages(Callback):
     """Every ``train.log_interval`` iterations (and at the last), a ``train`` record: the loss terms averaged
-    over the iterations since the last one (skipped steps left out), the learning rate and seconds per step."""
+    over the iterations since the last one (skipped steps left out), the learning rate and seconds per step.
+    The steps' losses stay on the device until the record: one wait for the device per record, none per step."""
 
     def __init__(self) -> None:
-        self.running: dict[str, float] = {}
-        self.count = 0
+        self.steps: list[Mapping[str, float]] = []  # since the last record (StepLosses), skipped ones left out
+        self.running: dict[str, float] = {}  # sums read back from a checkpoint taken between two records
+        self.count = 0  # the steps in ``running``
         self.seconds = 0.0  # the time of the iterations in ``running`` up to ``t_last``
         self.t_last = time.perf_counter()
+        self.overflow_warned = 0
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.t_last = time.perf_counter()
 
-    def on_iteration_end(self, trainer: Trainer, losses: dict[str, float] | None, lr: float) -> None:
+    def on_iteration_end(self, trainer: Trainer, losses: Mapping[str, float] | None, lr: float) -> None:
         if losses is not None:
-            for k, v in losses.items():
-                self.running[k] = self.running.get(k, 0.0) + v
-            self.count += 1
+            self.steps.append(losses)
         it = trainer.iteration
-        if self.count and (it % trainer.cfg.train.log_interval == 0 or it == trainer.cfg.schedule.iters):
+        count = self.count + len(self.steps)
+        if count and (it % trainer.cfg.train.log_interval == 0 or it == trainer.cfg.schedule.iters):
+            running = self._sums()
             dt = self.seconds + time.perf_counter() - self.t_last
-            trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / self.count,
-                         **{k: v / self.count for k, v in self.running.items()}})
-            self.running, self.count, self.seconds, self.t_last = {}, 0, 0.0, time.perf_counter()
+            trainer.log({"event": "train", "iteration": it, "lr": lr, "sec_per_iter": dt / count,
+                         **{k: v / count for k, v in running.items()}, **self._region_overflow(trainer)})
+            self.steps, self.running, self.count, self.seconds = [], {}, 0, 0.0
+            self.t_last = time.perf_counter()
+
+    def _region_overflow(self, trainer: Trainer) -> dict[str, int]:
+        """``{"region_overflow": n}`` once RR's branch has left n regions without a slot in this process (see
+        ``RROptions.slots``), with a warning when n grows; read only from a branch that uses slots."""
+        branch = getattr(trainer.parts.model, "rebalance", None)
+        if not getattr(branch, "uses_slots", False):
+            return {}
+        n = int(branch.overflow)
+        if n > self.overflow_warned:
+            logger.warning("the RR branch left %d regions out of its %d slots so far (the most frequent classes "
+                           "of the batches with more regions); raise loss.region.slots", n, branch.slots)
+            self.overflow_warned = n
+        return {"region_overflow": n} if n else {}
+
+    def _sums(self) -> dict[str, float]:
+        """The loss sums of ``running`` and ``steps`` (the record's one wait for the device)."""
+        running = dict(self.running)
+        for step in StepLosses.read(self.steps) if self.steps else ():
+            for k, v in step.items():
+                running[k] = running.get(k, 0.0) + v
+        return running
 
     def state_dict(self) -> dict[str, Any]:
         # a checkpoint between two records: the resumed run's next record averages the same iterations
-        return {"running": dict(self.running), "count": self.count,
+        return {"running": self._sums(), "count": self.count + len(self.steps),
                 "seconds": self.seconds + time.perf_counter() - self.t_last}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.running, self.count, self.seconds = dict(state["running"]), int(state["count"]), float(state["seconds"])
+        self.steps = []
 
 
 class Evaluation(Callback):

@@ -1,10 +1,13 @@
 """Configs: YAML data with ``_base_`` inheritance and dotted ``--set`` overrides, checked against a schema.
 
-Nothing in a config is executed: files are read with ``yaml.safe_load`` (a ``!!python`` tag is an error),
-values are plain data, and the schema below (dataclasses) names every valid key. An unknown or misspelt
-key is an error naming it and suggesting the closest valid key; a value of the wrong type is an error
-naming the key, the value and the expected type; a number outside its key's range (``RANGES`` below, a loss
-option's on its field) is an error naming the key, the value and the range, before anything runs or is written.
+Nothing in a config is executed: files are read with YAML's safe loader (:func:`rrseg.schema.read_yaml`: a
+``!!python`` tag is an error, as is a duplicate key), values are plain data, and the schema below (dataclasses,
+checked by :class:`rrseg.schema.Checker`) names every valid key. An unknown or misspelt key is an error naming
+it and suggesting the closest valid key; a value of the wrong type or not one of its choices (a ``Literal``
+field) is an error naming the key, the value and the expected type; a number outside its key's range
+(``RANGES`` below, a loss option's on its field) is an error naming the key, the value and the range; a model,
+dataset or loss that its registry does not know, or a model option the model does not take, is an error naming
+the key and the close names: all before anything runs or is written.
 """
 
 from __future__ import annotations
@@ -13,21 +16,19 @@ import copy
 import dataclasses
 import difflib
 import os
-import types
 import typing
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from rrseg.errors import RRSegError
-from rrseg.ranges import Range, field_range
+from rrseg.errors import ConfigError, RRSegError
+from rrseg.ranges import Range
 from rrseg.rebalance.base import NoRegionLoss, PixelLossOptions, RegionLossOptions
 from rrseg.rebalance.pixel import CrossEntropyOptions
 from rrseg.rebalance.registry import loss_class, loss_option_names, loss_registry
-from rrseg.schema import section, setting
+from rrseg.schema import Checker, Registered, parse_yaml, read_yaml, section, setting
 
 __all__ = [
     "Config",
@@ -44,10 +45,6 @@ __all__ = [
     "presets_dir",
     "resolved_work_dir",
 ]
-
-
-class ConfigError(RRSegError):
-    """A config that does not fit the schema."""
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -101,7 +98,8 @@ class ModelConfig:
               "(the backbone's timm weights through timm's hub download and cache); none (any case): no weights, "
               "from scratch by choice; null (not set): no weights either, with a warning when the backbone has timm "
               "weights")
-    options: dict[str, Any] = setting({}, "passed to build_model (keyword arguments)")
+    options: dict[str, Any] = setting({}, "passed to build_model (keyword arguments): the options of the model "
+                                          "model.name names (rrseg.models.model_options(name) lists them)")
 
 
 @dataclass
@@ -126,7 +124,7 @@ NoDecayRule = Literal["norm_bias", "swin_release", "none"]
 
 @dataclass
 class OptimConfig:
-    type: str = setting("adamw", "the optimizer: sgd or adamw")
+    type: Literal["sgd", "adamw"] = setting("adamw", "the optimizer: sgd or adamw")
     lr: float = setting(6e-5, "the base learning rate (reached at the end of warm-up, then decayed by the schedule)")
     momentum: float = setting(0.9, "sgd: the momentum")
     betas: list[float] = setting([0.9, 0.999], "adamw: the betas")
@@ -158,8 +156,8 @@ class ScheduleConfig:
 @dataclass
 class EvalConfig:
     interval: int = setting(16000, "evaluate every N iterations (0: only at the end)")
-    mode: str = setting("whole", "inference: whole (the whole image at once) or slide (overlapping crop_size "
-                                 "windows, stride apart)")
+    mode: Literal["whole", "slide"] = setting("whole", "inference: whole (the whole image at once) or slide "
+                                                       "(overlapping crop_size windows, stride apart)")
     crop_size: list[int] = setting([512, 512], "slide: the window [height, width]")
     stride: list[int] = setting([341, 341], "slide: the step between windows [height, width]")
     scales: list[float] = setting([1.0], "TTA scale ratios (of data.scale), the logits averaged")
@@ -168,15 +166,16 @@ class EvalConfig:
     group_sizes: list[int] | None = setting(None, "frequent / common sizes (the rest: rare); default: ADE20K "
                                                   "fractions 20/55/75 of 150, at least one class per group, no "
                                                   "rare group below 3 classes (rrseg.metrics.groups)")
-    group_by: str = setting("region", "frequency groups ranked by region (image) count (region), by pixel count "
-                                      "(pixel: groups pixel_frequent / ...), or both")
+    group_by: Literal["region", "pixel", "both"] = setting(
+        "region", "frequency groups ranked by region (image) count (region), by pixel count (pixel: groups "
+                  "pixel_frequent / ...), or both")
 
 
 @dataclass
 class TrainConfig:
     seed: int = setting(0, "the random seed (initialisation, data order, augmentation, dropout)")
     deterministic: bool = setting(True, "deterministic algorithms on CPU (bit-exact resume)")
-    amp: str = setting("none", "mixed precision: none, bf16 or fp16 (CUDA)")
+    amp: Literal["none", "bf16", "fp16"] = setting("none", "mixed precision: none, bf16 or fp16 (CUDA)")
     sync_bn: bool = setting(False, "BatchNorm statistics synchronised over the processes (DDP)")
     log_interval: int = setting(50, "a training record (loss terms, lr) in log.jsonl and TensorBoard every N "
                                     "iterations")
@@ -185,8 +184,8 @@ class TrainConfig:
     tensorboard: bool = setting(True, "TensorBoard events in the work dir (tb/)")
     progress: bool = setting(True, "a progress bar while training (and while the data is checked, on a "
                                    "terminal); shown only when progress is (not with rrseg -q)")
-    nan_policy: str = setting("stop", "a non-finite loss: stop (checkpoint and exit with a message) or skip (skip "
-                                      "the step)")
+    nan_policy: Literal["stop", "skip"] = setting("stop", "a non-finite loss: stop (checkpoint and exit with a "
+                                                          "message) or skip (skip the step)")
     global_batch: int | None = setting(
         None, "the global batch the config assumes: images per optimizer update over all processes (data.batch_size "
               "x processes x optim.accumulate). The paper presets set it (their learning rates and RR's per-process "
@@ -210,15 +209,9 @@ class Config:
                              "(file:line); empty for user configs")
 
 
-# Allowed values of string fields that select an implementation. The loss sections' `type` and options come
-# from the loss registry (rrseg.rebalance.registry), dataset types from the dataset registry (REGISTERED).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "optim.type": ("sgd", "adamw"),
-    "eval.mode": ("whole", "slide"),
-    "eval.group_by": ("region", "pixel", "both"),
-    "train.amp": ("none", "bf16", "fp16"),
-    "train.nan_policy": ("stop", "skip"),
-}
+# A string key with a fixed set of values is a Literal field (optim.type, eval.mode, ...). The loss sections'
+# `type` and options come from the loss registry (rrseg.rebalance.registry); the keys below name an entry of
+# another registry, checked at load (an error naming close or known names) and listed in the reference.
 
 
 def _dataset_name(name: str) -> None:
@@ -227,8 +220,30 @@ def _dataset_name(name: str) -> None:
     dataset_class(name)  # the names and aliases build_dataset takes; else an error naming the known ones
 
 
-# String fields that name an entry of a registry: the check raises an RRSegError naming the known names.
-REGISTERED: dict[str, Callable[[str], Any]] = {"data.train.type": _dataset_name, "data.val.type": _dataset_name}
+def _dataset_names() -> list[str]:
+    from rrseg.data.builder import DATASETS
+
+    return list(DATASETS)
+
+
+def _model_name(name: str) -> None:
+    from rrseg.models import get_model_factory  # here: the models import timm (not needed by --help)
+
+    get_model_factory(name)  # the registered names; else an error naming the close ones
+
+
+def _model_names() -> list[str]:
+    from rrseg.models import list_models
+
+    return list_models()
+
+
+_DATASET = Registered(_dataset_name, _dataset_names, " (or an alias)")
+REGISTERED: dict[str, Registered] = {
+    "model.name": Registered(_model_name, _model_names),
+    "data.train.type": _DATASET,
+    "data.val.type": _DATASET,
+}
 
 # The allowed values of every numeric key (a list's items one by one; `length` / `min_length`: its number of
 # items), checked at load. A loss option declares its range on its options class's field (rrseg.ranges.ranged).
@@ -275,51 +290,6 @@ RANGES: dict[str, Range] = {
 # ---------------------------------------------------------------------------------------------- loading
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that also refuses duplicate keys (a silent override is a config bug)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    """A YAML mapping from ``path``, through the safe loader; every problem names the file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__})") from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: plain data only
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except yaml.constructor.ConstructorError as e:
-        tag = getattr(e, "problem", "") or str(e)
-        raise ConfigError(f"{path}: refused a YAML tag ({tag.strip()}); configs are plain data") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        detail = " ".join(str(getattr(e, "problem", None) or e).split())  # a ReaderError spans lines
-        raise ConfigError(f"{path}: invalid YAML{where} ({detail})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in override.items():
@@ -334,7 +304,7 @@ def _load_with_bases(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in chain:
         raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(p.name for p in (*chain, path))}")
-    data = read_yaml(path)
+    data = read_yaml(path, "config")
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
@@ -355,7 +325,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
+        except ConfigError as e:  # a duplicate key in a mapping value
+            raise ConfigError(f"--set {key}: {e}") from None
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
         _check_path(key)
@@ -384,13 +356,6 @@ def _check_path(key: str) -> None:
             if i != len(key.split(".")) - 1:
                 raise ConfigError(f"--set {key}: {'.'.join(key.split('.')[: i + 1])} is not a section")
             return
-
-
-def _unknown(key: str, valid: list[str], prefix: str) -> typing.NoReturn:
-    where = f"{prefix}.{key}" if prefix else key
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {(prefix + '.' if prefix else '') + close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown config key {where!r}{hint} (valid here: {', '.join(sorted(valid))})")
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -424,115 +389,6 @@ def _dataclass_of(tp: Any) -> Any:
     return None
 
 
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(e)
-        raise ConfigError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"config key {key!r}: expected null, got {value!r}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r}: expected a {_type_name(tp)}, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
-        return copy.deepcopy(value)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, str) and value in allowed:
-            return value
-        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"config key {key!r}: {value!r} is not one of {', '.join(allowed)}{hint}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r}: expected a section (mapping), got {value!r}")
-        return _build_loss(tp, value, key) if _is_loss_section(tp) else _build(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 6e-5 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str and isinstance(value, str):
-        return value
-    raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            _unknown(str(key), list(fields), prefix)
-        full = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _coerce(value, hints[key], full)
-        if full in CHOICES and kwargs[key] not in CHOICES[full]:
-            close = difflib.get_close_matches(str(kwargs[key]), CHOICES[full], n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"config key {full!r}: {kwargs[key]!r} is not one of {', '.join(CHOICES[full])}{hint}")
-        if full in REGISTERED:
-            try:
-                REGISTERED[full](kwargs[key])
-            except RRSegError as e:
-                raise ConfigError(f"config key {full!r}: {e}") from None
-        allowed = RANGES.get(full) or field_range(fields[key])
-        if allowed is not None:
-            _check_range(full, kwargs[key], allowed)
-    return cls(**kwargs)
-
-
-def _check_range(key: str, value: Any, allowed: Range) -> None:
-    """Raise if a number (or a list's length or items) is outside ``allowed``; None (an unset optional key)
-    passes."""
-    if value is None:
-        return
-    if isinstance(value, list):
-        n = len(value)
-        if allowed.length is not None and n != allowed.length:
-            raise ConfigError(f"config key {key!r}: {value!r} has {n} item{'' if n == 1 else 's'}, "
-                              f"expected {allowed.length} (each {allowed})")
-        if n < allowed.min_length:
-            raise ConfigError(f"config key {key!r}: {value!r} has {n} item{'' if n == 1 else 's'}, "
-                              f"expected at least {allowed.min_length} (each {allowed})")
-        for i, item in enumerate(value):
-            _check_range(f"{key}[{i}]", item, allowed)
-        return
-    if value not in allowed:
-        raise ConfigError(f"config key {key!r}: {value!r} is not {allowed}")
-
-
 def _build_loss(base: Any, data: dict, prefix: str) -> Any:
     """A loss section: ``type`` picks the registered loss, whose options class checks and fills the other keys;
     a key of another loss is an error naming the key and the loss, as is an unknown ``type``."""
@@ -553,8 +409,30 @@ def _build_loss(base: Any, data: dict, prefix: str) -> Any:
     return _build(cls, {**data, "type": name}, prefix)
 
 
+# The config's checker (rrseg.schema: types, Literal choices, ranges, registries, unknown keys), and its checks
+# under the names this module uses.
+_CHECK = Checker(noun="config key", ranges=RANGES, registered=REGISTERED,
+                 builders={PixelLossOptions: _build_loss, RegionLossOptions: _build_loss})
+_coerce, _build, _unknown = _CHECK.coerce, _CHECK.build, _CHECK.unknown
+
+
+def _check_model_options(cfg: Config) -> None:
+    """model.options: keywords of the model model.name names (the name was checked when it was read)."""
+    from rrseg.models import model_options
+
+    name = cfg.model.name
+    accepted = list(model_options(name))
+    for key in cfg.model.options:
+        if key not in accepted:
+            close = difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"config key 'model.options.{key}': not an option of {name}{hint} ({name} takes "
+                              f"{', '.join(accepted) or 'no options'})")
+
+
 def _check_combinations(cfg: Config) -> Config:
     """Keys that are valid alone but not together."""
+    _check_model_options(cfg)
     low, high = cfg.data.ratio_range
     if low > high:
         raise ConfigError(f"config key 'data.ratio_range': {cfg.data.ratio_range!r} is not (low, high) with "

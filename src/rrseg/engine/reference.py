@@ -2,8 +2,8 @@
 values, its default and its meaning, the loss sections' options per registered loss, and the packaged presets.
 
 The meanings are the schema's own (:mod:`rrseg.schema`: the config sections' fields and the losses' options
-tables), the allowed values those the config checks (``CHOICES``, ``RANGES``, the fields' ranges, the registries),
-so the reference cannot say something the loader does not do. ``rrseg config reference -o docs/CONFIG.md``
+tables), the allowed values those the config checks (``Literal`` types, ``RANGES``, the fields' ranges, the
+registries), so the reference cannot say something the loader does not do. ``rrseg config reference -o docs/CONFIG.md``
 writes it; tests/engine/test_config_reference.py fails when docs/CONFIG.md differs from :func:`config_reference`.
 """
 
@@ -41,8 +41,9 @@ A config is a YAML file of the keys below; every key is optional and takes the d
 - **`--set KEY=VALUE`** (`rrseg train`, `rrseg eval`, `rrseg config show`): overrides a dotted key; the value
   is read as YAML (`--set optim.lr=1e-4 data.crop_size=[256,256] loss.region.type=rr`).
 - **Checks**: an unknown key is an error that names the closest valid one; a value of the wrong type, outside
-  its range or not one of its choices is an error naming the key and the value. Nothing in a config is executed
-  (`!!python` tags are refused).
+  its range or not one of its choices (`model.name`, `data.*.type`, `loss.*.type`: the names registered) is an
+  error naming the key and the value, as is a `model.options` key the model does not take; a key given twice
+  in one mapping is an error. Nothing in a config is executed (`!!python` tags are refused).
 - **By name**: a config that is not an existing file is looked up among the packaged presets (below), so
   `rrseg train upernet_swin_t/ade20k_160k_rr` and `rrseg train demo` work from any directory after
   `pip install`; in a checkout `configs/` is that folder (`rrseg train configs/demo.yaml`).
@@ -88,14 +89,11 @@ def _type(tp: Any) -> str:
 
 
 def _allowed(key: str, tp: Any, allowed: Range | None) -> str:
-    """The type with what else the loader checks: choices, a registry, a range (items: length)."""
+    """The type (a Literal: its choices) with what else the loader checks: a registry, a range (items: length)."""
     text = _type(tp)
-    if key in C.CHOICES:
-        text += ": " + " \\| ".join(f"`{c}`" for c in C.CHOICES[key])
-    if key in C.REGISTERED:  # the dataset types
-        from rrseg.data.builder import DATASETS
-
-        text += ": " + " \\| ".join(f"`{n}`" for n in DATASETS) + " (or an alias)"
+    if key in C.REGISTERED:  # the dataset types, the models
+        registry = C.REGISTERED[key]
+        text += ": " + " \\| ".join(f"`{n}`" for n in registry.names()) + registry.note
     if allowed is not None:
         parts = []
         if allowed.length is not None:

@@ -31,7 +31,7 @@ import yaml
 
 from rrseg.data.base import image_sizes
 from rrseg.engine import checkpoint as ckpt
-from rrseg.engine.callbacks import Callback, Export, TrainingStopped, default_callbacks
+from rrseg.engine.callbacks import Callback, Export, StepLosses, TrainingStopped, default_callbacks
 from rrseg.engine.components import Components, build_components, build_train_loader, build_val_loader, global_batch
 from rrseg.engine.config import Config, config_to_dict, resolved_work_dir
 from rrseg.engine.distributed import DistInfo, barrier, cleanup, setup
@@ -352,12 +352,20 @@ class Trainer:
         torch.distributed.all_gather_object(gathered, mine)
         return gathered
 
-    def _step(self, data_iter) -> dict[str, float] | None:
-        """One iteration: ``optim.accumulate`` micro-batches, one update. The loss terms (averaged over the
-        micro-batches), or None when the loss was not finite (the step is undone; the policy decides)."""
+    def _step(self, data_iter) -> StepLosses | None:
+        """One iteration: ``optim.accumulate`` micro-batches, one update. The loss terms (on the device, averaged
+        over the micro-batches when read: :class:`StepLosses`), or None when the loss was not finite (the step
+        is undone; the policy decides).
+
+        The host waits for the device once per step: whether every micro-batch's loss was finite, read before
+        the update. A micro-batch after a non-finite one still runs (its data is this iteration's anyway); the
+        undo takes back what it changed (gradients, BatchNorm statistics, the RNG it drew from)."""
         parts, device = self.parts, self.info.device
         accumulate = self.cfg.optim.accumulate
-        totals: dict[str, float] = {}
+        names: list[str] = []
+        values: list[torch.Tensor] = []  # per micro-batch: its terms and their sum, [terms + 1]
+        finite: list[torch.Tensor] = []  # per micro-batch: whether its loss is finite
+        rng: list[dict] = []  # per micro-batch but the last: the RNG states after its forward pass
         parts.optimizer.zero_grad(set_to_none=True)
         # BatchNorm statistics change in the forward pass: kept, so that a skipped step leaves no trace
         self._bn_state = [(b, b.detach().clone()) for b in parts.batchnorm_buffers]
@@ -373,34 +381,41 @@ class Trainer:
                     out = parts.ddp(images)
                     terms = parts.criterion(out, labels)
                 loss = sum(terms.values())
-                if not self._all_finite(loss):
-                    for _ in range(accumulate - 1 - micro):  # the rest of this iteration's data: a resumed
-                        next(data_iter)  # run, which starts at the iteration's first sample, stays in step
-                    self._undo_step(terms)
-                    return None
+                if micro < accumulate - 1:  # (a skipped step leaves the RNG as if it had stopped here)
+                    rng.append(ckpt.capture_rng())
+                names = [*terms, "loss"]
+                # float64 holds every term's value exactly, as float(v) would
+                values.append(torch.stack([v.detach().reshape(()).double() for v in (*terms.values(), loss)]))
+                finite.append(torch.isfinite(loss.detach()))
                 parts.scaler.scale(loss / accumulate).backward()
-            for k, v in terms.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) / accumulate
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) / accumulate
+        bad = self._first_non_finite(torch.stack(finite))  # the step's one host synchronisation
+        if bad is not None:
+            self._undo_step(dict(zip(names[:-1], values[bad][:-1].tolist())), rng[bad] if bad < len(rng) else None)
+            return None
         if self.cfg.optim.clip_grad:
             parts.scaler.unscale_(parts.optimizer)
             torch.nn.utils.clip_grad_norm_(parts.model.parameters(), self.cfg.optim.clip_grad)
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
-        return totals
+        return StepLosses(names, torch.stack(values))
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite in every process. One decision for all ranks: if one rank skipped or
-        stopped alone, the others would wait in the gradient all-reduce until the process-group timeout."""
-        finite = torch.isfinite(loss.detach()).to(torch.int32)
+    def _first_non_finite(self, finite: torch.Tensor) -> int | None:
+        """The first micro-batch whose loss is NaN or infinite in some process (``finite``: a flag per
+        micro-batch), or None. One decision for all ranks: if one rank skipped or stopped alone, the others
+        would wait in the gradient all-reduce until the process-group timeout. Reads one value from the device
+        when every loss is finite."""
+        finite = finite.to(torch.int32)
         if self.info.distributed:
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        return bool(finite)
+        if bool(finite.all()):
+            return None
+        return finite.tolist().index(0)
 
-    def _undo_step(self, terms: dict) -> None:
-        """The loss of iteration ``self.iteration + 1`` is NaN or infinite (in this process or another): undo
-        the step (gradients and BatchNorm statistics), then the callbacks' policy skips it or stops the run."""
-        values = {k: float(v.detach()) for k, v in terms.items()}
+    def _undo_step(self, values: dict[str, float], rng: dict | None = None) -> None:
+        """The loss of iteration ``self.iteration + 1`` is NaN or infinite (in this process or another; ``values``:
+        this process's terms in the first such micro-batch): undo the step (gradients, BatchNorm statistics and,
+        with ``rng``, the RNG states as they were after that micro-batch's forward pass), then the callbacks'
+        policy skips it or stops the run."""
         detail = ", ".join(f"{k}={x:.4g}" for k, x in values.items())
         if self.info.distributed:
             here = not all(math.isfinite(x) for x in values.values())
@@ -410,5 +425,7 @@ class Trainer:
         with torch.no_grad():
             for buf, saved in self._bn_state:
                 buf.copy_(saved)
+        if rng is not None:
+            ckpt.restore_rng(rng)
         self._emit("on_non_finite", values, detail)
 

@@ -70,9 +70,15 @@ class PixelLoss(LossTerm):
     def _average(self, losses: Tensor, labels: Tensor) -> Tensor:
         """Per-pixel losses (0 at ignored pixels) -> their sum over labelled pixels or, as mmseg 0.17's
         ``weight_reduce_loss`` with reduction "mean", their mean over every pixel."""
-        if self.avg_non_ignore:
-            return losses.sum() / (labels != self.ignore_index).sum()
+        if self.avg_non_ignore:  # (a count of 0 comes with a sum of 0: 0 / 1, no 0 / 0 in the backward pass)
+            return losses.sum() / (labels != self.ignore_index).sum().clamp(min=1)
         return losses.mean()
+
+    def _labelled_or_zero(self, loss: Tensor, labels: Tensor) -> Tensor:
+        """``loss``, or 0 when every pixel is ignored (PyTorch's mean would be 0 / 0), decided on the device:
+        no host synchronisation. The 0 keeps the graph (a zero gradient); the NaN of the unselected branch
+        never reaches a gradient (``torch.where`` sends it 0)."""
+        return torch.where((labels != self.ignore_index).any(), loss, 0.0)
 
     def _ce(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Unweighted pixel CE, averaged as above (PyTorch's fused mean where that is the same number)."""
@@ -116,8 +122,6 @@ class CrossEntropyLoss(PixelLoss):
 
     def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
         logits = self._logits(out, labels)
-        if not bool((labels != self.ignore_index).any()):
-            return logits.sum() * 0.0
         labels = labels.long()
         if self.divide_by_weight_sum or (self.weight is None and self.avg_non_ignore):
             # PyTorch's own mean: over labelled pixels, or over their weights (the same without weights)
@@ -125,7 +129,7 @@ class CrossEntropyLoss(PixelLoss):
         else:
             loss = self._average(F.cross_entropy(logits, labels, weight=self.weight, reduction="none",
                                                  ignore_index=self.ignore_index), labels)
-        return self.loss_weight * loss
+        return self._labelled_or_zero(self.loss_weight * loss, labels)
 
 
 @dataclass
@@ -178,12 +182,11 @@ class FocalLoss(PixelLoss):
         logits = self._logits(out, labels)
         labels = labels.long()
         valid = labels != self.ignore_index
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
         logp = F.log_softmax(logits, dim=1)
-        logp_t = logp.gather(1, labels.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)[valid]
-        loss = -((1.0 - logp_t.exp()) ** self.gamma) * logp_t  # labelled pixels only
-        return self.loss_weight * (loss.mean() if self.avg_non_ignore else loss.sum() / labels.numel())
+        logp_t = logp.gather(1, labels.clamp(0, logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
+        # ignored pixels weigh 0 (a mask, not a boolean index, which would read their number back to the host)
+        losses = -((1.0 - logp_t.exp()) ** self.gamma) * logp_t * valid
+        return self._labelled_or_zero(self.loss_weight * self._average(losses, labels), labels)
 
 
 @dataclass
@@ -220,10 +223,8 @@ class BalancedSoftmaxLoss(PixelLoss):
 
     def forward(self, out: SegOutput, labels: Tensor) -> Tensor:
         logits = self._logits(out, labels)
-        if not bool((labels != self.ignore_index).any()):
-            return logits.sum() * 0.0
         adjusted = logits + self.log_prior.view(1, -1, 1, 1)
-        return self.loss_weight * self._ce(adjusted, labels)
+        return self._labelled_or_zero(self.loss_weight * self._ce(adjusted, labels), labels)
 
 
 @dataclass

@@ -54,7 +54,9 @@ __all__ = [
     "RROptions",
     "RegionPool",
     "RegionRebalance",
+    "RegionSlots",
     "region_pool",
+    "region_slots",
     "region_table",
     "rr_options",
     "simplex_etf",
@@ -100,6 +102,59 @@ def _check_labels(labels: Tensor, num_classes: int, ignore_index: int) -> None:
         torch._assert_async(valid.all(), f"region_pool: a label is outside [0, {num_classes}) and not ignore_index")
 
 
+def _pixel_rows(
+    features: Tensor, labels: Tensor, num_classes: int, ignore_index: int, per_image: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Checked long labels on the features' device, whether each pixel is labelled, and its region row
+    (``class``, or ``image * C + class`` per image; 0 for ignored pixels, which weigh 0)."""
+    if features.dim() != 4 or labels.dim() != 3 or features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"region_pool expects features [B, D, h, w] and labels [B, H, W] with the same B, "
+            f"got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
+    labels = labels.to(device=features.device, dtype=torch.long)
+    _check_labels(labels, num_classes, ignore_index)
+    keep = labels != ignore_index
+    cls = torch.where(keep, labels, 0)  # ignored pixels add weight 0 to class 0's row: no filtering
+    img = torch.arange(features.shape[0], device=features.device).view(-1, 1, 1)
+    return keep, (img * num_classes + cls if per_image else cls), img
+
+
+def _row_sums(features: Tensor, labels_hw: tuple[int, int], keep: Tensor, row: Tensor, rows: int,
+              blocks: bool, align_corners: bool) -> tuple[Tensor, Tensor]:
+    """Sum of the bilinearly upsampled features over the labelled pixels of each of ``rows`` rows (``row``: each
+    pixel's row) and the rows' pixel counts. ``blocks``: row ``image * (rows / B) + r`` takes pixels of that
+    image only (a [B, rows / B, h*w] table, one matmul per image); else one [rows, B*h*w] table."""
+    b, d, h, w = features.shape
+    device = features.device
+    acc_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    img = torch.arange(b, device=device).view(b, 1, 1)
+    # Row offsets into the flat weight table: per image a [rows / B, h*w] block of its own cells, or per row
+    # the cells of every image.
+    base = row * (h * w) if blocks else row * (b * h * w) + img * (h * w)
+    counts = torch.zeros(rows, dtype=torch.long, device=device)
+    counts.index_add_(0, row.reshape(-1), keep.reshape(-1).long())
+
+    # Adjoint of separable bilinear upsampling: every labelled pixel sends its 4 bilinear weights back to
+    # the feature cells it was interpolated from, into the row of its region.
+    y0, y1, wy0, wy1 = _source_taps(labels_hw[0], h, align_corners, device)
+    x0, x1, wx0, wx1 = _source_taps(labels_hw[1], w, align_corners, device)
+    keep_w = keep.to(acc_dtype)
+    weights = torch.zeros(rows * (h * w if blocks else b * h * w), dtype=acc_dtype, device=device)
+    for yy, wy in ((y0, wy0), (y1, wy1)):
+        for xx, wx in ((x0, wx0), (x1, wx1)):
+            cell = (yy.view(-1, 1) * w + xx.view(1, -1)).unsqueeze(0)  # [1, H, W]
+            tap = (wy.view(-1, 1) * wx.view(1, -1)).to(acc_dtype).unsqueeze(0)
+            weights.index_add_(0, (base + cell).reshape(-1), (keep_w * tap).reshape(-1))
+
+    feats = features.to(acc_dtype).permute(0, 2, 3, 1).reshape(b, h * w, d)
+    if blocks:
+        sums = torch.bmm(weights.view(b, rows // b, h * w), feats).reshape(rows, d)
+    else:
+        sums = weights.view(rows, b * h * w) @ feats.reshape(b * h * w, d)
+    return sums, counts
+
+
 def region_table(
     features: Tensor,
     labels: Tensor,
@@ -116,45 +171,54 @@ def region_table(
     whatever classes a batch holds. Means accumulate in float32 (float64 for float64 input) and are returned
     in that dtype; counts are int64.
     """
-    if features.dim() != 4 or labels.dim() != 3 or features.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"region_pool expects features [B, D, h, w] and labels [B, H, W] with the same B, "
-            f"got {tuple(features.shape)} and {tuple(labels.shape)}"
-        )
-    b, d, h, w = features.shape
-    big_h, big_w = labels.shape[-2:]
-    device = features.device
-    labels = labels.to(device=device, dtype=torch.long)
-    acc_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
-    _check_labels(labels, num_classes, ignore_index)
+    keep, row, _ = _pixel_rows(features, labels, num_classes, ignore_index, per_image)
+    rows = features.shape[0] * num_classes if per_image else num_classes
+    sums, counts = _row_sums(features, labels.shape[-2:], keep, row, rows, per_image, align_corners)
+    return sums / counts.clamp(min=1).to(sums.dtype).unsqueeze(1), counts
 
-    keep = labels != ignore_index
-    cls = torch.where(keep, labels, 0)  # ignored pixels add weight 0 to class 0's row: no filtering
-    img = torch.arange(b, device=device).view(b, 1, 1)
-    key = img * num_classes + cls if per_image else cls  # each pixel's region row
-    # Row offsets into the flat [K, B*h*w] weight table: per image a [C, h*w] block of its own cells.
-    base = key * (h * w) if per_image else key * (b * h * w) + img * (h * w)
-    counts = torch.zeros(b * num_classes if per_image else num_classes, dtype=torch.long, device=device)
-    counts.index_add_(0, key.reshape(-1), keep.reshape(-1).long())
 
-    # Adjoint of separable bilinear upsampling: every labelled pixel sends its 4 bilinear weights back to
-    # the feature cells it was interpolated from, into the row of its region.
-    y0, y1, wy0, wy1 = _source_taps(big_h, h, align_corners, device)
-    x0, x1, wx0, wx1 = _source_taps(big_w, w, align_corners, device)
-    keep_w = keep.to(acc_dtype)
-    weights = torch.zeros(num_classes * b * h * w, dtype=acc_dtype, device=device)  # [K, B*h*w] or [B, C, h*w]
-    for yy, wy in ((y0, wy0), (y1, wy1)):
-        for xx, wx in ((x0, wx0), (x1, wx1)):
-            cell = (yy.view(-1, 1) * w + xx.view(1, -1)).unsqueeze(0)  # [1, H, W]
-            tap = (wy.view(-1, 1) * wx.view(1, -1)).to(acc_dtype).unsqueeze(0)
-            weights.index_add_(0, (base + cell).reshape(-1), (keep_w * tap).reshape(-1))
+class RegionSlots(NamedTuple):
+    means: Tensor  # [S, D] mean feature of the region in each slot (0 for an empty slot)
+    counts: Tensor  # [S] its labelled pixels (0: an empty slot)
+    keys: Tensor  # [S] its row in region_table's table: class, or image * C + class per image
+    overflow: Tensor  # [] regions present but left without a slot (0 unless more than S are present)
 
-    feats = features.to(acc_dtype).permute(0, 2, 3, 1).reshape(b, h * w, d)
-    if per_image:
-        sums = torch.bmm(weights.view(b, num_classes, h * w), feats).reshape(b * num_classes, d)
-    else:
-        sums = weights.view(num_classes, b * h * w) @ feats.reshape(b * h * w, d)
-    return sums / counts.clamp(min=1).to(acc_dtype).unsqueeze(1), counts
+
+def region_slots(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    slots: int,
+    ignore_index: int = 255,
+    per_image: bool = False,
+    align_corners: bool = True,
+    priority: Tensor | None = None,
+) -> RegionSlots:
+    """``region_table`` in ``slots`` rows: the regions present fill the slots, so the cost follows the regions a
+    batch holds, not the class count (a table of C rows costs C x B x h x w floats: 444 MB at 847 classes and
+    batch 8 x 512^2), with static shapes and no host synchronisation all the same.
+
+    A region's slot is its rank among the present ones: ``cumsum`` over the rows in ``priority`` order (a
+    permutation of the rows; default: row order). Each slot's mean and count equal its row of the table
+    exactly; slots past the present regions are empty (count 0). When more than ``slots`` regions are present
+    the rest, last in ``priority`` order, are left out, and ``overflow`` says how many.
+    """
+    keep, row, _ = _pixel_rows(features, labels, num_classes, ignore_index, per_image)
+    rows = features.shape[0] * num_classes if per_image else num_classes
+    present = torch.zeros(rows, dtype=torch.long, device=features.device)
+    present.index_add_(0, row.reshape(-1), keep.reshape(-1).long())
+    present = present > 0
+    order = torch.arange(rows, device=features.device) if priority is None else priority.to(features.device)
+    rank = torch.empty_like(order).scatter_(0, order, torch.cumsum(present[order].long(), 0) - 1)
+    slot_of = torch.where(present & (rank < slots), rank, slots)  # slot ``slots``: absent, or no slot left
+    pixel_slot = slot_of[row]
+    keep = keep & (pixel_slot < slots)
+    sums, counts = _row_sums(features, labels.shape[-2:], keep, torch.where(keep, pixel_slot, 0), slots, False,
+                             align_corners)
+    keys = torch.zeros(slots + 1, dtype=torch.long, device=features.device)
+    keys = keys.scatter_(0, slot_of, torch.arange(rows, device=features.device))[:slots]
+    overflow = (present.sum() - slots).clamp(min=0)
+    return RegionSlots(sums / counts.clamp(min=1).to(sums.dtype).unsqueeze(1), counts, keys, overflow)
 
 
 def region_pool(
@@ -219,6 +283,10 @@ class RROptions(RegionLossOptions):
                           "counted in the mean)",
         "consistency_weight": "the release's DeepLabV3+ / OCRNet heads: the weight of their consistency term (each "
                               "labelled pixel's logits against the regions' logits); 0: none",
+        "slots": "the region table's rows when the classes (x images, per_image) are more: filled from the regions "
+                 "present, rarest classes first, so the cost follows the classes present; a batch with more "
+                 "regions leaves the most frequent out and the train record counts them (region_overflow); null: "
+                 "a row for every class",
     }
     type: str = "rr"
     loss_weight: float = ranged(1.0, ">= 0")
@@ -232,6 +300,7 @@ class RROptions(RegionLossOptions):
     prior_eps: float | None = ranged(None, "> 0")
     ignored_region: bool = False
     consistency_weight: float = ranged(0.0, ">= 0")
+    slots: int | None = ranged(128, ">= 1")
 
     ETF: ClassVar[bool] = False  # CeCo's classifier (a simplex ETF) instead of a Linear one
 
@@ -299,7 +368,12 @@ class RegionRebalance(nn.Module):
     Training uses a fixed region table (``region_table``): every class (or image x class) has a row, absent
     ones are masked out of the mean, ignored pixels weigh 0 and labels are checked asynchronously on an
     accelerator, so the step has no host synchronisation and no data-dependent shape (``torch.compile``
-    traces it in one graph). Dropout therefore draws its mask over all K rows.
+    traces it in one graph). Dropout therefore draws its mask over all K rows. When the classes (x images)
+    outnumber ``slots`` (128 by default: ADE20K's 150 classes, COCO-Stuff's 171, ADE20K-Full's 847), the table
+    has ``slots`` rows instead, filled from the regions present (``region_slots``), rarest class first: the
+    same static shapes, a cost that follows the regions a batch holds, and the same loss while they fit
+    (a batch of 4 holds about 25-30 classes on these datasets); regions past the last slot are left out and
+    counted in ``overflow`` (the train record's ``region_overflow``).
     """
 
     def __init__(
@@ -324,6 +398,7 @@ class RegionRebalance(nn.Module):
         prior_eps: float | None = RROptions.prior_eps,
         ignored_region: bool = RROptions.ignored_region,
         consistency_weight: float = RROptions.consistency_weight,
+        slots: int | None = RROptions.slots,
     ) -> None:
         super().__init__()
         if prior not in ("region", "pixel", "none"):
@@ -342,6 +417,8 @@ class RegionRebalance(nn.Module):
             raise ValueError(f"consistency_weight must be >= 0, got {consistency_weight}")
         if consistency_weight and per_image:
             raise ValueError("consistency_weight needs regions pooled over the batch (per_image=False), as released")
+        if slots is not None and slots < 1:
+            raise ValueError(f"slots must be >= 1 (or null: a row for every class), got {slots}")
         self.num_classes = num_classes
         self.smooth = smooth
         self.loss_weight = float(loss_weight)
@@ -354,6 +431,7 @@ class RegionRebalance(nn.Module):
         self.prior_eps = prior_eps
         self.ignored_region = bool(ignored_region)
         self.consistency_weight = float(consistency_weight)
+        self.slots = slots
 
         self.reduce = nn.Sequential(
             nn.Conv2d(in_channels, reduce_channels, kernel_size=1, bias=False), nn.BatchNorm2d(reduce_channels)
@@ -376,6 +454,14 @@ class RegionRebalance(nn.Module):
             # prior_eps: the release's DeepLabV3+ / OCRNet heads, log(n / sum n + eps)
             log_prior = cc.log_prior("pixel" if prior == "pixel" else "region", eps=prior_eps)
         self.register_buffer("log_prior", log_prior)
+        # the order in which present regions take slots: rarest class first (the ignored region, a part of the
+        # released mean, before them); none of this is saved in a checkpoint
+        fill = torch.argsort(log_prior, stable=True)
+        if self.ignored_region:
+            fill = torch.cat([torch.tensor([num_classes]), fill])
+        self.register_buffer("fill_order", fill, persistent=False)
+        self.register_buffer("overflow", torch.zeros((), dtype=torch.long), persistent=False)
+        self.uses_slots = False  # set by the first training call that fills slots
         self._last: tuple[Tensor, Tensor, Tensor] | None = None  # table logits, classes, presence
 
     def check_fits(self, in_channels: int, num_classes: int) -> None:
@@ -409,14 +495,26 @@ class RegionRebalance(nn.Module):
             _check_labels(labels, self.num_classes, self.ignore_index)
             labels = torch.where(labels == self.ignore_index, self.num_classes, labels)
             rows, ignore_index = self.num_classes + 1, -1
-        means, counts = region_table(reduced, labels, rows, ignore_index, self.per_image, self.align_corners)
+        regions = rows * b if self.per_image else rows
+        if self.slots is not None and self.slots < regions:
+            order = self.fill_order
+            if self.per_image:  # each class's regions in image order, classes in fill order
+                order = (torch.arange(b, device=order.device).view(1, b) * rows + order.view(-1, 1)).reshape(-1)
+            table = region_slots(reduced, labels, rows, self.slots, ignore_index, self.per_image,
+                                 self.align_corners, priority=order)
+            means, counts, keys = table.means, table.counts, table.keys
+            self.overflow += table.overflow.to(self.overflow.device)
+            self.uses_slots = True
+        else:
+            means, counts = region_table(reduced, labels, rows, ignore_index, self.per_image, self.align_corners)
+            keys = torch.arange(counts.numel(), device=counts.device)
         hidden = self.gain(means.to(reduced.dtype))
         if self.etf:  # CeCo, as released: gain -> L2-normalise -> dropout -> ETF linear -> x scale
             hidden = self.dropout(F.normalize(hidden, dim=1))
             logits = self.logit_scale * (hidden @ self.etf_weight.to(hidden.dtype).T)
         else:
             logits = self.classifier(self.dropout(hidden))
-        classes = torch.arange(counts.numel(), device=counts.device) % rows
+        classes = keys % rows
         if self.ignored_region:
             classes = torch.where(classes == self.num_classes, self.ignore_index, classes)
         return logits, classes, counts > 0
@@ -464,18 +562,21 @@ class RegionRebalance(nn.Module):
         loss = torch.where(scored, per_region, 0.0).sum() / present.sum().clamp(min=1)
         if not self.consistency_weight:
             return self.loss_weight * loss
-        consistency = self._consistency(raw, present, pixel_logits, labels)
+        consistency = self._consistency(raw, classes, present, pixel_logits, labels)
         return self.loss_weight * loss + self.consistency_weight * consistency
 
-    def _consistency(self, raw: Tensor, present: Tensor, pixel_logits: Tensor, labels: Tensor) -> Tensor:
+    def _consistency(self, raw: Tensor, classes: Tensor, present: Tensor, pixel_logits: Tensor,
+                     labels: Tensor) -> Tensor:
         """The release's ``loss_consistency`` over the present regions (see the module docstring)."""
-        keys = present.nonzero().squeeze(1)  # the present rows, in class order (ignored last): reads K back
+        keys = present.nonzero().squeeze(1)  # the present rows (table rows or slots): reads K back
         region_logits = raw[keys]  # [K, C], without the prior
         labels = labels.to(device=raw.device, dtype=torch.long)
         labelled = labels != self.ignore_index
         row = torch.where(labelled, labels, self.num_classes if self.ignored_region else 0)
-        column = torch.zeros(present.numel(), dtype=torch.long, device=raw.device)
-        column[keys] = torch.arange(keys.numel(), device=raw.device)
+        # each class's (and the ignored region's, as class C) column among the K present regions
+        region_class = torch.where(classes[keys] == self.ignore_index, self.num_classes, classes[keys])
+        column = torch.zeros(self.num_classes + 1, dtype=torch.long, device=raw.device)
+        column[region_class] = torch.arange(keys.numel(), device=raw.device)
         sim = torch.einsum("bchw,kc->bkhw", pixel_logits.to(region_logits.dtype), region_logits)
         sim = resize_logits(sim, labels)  # = resizing the pixel logits first (bilinear is linear)
         sim = sim.to(torch.promote_types(sim.dtype, torch.float32))

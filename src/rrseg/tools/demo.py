@@ -57,12 +57,12 @@ def prepare_dataset(root: str | os.PathLike, options: dict[str, Any] | None = No
     opts["size"] = [size, size] if isinstance(size, int) else [int(v) for v in size]
     root = Path(root)
     if (root / "dataset.yaml").is_file() and (root / "counts.json").is_file():
-        import yaml
+        from rrseg.schema import read_yaml
 
         try:
-            spec = yaml.safe_load((root / "dataset.yaml").read_text()) or {}
+            spec = read_yaml(root / "dataset.yaml", "dataset description")
             stats = json.loads((root / "synthetic.json").read_text())
-        except (OSError, ValueError, yaml.YAMLError) as e:
+        except (OSError, ValueError, RRSegError) as e:
             raise RRSegError(f"{root}: unreadable synthetic dataset ({e}); delete it to regenerate") from None
         found = {"seed": spec.get("info", {}).get("seed"), "num_classes": len(spec.get("classes", [])),
                  "num_train": stats.get("train_images"), "num_val": stats.get("val_images"),
