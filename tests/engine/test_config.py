@@ -78,8 +78,11 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("model: {name: deeplabv3plus_smal}\n", [],
          r"bad\.yaml: config key 'model\.name': unknown model 'deeplabv3plus_smal'; did you mean "
          r"deeplabv3plus_small"),
-        ("model: {name: Unet}\n", [], r"config key 'model\.name': unknown model 'Unet'; known models: "
-                                      r"deeplabv3plus_r101, .*upernet_swin_tiny$"),
+        ("model: {name: Unet}\n", [], r"config key 'model\.name': unknown model 'Unet'; did you mean smp_unet\?; "
+                                      r"a model of your own: import the module that registers it first"),
+        ("model: {name: SegNet}\n", [], r"config key 'model\.name': unknown model 'SegNet'; known models: "
+                                        r"deeplabv3plus_r101, .*upernet_swin_tiny; a model of your own: import the "
+                                        r"module that registers it first \(rrseg COMMAND --import MODULE\)$"),
         ("", ["model.name=deeplabv3plus_tiny", "model.options.dropuot=0.2"],
          r"config key 'model\.options\.dropuot': not an option of deeplabv3plus_tiny; did you mean 'dropout'\? "
          r"\(deeplabv3plus_tiny takes output_stride, channels, aux_head, atrous_rates, dropout\)$"),
