@@ -62,6 +62,24 @@ def call_rrseg(capsys) -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture
+def registries():
+    """The model, dataset and loss registries as they were before the test: what a test registers (a module of
+    its own imported, a doc's snippet run) is gone after it."""
+    from rrseg.data import registry as data
+    from rrseg.data.builder import DATASETS  # noqa: F401 - the built-in datasets registered before the snapshot
+    from rrseg.models import registry as models
+    from rrseg.rebalance import registry as losses
+
+    tables = [models._MODELS, models._VARIANTS, data.DATASETS, data._ALIASES, data._DETECTORS,
+              losses.PIXEL_LOSSES, losses.REGION_LOSSES]
+    saved = [dict(table) for table in tables]
+    yield
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)
+
+
+@pytest.fixture
 def write_label() -> Callable[..., Path]:
     """``write_label(path, array, mode="L")``: save an index PNG (mode L, P with a palette, or I;16)."""
 

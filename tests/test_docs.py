@@ -209,6 +209,29 @@ def check_counts(ns: dict, tmp: Path) -> None:
         ClassCounts.load(name)
 
 
+def check_extensions(ns: dict, tmp: Path) -> None:
+    """docs/CONTRIBUTING.md's module registered what it says (tests/test_extensions.py trains with it)."""
+    import torch
+    import torch.nn.functional as F
+
+    from rrseg.data import dataset_class
+    from rrseg.engine.config import ConfigError, parse_config
+    from rrseg.models import build_model
+
+    model = build_model("tiny_cnn", 3, channels=8).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.logits.shape == (2, 3, 8, 8) and out.features.shape == (2, 8, 8, 8) and model.feature_channels == 8
+    labels = torch.randint(0, 3, (2, 32, 32))
+    labels[0, :4] = 255
+    plain = F.cross_entropy(F.interpolate(out.logits, size=(32, 32), mode="bilinear", align_corners=False), labels,
+                            ignore_index=255)
+    cfg = parse_config({"loss": {"pixel": {"type": "smooth_ce", "smoothing": 0.0}}})
+    torch.testing.assert_close(cfg.loss.pixel.build(None, 3)(out, labels), plain)
+    with pytest.raises(ConfigError, match=r"'loss.pixel.smoothing': 1.0 is not in \[0, 1\)"):
+        parse_config({"loss": {"pixel": {"type": "smooth_ce", "smoothing": 1.0}}})
+    assert dataset_class("pets") is ns["PetsDataset"] and callable(ns["LossHistory"]().on_iteration_end)
+
+
 @dataclass
 class Snippet:
     anchor: str  # text only this block holds
@@ -230,6 +253,7 @@ SNIPPETS = {
         ('pretrained="timm"', "pretrained=None", "timm's ImageNet weights are a download"),
     ], check_model, slow=True),
     "datasets": Snippet('build_dataset("ade20k"', givens_datasets, check=check_datasets, slow=True),
+    "extensions": Snippet("class LabelSmoothingOptions", check=check_extensions),
 }
 
 
@@ -261,7 +285,7 @@ def _snippet_params():
 
 
 @pytest.mark.parametrize(("block", "key"), _snippet_params())
-def test_python_snippet_runs(block: Block, key: str, tmp_path, monkeypatch):
+def test_python_snippet_runs(block: Block, key: str, tmp_path, monkeypatch, registries):
     import torch
 
     snippet = SNIPPETS[key]

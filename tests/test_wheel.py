@@ -38,6 +38,8 @@ NOT_RUN: list[tuple[str, str]] = [
     (r"work_dirs/|runs/demo/(ce|rr)\b|my_preds?/|my_predictions/|photos/",
      "a trained run, or the user's own images or predictions"),
     (r"my_dataset", "the user's own dataset folder (rrseg init on a folder: tests/cli/test_init.py)"),
+    (r"--import my_models|my_config\.yaml",
+     "the user's own module and config (tests/test_extensions.py runs docs/CONTRIBUTING.md's as written)"),
     (r"^rrseg demo\b", "the demo generates the full synthetic set and trains two models: minutes on a CPU"),
     (r"^rrseg train (configs/demo\.yaml|demo)\b",
      "the demo config's 1000 iterations: minutes on a CPU (`rrseg train demo` runs here for 2 iterations)"),
@@ -251,8 +253,10 @@ def _run_documented_commands(cwd: Path, python: Path, env: dict[str, str]) -> No
     assert yaml.safe_load((cwd / "resolved.yaml").read_text())["name"] == "my_experiment"
     # the configs every documented command names, not run ones included, resolve from here
     presets = set(preset_names())
-    # (my_dataset*.yaml: what `rrseg init` writes from the user's own folder, not a config of the package)
-    named = sorted({c for command in commands for c in _configs_named(command, presets) if "my_dataset" not in c})
+    # (my_dataset*.yaml: what `rrseg init` writes from the user's own folder; my_config.yaml: the user's own config
+    # naming their own model; neither a config of the package)
+    named = sorted({c for command in commands for c in _configs_named(command, presets)
+                    if "my_dataset" not in c and "my_config" not in c})
     assert "configs/upernet_swin_t/ade20k_160k_rr.yaml" in named and "upernet_swin_t/ade20k_160k_rr" in named
     out = _run([python, "-c", "import sys\nfrom rrseg.engine.config import load_config\n"
                               "for n in sys.argv[1:]: print(n, load_config(n).name)", *named], env, cwd)

@@ -59,7 +59,8 @@ def test_base_inheritance_and_overrides(tmp_path):
         # losses and datasets: the choices are the registries'; an option of another loss names both
         ("loss: {pixel: {type: focl}}\n", [],
          r"'loss.pixel.type': unknown pixel loss 'focl'; did you mean 'focal'\? "
-         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv, mask2former\)$"),
+         r"\(known: ce, weighted_ce, focal, balanced_softmax, blv, mask2former\); a loss of your own: import the "
+         r"module that registers it first \(rrseg COMMAND --import MODULE\)$"),
         ("loss: {pixel: {avg_non_ignore: false, divide_by_weight_sum: true}}\n", [],
          r"'loss.pixel.divide_by_weight_sum' is an option of weighted_ce, not of ce "
          r"\(ce takes loss_weight, avg_non_ignore\)$"),
@@ -77,8 +78,11 @@ def test_base_inheritance_and_overrides(tmp_path):
         ("model: {name: deeplabv3plus_smal}\n", [],
          r"bad\.yaml: config key 'model\.name': unknown model 'deeplabv3plus_smal'; did you mean "
          r"deeplabv3plus_small"),
-        ("model: {name: Unet}\n", [], r"config key 'model\.name': unknown model 'Unet'; known models: "
-                                      r"deeplabv3plus_r101, .*upernet_swin_tiny$"),
+        ("model: {name: Unet}\n", [], r"config key 'model\.name': unknown model 'Unet'; did you mean smp_unet\?; "
+                                      r"a model of your own: import the module that registers it first"),
+        ("model: {name: SegNet}\n", [], r"config key 'model\.name': unknown model 'SegNet'; known models: "
+                                        r"deeplabv3plus_r101, .*upernet_swin_tiny; a model of your own: import the "
+                                        r"module that registers it first \(rrseg COMMAND --import MODULE\)$"),
         ("", ["model.name=deeplabv3plus_tiny", "model.options.dropuot=0.2"],
          r"config key 'model\.options\.dropuot': not an option of deeplabv3plus_tiny; did you mean 'dropout'\? "
          r"\(deeplabv3plus_tiny takes output_stride, channels, aux_head, atrous_rates, dropout\)$"),
@@ -90,7 +94,8 @@ def test_base_inheritance_and_overrides(tmp_path):
          r"ocr_channels\)$"),
         ("data: {train: {type: pascal}}\n", [],
          r"'data.train.type': unknown dataset 'pascal'; known: ade20k, ade20k_full, coco_stuff164k, cityscapes, "
-         r"folder$"),
+         r"folder; a dataset of your own: import the module that registers it first \(rrseg COMMAND --import "
+         r"MODULE\)$"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, overrides, match):

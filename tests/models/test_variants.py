@@ -60,7 +60,8 @@ def _fingerprint(model: nn.Module) -> tuple[int, int, str]:
 
 
 def test_every_model_keeps_its_options_in_order():
-    assert list_models() == sorted(OPTIONS)
+    # smp's architectures take smp's keyword arguments, whatever smp's version: tests/models/test_smp_models.py
+    assert [name for name in list_models() if not name.startswith("smp_")] == sorted(OPTIONS)
     for name, options in OPTIONS.items():
         got = model_options(name)
         assert list(got.items()) == list(options.items()), name  # order too: it is the error message's

@@ -32,9 +32,12 @@ def test_names_and_unknown_names():
     assert list_losses("pixel") == ["ce", "weighted_ce", "focal", "balanced_softmax", "blv", "mask2former"]
     assert list_losses("region") == ["none", "rr", "ceco"]
     with pytest.raises(RRSegError, match=r"^unknown pixel loss 'focl'; did you mean 'focal'\? \(known: ce, "
-                                         r"weighted_ce, focal, balanced_softmax, blv, mask2former\)$"):
+                                         r"weighted_ce, focal, balanced_softmax, blv, mask2former\); a loss of "
+                                         r"your own: "):
         loss_class("pixel", "focl")
-    with pytest.raises(RRSegError, match=r"^unknown region loss 'xyz' \(known: none, rr, ceco\)$"):
+    with pytest.raises(RRSegError, match=r"^unknown region loss 'xyz' \(known: none, rr, ceco\); a loss of your own: "
+                                         r"import the module that registers it first \(rrseg COMMAND --import "
+                                         r"MODULE\)$"):
         loss_class("region", "xyz")
 
 
@@ -103,3 +106,26 @@ def test_an_options_class_must_name_itself():
         _table(PixelLossOptions, *PIXEL_LOSSES.values(), Forgot)
     with pytest.raises(TypeError, match="subclassing PixelLossOptions"):
         _table(PixelLossOptions, RegionLossOptions)
+
+
+def test_a_loss_outside_rrseg_registers_with_the_public_decorator(registries):
+    from rrseg.rebalance import register_loss
+
+    @dataclass
+    class OwnRegion(RegionLossOptions):
+        type: str = "own_region"
+
+    assert register_loss(HalfCEOptions) is HalfCEOptions and register_loss(OwnRegion) is OwnRegion
+    assert loss_class("pixel", "half_ce") is HalfCEOptions and list_losses("region")[-1] == "own_region"
+    assert parse_config({"loss": {"pixel": {"type": "half_ce", "half": 0.25}}}).loss.pixel.half == 0.25
+    with pytest.raises(ValueError, match=r"^HalfCEOptions: loss name 'half_ce' registered twice"):
+        register_loss(HalfCEOptions)
+    with pytest.raises(TypeError, match="subclass PixelLossOptions or RegionLossOptions"):
+        register_loss(CrossEntropyLoss)
+
+    @dataclass
+    class Forgot(PixelLossOptions):  # the base's `type`: the default loss's name, taken
+        extra: int = 1
+
+    with pytest.raises(ValueError, match=r"Forgot: loss name 'ce' registered twice"):
+        register_loss(Forgot)

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from rrseg.cli._extensions import add_import_argument
 from rrseg.errors import RRSegError
 
 __all__ = ["LabelSource", "add_dataset_arguments", "label_source"]
@@ -33,13 +34,14 @@ class LabelSource:
 def add_dataset_arguments(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--dataset", dest="name", metavar="NAME",
                    help="dataset type when the layout is not recognised: ade20k, ade20k_full, coco_stuff164k, "
-                        "cityscapes, folder")
+                        "cityscapes, folder, or one registered by an --import module")
     p.add_argument("--split", default=split, help=f"the dataset's split to read (default {split})")
     p.add_argument("--num-classes", type=int, default=None,
                    help="number of classes C (labels 0..C-1): a folder of labels needs it")
     p.add_argument("--reduce-zero-label", action="store_true", help="0 is ignored, 1..C become 0..C-1 (ADE20K)")
     p.add_argument("--ignore-index", type=int, default=None,
                    help="label value that is ignored (default: the dataset's; 255 for a folder of labels)")
+    add_import_argument(p)
 
 
 def label_source(path: str, args: argparse.Namespace) -> LabelSource:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 
+from rrseg.cli._extensions import add_import_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", metavar="DATASET",
@@ -35,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     p.add_argument("--max-per-kind", type=int, default=20, help="problems listed per kind (default 20)")
     p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    add_import_argument(p)
 
 
 def _training_config(path: str) -> list[tuple[str, str, str, dict]] | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+from rrseg.cli._extensions import add_import_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # -q / -v also after the action (rrseg config show demo -q), as after any command
@@ -30,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                           "in, name and work_dir set) as YAML.")
     show.add_argument("config", metavar="CFG", help="a config file, or a packaged preset's name (rrseg config list)")
     show.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    add_import_argument(show)
     actions.add_parser("list", parents=[verbosity], help="the packaged presets' names",
                        description="The packaged presets, one name a line: what rrseg train, eval, check-data and "
                                    "config show take in place of a file.")

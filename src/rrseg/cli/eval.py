@@ -10,11 +10,14 @@ written, also with -q.
 examples:
   rrseg eval configs/demo.yaml runs/demo/rr/best.safetensors
   rrseg eval configs/upernet_beit_b/ade20k_160k_rr.yaml work_dirs/upernet_beit_b_ade20k_160k_rr --slide --tta
+  rrseg eval --import my_models my_config.yaml work_dirs/my_config   # a model registered in ./my_models.py
 """
 
 from __future__ import annotations
 
 import argparse
+
+from rrseg.cli._extensions import add_import_argument
 
 TTA_SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 
@@ -27,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
     p.add_argument("--out", help="output folder for the report")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_import_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

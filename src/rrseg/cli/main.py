@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with console_logging(log_level(args)), ranks_end_together(args.command):
+            from rrseg.cli._extensions import import_modules
+
+            import_modules(getattr(args, "imports", ()))  # --import: before the command reads any config
             return int(args._run(args) or 0)
     except RRSegError as e:
         print(error_line(args.command, str(e)), file=sys.stderr, flush=True)

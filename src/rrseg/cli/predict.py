@@ -6,13 +6,16 @@ which `rrseg score` reads) and OUT/<stem>_overlay.jpg (the colours blended over 
 resize come from the checkpoint's own metadata, so no config is needed. Prints a line per image as it goes
 (progress: -q hides them) and, at the end, how many predictions it wrote where.
 
-example:
+examples:
   rrseg predict runs/demo/rr/inference.safetensors photos/*.jpg --out predictions/
+  rrseg predict --import my_models work_dirs/my_config photos/*.jpg --out predictions/   # your own model
 """
 
 from __future__ import annotations
 
 import argparse
+
+from rrseg.cli._extensions import add_import_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_import_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

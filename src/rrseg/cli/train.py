@@ -7,7 +7,10 @@ The resolved config, a JSONL log, TensorBoard events, checkpoints (safetensors +
 inference.safetensors (no RR weights) and the final report land in the work dir (work_dir in the config,
 else work_dirs/<name>, name defaulting to the config file's name). A work dir that
 holds a run is never overwritten silently: `--resume` continues it exactly where it stopped, `--overwrite`
-replaces it. Ctrl-C or SIGTERM saves a checkpoint.
+replaces it. Ctrl-C or SIGTERM saves a checkpoint. A model, dataset or loss of your own: `--import MODULE` imports
+the module that registers it (docs/CONTRIBUTING.md), the config names it. segmentation_models_pytorch's
+architectures are models by name (model.name: smp_unet, smp_fpn, smp_deeplabv3plus, smp_upernet, smp_segformer,
+...; model.options: smp's keyword arguments, e.g. encoder_name).
 
 Prints set-up messages and a progress bar (loss, learning rate) while it trains (train.progress), and at the
 end the evaluation table and the files written; -q hides the progress and keeps the table and the files.
@@ -17,6 +20,8 @@ examples:
   rrseg train upernet_swin_t/ade20k_160k_rr            # a packaged preset by name, from any directory
   rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml --set data.batch_size=4 optim.lr=1e-4
   rrseg train configs/demo.yaml --work-dir runs/demo_rr --resume
+  rrseg train --import my_models my_config.yaml      # model.name: my_model, registered in ./my_models.py
+  rrseg train my_config.yaml --set model.name=smp_fpn model.options.encoder_name=tu-resnet50 model.pretrained=timm
   torchrun --nproc_per_node=4 -m rrseg train configs/upernet_swin_t/ade20k_160k_rr.yaml
   torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_endpoint=HOST:29500 -m rrseg train CFG
 """
@@ -24,6 +29,8 @@ examples:
 from __future__ import annotations
 
 import argparse
+
+from rrseg.cli._extensions import add_import_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace the run a work dir holds (its logs, checkpoints and reports are removed first); "
                         "without it (or --resume) such a work dir is refused")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    add_import_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

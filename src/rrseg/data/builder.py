@@ -12,7 +12,7 @@ from typing import Any
 from rrseg.data.base import SegDataset
 from rrseg.data.folder import IMAGES_DIR, LABEL_DIRS, SPEC_NAME
 from rrseg.data.registry import DATASETS, detectors, load_builtins, register_dataset, resolve_name
-from rrseg.errors import RRSegError
+from rrseg.errors import RRSegError, own_name_hint
 
 __all__ = ["DATASETS", "build_dataset", "dataset_at", "dataset_class", "detect_layout", "register_dataset"]
 
@@ -23,7 +23,7 @@ def dataset_class(name: str) -> type[SegDataset]:
     """The dataset class registered under ``name`` or an alias of it (case, ``-`` and ``_`` are forgiven)."""
     key = resolve_name(name)
     if key is None:
-        raise RRSegError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise RRSegError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}; {own_name_hint('dataset')}")
     return DATASETS[key]
 
 

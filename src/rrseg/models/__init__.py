@@ -7,12 +7,14 @@
 
 Families, one module each (builder, the heads only it uses, variant table): DeepLabV3+ (``deeplabv3plus``),
 OCRNet (``ocrnet``), UPerNet with Swin / ConvNeXt (``upernet``), BEiT UPerNet (``beit``), Mask2Former
-(``mask2former``, mask classification on HF transformers' decoders); ``list_models()`` gives every name.
+(``mask2former``, mask classification on HF transformers' decoders) and segmentation_models_pytorch's
+architectures (``smp``: ``smp_unet``, ``smp_fpn``, ...); ``list_models()`` gives every name. A model outside rrseg
+registers its builder with ``@register_model`` (docs/CONTRIBUTING.md).
 """
 
 # The families register their variants when imported. Listed here, as timm's models/__init__.py lists its
 # model files: a new family is its module and its name on this line.
-from rrseg.models import beit, deeplabv3plus, mask2former, ocrnet, upernet  # noqa: F401
+from rrseg.models import beit, deeplabv3plus, mask2former, ocrnet, smp, upernet  # noqa: F401
 from rrseg.models.registry import (
     ModelVariant,
     build_model,

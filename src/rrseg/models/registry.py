@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from inspect import Parameter
 from typing import Any
 
-from rrseg.errors import RRSegError
+from rrseg.errors import RRSegError, own_name_hint
 
 __all__ = [
     "ModelVariant",
@@ -59,9 +59,11 @@ class ModelVariant:
 
 def register_variants(builder: Callable[..., Any], variants: Mapping[str, ModelVariant]) -> None:
     """Register a factory ``name(num_classes, *, <options>)`` per variant, which calls
-    ``builder(name, num_classes, **variant.arch, **options)``."""
+    ``builder(name, num_classes, **variant.arch, **options)``. A builder with ``**options`` takes any option
+    (a wrapped library's keyword arguments: the variant's ``options`` list them)."""
     params = inspect.signature(builder).parameters
-    takes = set(params) - {"name", "num_classes"}
+    open_ended = any(p.kind is Parameter.VAR_KEYWORD for p in params.values())
+    takes = {k for k, p in params.items() if p.kind is not Parameter.VAR_KEYWORD} - {"name", "num_classes"}
     needs = {k for k in takes if params[k].default is Parameter.empty}
     # checked at import (all before any is registered), so that a typo in a table fails at once rather than
     # when that variant, perhaps a full-size one no test builds, is first built
@@ -71,7 +73,7 @@ def register_variants(builder: Callable[..., Any], variants: Mapping[str, ModelV
         given = set(variant.arch) | set(variant.options)
         for what, keys in (
             ("set twice (arch and options)", set(variant.arch) & set(variant.options)),
-            (f"not taken by {builder.__name__}", given - takes),
+            (f"not taken by {builder.__name__}", set() if open_ended else given - takes),
             (f"missing for {builder.__name__}", needs - given),
         ):
             if keys:
@@ -116,7 +118,7 @@ def get_model_factory(name: str) -> Callable[..., Any]:
         hint = (
             f"; did you mean {', '.join(close)}?" if close else f"; known models: {', '.join(list_models())}"
         )
-        raise RRSegError(f"unknown model {name!r}{hint}")
+        raise RRSegError(f"unknown model {name!r}{hint}; {own_name_hint('model')}")
     return _MODELS[name]
 
 

@@ -1,5 +1,5 @@
 """Losses that fight class imbalance. Region Rebalance first; each other method is one module, registered by
-name in :mod:`rrseg.rebalance.registry`."""
+name in :mod:`rrseg.rebalance.registry` (``register_loss`` for one outside rrseg)."""
 
 from rrseg.rebalance.base import Criterion, LossTerm, NoRegionLoss, PixelLossOptions, RegionLossOptions, resize_logits
 from rrseg.rebalance.blv import BLVLoss, BLVOptions
@@ -26,7 +26,7 @@ from rrseg.rebalance.region import (
     rr_options,
     simplex_etf,
 )
-from rrseg.rebalance.registry import PIXEL_LOSSES, REGION_LOSSES, list_losses, loss_class
+from rrseg.rebalance.registry import PIXEL_LOSSES, REGION_LOSSES, list_losses, loss_class, register_loss
 
 __all__ = [
     "PIXEL_LOSSES",
@@ -58,6 +58,7 @@ __all__ = [
     "region_pool",
     "region_slots",
     "region_table",
+    "register_loss",
     "resize_logits",
     "rr_options",
     "simplex_etf",
