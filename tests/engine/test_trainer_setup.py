@@ -188,7 +188,7 @@ def test_every_paper_preset_states_its_global_batch_mode_and_precision_as_mmseg(
     }
     root = Path(__file__).resolve().parents[2] / "configs"
     presets = sorted(p for p in root.glob("*/*.yaml") if p.parent.name != "_base_")
-    assert len(presets) == 45
+    assert len(presets) == 46
     for path in presets:
         cfg = load_config(path)
         family = path.parent.name

@@ -167,7 +167,7 @@ def _presets() -> list[Path]:
 def test_the_table_covers_every_preset_folder_and_says_same_or_differs():
     folders = {p.parent.name for p in _presets()}
     assert folders == set(STARTS)
-    assert len(_presets()) == 45
+    assert len(_presets()) == 46
     for start in STARTS.values():
         assert start.verdict in ("same", "differs") and start.how
 

@@ -27,9 +27,10 @@ import numpy as np
 from rrseg.data.base import LayoutDataset
 from rrseg.data.registry import register_dataset
 
-__all__ = ["ADE20K_FULL_IGNORE_INDEX", "ADE20KFullDataset", "ade20k_full_classes"]
+__all__ = ["ADE20K_FULL_IGNORE_INDEX", "LTSS_GROUP_KINDS", "ADE20KFullDataset", "ade20k_full_classes", "ltss_groups"]
 
 ADE20K_FULL_IGNORE_INDEX = 65535
+LTSS_GROUP_KINDS = ("image", "pixel")
 
 
 @lru_cache(maxsize=1)
@@ -39,6 +40,29 @@ def ade20k_full_classes() -> tuple[str, ...]:
     Read from the packaged ``rrseg/data/resources/ade20k_full_classes.txt``, one name per line."""
     text = resources.files("rrseg.data").joinpath("resources", "ade20k_full_classes.txt").read_text(encoding="utf-8")
     return tuple(line for line in text.splitlines() if line)
+
+
+@lru_cache(maxsize=1)
+def _ltss_table() -> tuple[tuple[str, ...], ...]:
+    """The rows of the packaged ``resources/ade20k_full_ltss_groups.tsv`` (train id, image frequency label, pixel
+    frequency label, image count, pixel count, name), in train-id order."""
+    text = resources.files("rrseg.data").joinpath("resources", "ade20k_full_ltss_groups.tsv").read_text(
+        encoding="utf-8")
+    rows = [tuple(line.split("\t")) for line in text.splitlines() if line and not line.startswith("#")]
+    return tuple(rows[1:])  # after the header
+
+
+def ltss_groups(kind: str = "image") -> dict[str, np.ndarray]:
+    """ADE20K-Full's frequent / common / rare classes (train ids, ascending) as LTSS labels them by ``kind`` "image"
+    or "pixel" frequency: per-class labels in its dataset registration (caopulan/Mask2Former-LT
+    ``ltss/data/datasets/register_ade20k_full.py``, fields ``image_frequency`` / ``pixel_frequency``), not a ranking,
+    so that a report's groups are the columns of LTSS's tables (512 / 175 / 160 classes by image, 509 / 169 / 169 by
+    pixel frequency). Packaged as ``rrseg/data/resources/ade20k_full_ltss_groups.tsv``."""
+    if kind not in LTSS_GROUP_KINDS:
+        raise ValueError(f"LTSS's groups are by image or pixel frequency, got {kind!r}")
+    column = 1 if kind == "image" else 2
+    labels = np.array([row[column] for row in _ltss_table()])
+    return {name: np.flatnonzero(labels == name) for name in ("frequent", "common", "rare")}
 
 
 # priority 1: recognised before ADE20K-150, so that a folder holding both ADE20K folders is taken for this one

@@ -169,9 +169,10 @@ class EvalConfig:
     group_sizes: list[int] | None = setting(None, "frequent / common sizes (the rest: rare); default: ADE20K "
                                                   "fractions 20/55/75 of 150, at least one class per group, no "
                                                   "rare group below 3 classes (rrseg.metrics.groups)")
-    group_by: Literal["region", "pixel", "both"] = setting(
+    group_by: Literal["region", "pixel", "both", "ltss_image", "ltss_pixel", "ltss_both"] = setting(
         "region", "frequency groups ranked by region (image) count (region), by pixel count (pixel: groups "
-                  "pixel_frequent / ...), or both")
+                  "pixel_frequent / ...), or both; ADE20K-Full only: LTSS's own per-class labels by image frequency "
+                  "(ltss_image), pixel frequency (ltss_pixel) or both (ltss_both), the columns of LTSS's tables")
 
 
 @dataclass

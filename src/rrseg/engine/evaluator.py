@@ -20,7 +20,7 @@ from rrseg.engine.config import EvalConfig
 from rrseg.errors import RRSegError
 from rrseg.io import atomic_write_json, atomic_write_text
 from rrseg.metrics.confusion import ConfusionMatrix
-from rrseg.metrics.groups import ranked_groups
+from rrseg.metrics.groups import PIXEL_PREFIX, ranked_groups
 from rrseg.metrics.report import build_report, markdown_report, plot_iou_vs_count
 from rrseg.models.segmentor import SIZE_DIVISOR, Segmentor, pad_to_multiple
 from rrseg.rebalance.counts import ClassCounts
@@ -97,8 +97,9 @@ class Evaluator:
 
     The frequency groups (``cfg.group_by`` / ``cfg.group_sizes``, ranked by ``counts``) are computed here, once:
     a config that cannot make them is an RRSegError naming its key at construction, before any training or
-    inference. Without ``counts`` the reports have no groups. ``counts_source`` (where the counts came from,
-    e.g. ``loss.counts``) is named in that error.
+    inference. Without ``counts`` the reports have no groups, except LTSS's (``group_by: ltss_*``), which are
+    labels of ADE20K-Full's classes, not a ranking of counts (checked against the class names). ``counts_source``
+    (where the counts came from, e.g. ``loss.counts``) is named in that error.
 
     - :meth:`confusion`: the confusion matrix of a model over batches (summed over all processes);
     - :meth:`report`: the report (overall, per group, per class) of a model over batches;
@@ -128,9 +129,13 @@ class Evaluator:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if counts is not None and counts.num_classes != self.num_classes:
             raise ValueError(f"class counts for {counts.num_classes} classes, the evaluation has {self.num_classes}")
-        self.groups: dict[str, np.ndarray] | None = None if counts is None else self._rank(counts, counts_source)
+        self.groups: dict[str, np.ndarray] | None = self._rank(counts, counts_source)
 
-    def _rank(self, counts: ClassCounts, counts_source: str | None) -> dict[str, np.ndarray]:
+    def _rank(self, counts: ClassCounts | None, counts_source: str | None) -> dict[str, np.ndarray] | None:
+        if self.cfg.group_by.startswith("ltss_"):
+            return self._ltss_groups()
+        if counts is None:
+            return None
         sizes = tuple(self.cfg.group_sizes) if self.cfg.group_sizes else None
         try:
             return ranked_groups(counts.image_counts, counts.pixel_counts, self.cfg.group_by, sizes)
@@ -139,6 +144,25 @@ class Evaluator:
             raise RRSegError(f"config key 'eval.group_by': {e}{source}") from None
         except ValueError as e:
             raise RRSegError(f"config key 'eval.group_sizes': {e}") from None
+
+    def _ltss_groups(self) -> dict[str, np.ndarray]:
+        """LTSS's frequent / common / rare labels of ADE20K-Full (:func:`rrseg.data.ade20k_full.ltss_groups`), by
+        image frequency as the region groups' names, by pixel frequency as the pixel groups' (``pixel_*``)."""
+        from rrseg.data.ade20k_full import ade20k_full_classes, ltss_groups
+
+        group_by = self.cfg.group_by
+        if self.class_names is None or tuple(self.class_names) != ade20k_full_classes():
+            what = (f"{self.num_classes} classes without names" if self.class_names is None else
+                    f"{self.num_classes} classes, from {self.class_names[0]!r}")
+            raise RRSegError(f"config key 'eval.group_by': {group_by!r} are LTSS's labels of ADE20K-Full's 847 "
+                             f"classes (data.val type ade20k_full), but this evaluation has {what}; use region, "
+                             "pixel or both")
+        groups: dict[str, np.ndarray] = {}
+        if group_by in ("ltss_image", "ltss_both"):
+            groups.update(ltss_groups("image"))
+        if group_by in ("ltss_pixel", "ltss_both"):
+            groups.update({PIXEL_PREFIX + k: v for k, v in ltss_groups("pixel").items()})
+        return groups
 
     @torch.no_grad()
     def confusion(self, model: nn.Module, batches: Iterable[dict]) -> ConfusionMatrix:
@@ -180,7 +204,7 @@ class Evaluator:
         atomic_write_text(out / "report.md", markdown_report(report, title=title))
         files = ["report.json", "report.md", "iou_vs_count.png"]
         plot_iou_vs_count({name: report}, out / "iou_vs_count.png")
-        if report.get("group_by", "region") != "region":
+        if "pixel" in report.get("group_ranking", {}).values():  # groups of the pixel ranking (or LTSS's pixel)
             files.append("iou_vs_pixel_count.png")
             plot_iou_vs_count({name: report}, out / "iou_vs_pixel_count.png", count="pixel")
         return files

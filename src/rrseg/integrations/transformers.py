@@ -10,7 +10,9 @@ The RR branch lives outside the model, so ``save_pretrained`` / ``from_pretraine
 turned into its ``mask_labels`` / ``class_labels`` (one binary mask per class present, ignored pixels
 (``config.ignore_value``) in none: :func:`rrseg.rebalance.mask2former.semantic_targets`), its own loss (the set
 criterion) is computed as usual, and RR pools ``pixel_decoder_last_hidden_state``, the per-pixel mask embeddings
-every mask is a dot product with (its width ``config.mask_feature_size``).
+every mask is a dot product with (its width ``config.mask_feature_size``). The long-tail switches of rrseg's set
+criterion (the rebalanced query classifier, LTSS's frequency-based matcher) replace the model's own loss by rrseg's
+criterion at the model's config weights: ``criterion=mask2former_criterion_for(model, counts, query_prior="region")``.
 
 Custom loop::
 
@@ -45,7 +47,9 @@ from rrseg.integrations.common import (
     trainable_parameters,
 )
 from rrseg.rebalance.counts import ClassCounts, CountsLike
+from rrseg.rebalance.mask2former import Mask2FormerCriterion, Mask2FormerLossOptions
 from rrseg.rebalance.region import RegionRebalance
+from rrseg.schema import Checker
 
 try:
     from transformers import Trainer
@@ -61,6 +65,7 @@ __all__ = [
     "find_classifier",
     "ignore_index_of",
     "is_mask_classifier",
+    "mask2former_criterion_for",
     "region_rebalance_for",
 ]
 
@@ -132,8 +137,37 @@ def region_rebalance_for(
         in_channels, num_classes = _channels(classifier)
     ignore_index = rr_options.pop("ignore_index", ignore_index_of(config))
     rr = build_region_rebalance(in_channels, num_classes, counts, None, ignore_index, rr_options)
+    if classifier is None and is_mask_classifier(model):
+        rr.check_fits(in_channels, num_classes, pixel_logits=False)  # no pixel logits for a consistency term
     param = next(_unwrap(model).parameters(), None)
     return rr.to(param.device) if param is not None else rr
+
+
+def mask2former_criterion_for(
+    model: nn.Module,
+    counts: CountsLike | ClassCounts | None = None,
+    **options: Any,
+) -> Mask2FormerCriterion:
+    """rrseg's set criterion for HF's ``Mask2FormerForUniversalSegmentation`` at its config's weights (class, mask,
+    dice, no-object, points, deep supervision as HF's loss always has it) and ignore value, with ``options`` of
+    ``loss.pixel`` (``rrseg.rebalance.mask2former.Mask2FormerLossOptions``: ``query_prior="region"``,
+    ``matcher="frequency"``, ``matcher_t``, ``matcher_s``); ``counts`` as ``loss.counts`` (the frequency matcher's
+    with the number of images). Pass it to :func:`compute_loss` / :class:`RRTrainer` as ``criterion=``."""
+    if not is_mask_classifier(model):
+        raise RRSegError(f"mask2former_criterion_for needs a Mask2FormerForUniversalSegmentation, got "
+                         f"{type(_unwrap(model)).__name__}")
+    config = _unwrap(model).config
+    valid = ("query_prior", "matcher", "matcher_t", "matcher_s", "loss_weight")
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise RRSegError(f"unknown Mask2Former criterion option {unknown[0]!r}; options: {', '.join(valid)} (the "
+                         "others come from the model's config)")
+    loss = Checker(noun="option").build(Mask2FormerLossOptions, {  # checked as a config's loss.pixel
+        "class_weight": config.class_weight, "mask_weight": config.mask_weight, "dice_weight": config.dice_weight,
+        "no_object_weight": config.no_object_weight, "num_points": config.train_num_points,
+        "oversample_ratio": config.oversample_ratio, "importance_sample_ratio": config.importance_sample_ratio,
+        **options})
+    return loss.build(counts, int(config.num_labels), ignore_index_of(config))
 
 
 def compute_loss(
@@ -143,6 +177,7 @@ def compute_loss(
     labels: Tensor,
     *,
     classifier: nn.Module | None = None,
+    criterion: Mask2FormerCriterion | None = None,
     **model_kwargs: Any,
 ) -> RROutput:
     """One forward pass: the model's own loss plus RR on its pre-classifier features.
@@ -152,10 +187,15 @@ def compute_loss(
     ``features`` and the model's full ``outputs``. RR follows the model's mode: 0 in eval mode.
     Mask2Former: ``labels`` become its mask and class labels; ``logits`` are its semantic scores [B, C, h, w]
     at mask resolution (:func:`rrseg.models.mask2former.semantic_inference`), ``features`` its
-    ``pixel_decoder_last_hidden_state``.
+    ``pixel_decoder_last_hidden_state``; with ``criterion`` (:func:`mask2former_criterion_for`) ``loss_seg`` is
+    rrseg's criterion on its outputs instead of its own loss, and ``losses`` hold its parts too (``loss_cls``,
+    ``loss_mask``, ``loss_dice``).
     """
     if classifier is None and is_mask_classifier(model):
-        return _mask_classifier_loss(model, rr, pixel_values, labels, **model_kwargs)
+        return _mask_classifier_loss(model, rr, pixel_values, labels, criterion, **model_kwargs)
+    if criterion is not None:
+        raise RRSegError(f"criterion= is rrseg's Mask2Former set criterion, for a Mask2FormerForUniversalSegmentation; "
+                         f"got {type(_unwrap(model)).__name__}")
     classifier = classifier if classifier is not None else find_classifier(model)
     with capture_input(classifier) as captured:
         outputs = model(pixel_values=pixel_values, labels=labels, **model_kwargs)
@@ -167,25 +207,40 @@ def compute_loss(
 
 
 def _mask_classifier_loss(model: nn.Module, rr: RegionRebalance, pixel_values: Tensor, labels: Tensor,
-                          **model_kwargs: Any) -> RROutput:
-    """:func:`compute_loss` for Mask2Former: its set criterion on labels made from the semantic map, plus RR on its
-    mask features."""
+                          criterion: Mask2FormerCriterion | None, **model_kwargs: Any) -> RROutput:
+    """:func:`compute_loss` for Mask2Former: its set criterion (or rrseg's, ``criterion``) on labels made from the
+    semantic map, plus RR on its mask features."""
     from rrseg.models.mask2former import semantic_inference
     from rrseg.rebalance.mask2former import semantic_targets
+    from rrseg.types import MaskOutput
 
     config = _unwrap(model).config
-    classes, masks = semantic_targets(labels, ignore_index_of(config), int(config.num_labels))
-    masks = [m.to(pixel_values.dtype) for m in masks]
-    outputs = model(pixel_values=pixel_values, mask_labels=masks, class_labels=classes, **model_kwargs)
+    if criterion is None:
+        classes, masks = semantic_targets(labels, ignore_index_of(config), int(config.num_labels))
+        masks = [m.to(pixel_values.dtype) for m in masks]
+        outputs = model(pixel_values=pixel_values, mask_labels=masks, class_labels=classes, **model_kwargs)
+        loss_seg, parts = outputs.loss, {}
+    else:  # every decoder layer's predictions, for rrseg's criterion (HF's own loss supervises them all too)
+        outputs = model(pixel_values=pixel_values, output_auxiliary_logits=True, **model_kwargs)
+        out = MaskOutput(class_logits=outputs.class_queries_logits, mask_logits=outputs.masks_queries_logits,
+                         aux_outputs=[(a["class_queries_logits"], a["masks_queries_logits"])
+                                      for a in outputs.auxiliary_logits or []],
+                         features=outputs.pixel_decoder_last_hidden_state)
+        parts = criterion(out, labels)  # in eval mode too, as the model's own loss
+        loss_seg = sum(parts.values())
     logits = semantic_inference(outputs.class_queries_logits, outputs.masks_queries_logits)
-    return RROutput.add_rr(outputs.loss, rr, outputs.pixel_decoder_last_hidden_state, labels, model.training, logits,
-                           outputs)
+    result = RROutput.add_rr(loss_seg, rr, outputs.pixel_decoder_last_hidden_state, labels, model.training, logits,
+                             outputs)
+    result.losses.update(parts)
+    return result
 
 
 class RRTrainer(Trainer):
     """HF ``Trainer`` whose training loss is the model's loss plus Region Rebalance.
 
-    Pass ``rr=region_rebalance_for(model, counts, ...)``. Batches need ``pixel_values`` and ``labels``.
+    Pass ``rr=region_rebalance_for(model, counts, ...)`` (and for Mask2Former, to train it with rrseg's set
+    criterion and its switches, ``criterion=mask2former_criterion_for(model, counts, ...)``). Batches need
+    ``pixel_values`` and ``labels``.
     A trainable RR branch joins the optimizer (weight decay on its weights, none on norms and biases;
     single process only, as its gradients are not synchronised);
     ``loss_rr`` is logged next to ``loss``; each saved checkpoint/model folder gets ``region_rebalance.safetensors``
@@ -195,7 +250,8 @@ class RRTrainer(Trainer):
     # compute_loss returns a per-batch mean; the Trainer divides it across gradient-accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, rr: RegionRebalance, classifier: nn.Module | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rr: RegionRebalance, classifier: nn.Module | None = None,
+                 criterion: Mask2FormerCriterion | None = None, **kwargs: Any) -> None:
         if not isinstance(rr, RegionRebalance):
             raise TypeError(f"rr must be a RegionRebalance, got {type(rr).__name__}")
         super().__init__(*args, **kwargs)
@@ -211,6 +267,7 @@ class RRTrainer(Trainer):
             )
         self.rr = rr.to(self.args.device)
         self.rr_classifier = classifier
+        self.rr_criterion = criterion
         self._rr_sum = torch.zeros((), device=self.args.device)
         self._rr_steps = 0
 
@@ -225,7 +282,8 @@ class RRTrainer(Trainer):
             raise RRSegError(f"RRTrainer batches need 'pixel_values' and 'labels', got keys {sorted(inputs)}")
         extra = {k: v for k, v in inputs.items() if k not in ("pixel_values", "labels")}
         out = compute_loss(
-            model, self.rr, inputs["pixel_values"], inputs["labels"], classifier=self.rr_classifier, **extra
+            model, self.rr, inputs["pixel_values"], inputs["labels"], classifier=self.rr_classifier,
+            criterion=self.rr_criterion, **extra
         )
         if model.training:
             self._rr_sum = self._rr_sum + out.losses["loss_rr"].detach()

@@ -101,10 +101,13 @@ _RANKED_BY = {"region": "region count", "pixel": "pixel count"}
 
 
 def _ranked_by(report: dict, name: str) -> str:
-    """What a group row's classes are ranked by ("" for the overall row)."""
+    """What a group row's classes are ranked by ("" for the overall row); LTSS's labels (``group_by: ltss_*``)
+    are named as such."""
     if name == "overall":
         return ""
     ranking = report.get("group_ranking", {}).get(name, group_ranking(name))  # older reports: region only
+    if str(report.get("group_by", "")).startswith("ltss_"):
+        return f"LTSS's {'image' if ranking == 'region' else 'pixel'} frequency labels"
     return _RANKED_BY[ranking]
 
 

@@ -91,7 +91,10 @@ class Segmentor(nn.Module):
                     "model.set_rebalance(RegionRebalance(model.feature_channels, model.num_classes, counts, "
                     "**options)) (etf=True for ceco)"
                 )
-            branch.check_fits(self.feature_channels, self.num_classes)
+            if getattr(self, "training_output", "logits") == "logits":
+                branch.check_fits(self.feature_channels, self.num_classes)
+            else:  # a mask classifier: its mask features pooled, no pixel logits
+                branch.check_fits(self.feature_channels, self.num_classes, pixel_logits=False)
         self.rebalance = branch
         return branch
 

@@ -46,7 +46,7 @@ from rrseg.errors import RRSegError
 from rrseg.ranges import ranged
 from rrseg.rebalance.base import RegionLossOptions, resize_logits
 from rrseg.rebalance.counts import ClassCounts, CountsLike
-from rrseg.types import SegOutput
+from rrseg.types import MaskOutput, SegOutput
 
 __all__ = [
     "DEBUG_CHECKS",
@@ -64,6 +64,9 @@ __all__ = [
 
 # Synchronous label checks with the named error on accelerators too (slower: one host sync per step).
 DEBUG_CHECKS = os.environ.get("RRSEG_DEBUG", "") not in ("", "0")
+# RR on a mask classifier (Mask2Former) pools its per-pixel mask features; it has no pixel logits to be consistent with
+MASK_MODEL_CONSISTENCY = ("loss.region.consistency_weight: the consistency term needs per-pixel class logits, which a "
+                          "mask-classification model (Mask2Former) does not have; set it to 0")
 
 
 class RegionPool(NamedTuple):
@@ -464,9 +467,13 @@ class RegionRebalance(nn.Module):
         self.uses_slots = False  # set by the first training call that fills slots
         self._last: tuple[Tensor, Tensor, Tensor] | None = None  # table logits, classes, presence
 
-    def check_fits(self, in_channels: int, num_classes: int) -> None:
+    def check_fits(self, in_channels: int, num_classes: int, pixel_logits: bool = True) -> None:
         """The one check that this branch fits a model whose pixel classifier reads ``in_channels`` channels
-        and predicts ``num_classes`` classes (a Segmentor's, an smp or HF model's); a one-line RRSegError if not."""
+        and predicts ``num_classes`` classes (a Segmentor's, an smp or HF model's); a one-line RRSegError if not.
+        ``pixel_logits=False``: a mask classifier (Mask2Former, its mask features pooled), which has no pixel logits
+        for the consistency term."""
+        if self.consistency_weight and not pixel_logits:
+            raise RRSegError(MASK_MODEL_CONSISTENCY)
         takes = self.reduce[0].in_channels
         if (takes, self.num_classes) != (in_channels, num_classes):
             raise RRSegError(
@@ -539,6 +546,8 @@ class RegionRebalance(nn.Module):
         if isinstance(features, SegOutput):  # as a term of a Criterion
             if features.features is None:
                 raise ValueError(f"{self.name}: the model output carries no pre-classifier features")
+            if isinstance(features, MaskOutput) and self.consistency_weight:
+                raise RRSegError(MASK_MODEL_CONSISTENCY)
             logits = features.logits if logits is None else logits
             features = features.features
         if not self.training:
