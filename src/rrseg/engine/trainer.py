@@ -131,6 +131,9 @@ class Trainer:
         np.random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
         parts = self._given if self._given is not None else build_components(cfg, info, self.work_dir)
+        if self._given is not None and cfg.train.compile and info.is_main:
+            logger.warning("train.compile: ready-made components are used as they are, uncompiled; compile them with "
+                           "rrseg.engine.components.compile_for_training and pass its module as Components(ddp=...)")
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             self._log_global_batch()
             for message in settings_warnings(cfg, image_sizes(getattr(parts.train_ds, "image_files", []), 16)):
