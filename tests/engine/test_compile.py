@@ -106,12 +106,13 @@ def test_compiled_training_equals_eager_and_saves_the_same_layout(tiny_config):
     torch.testing.assert_close(torch.tensor(losses(resumed)[-2:]), torch.tensor(le[-2:]), rtol=LOSS_RTOL, atol=0)
 
 
-def test_compile_without_a_cpp_compiler_is_one_message(tiny_config, monkeypatch):
+def test_compile_without_a_cpp_compiler_is_one_message(tiny_config):
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-compiler-rrseg"))
     cfg = tiny_config("nocxx", train={"compile": True, "progress": False, "tensorboard": False})
-    with pytest.raises(RRSegError, match=r"^train\.compile: .*C\+\+ compiler.*train\.compile: false$"):
+    # inductor's own search ($CXX, else g++) finds none (its config's patch: restored after)
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-compiler-rrseg")}), \
+            pytest.raises(RRSegError, match=r"^train\.compile: .*C\+\+ compiler.*train\.compile: false$"):
         Trainer(load_config(cfg), device="cpu", overwrite=True).setup()
 
 
@@ -128,7 +129,7 @@ def test_compiled_ddp_keeps_the_ranks_in_sync_and_equals_eager_ddp(tiny_config, 
                           loss={"region": {"type": "rr"}}, schedule={"iters": ITERS, "warmup_iters": 1},
                           eval={"interval": 0, "batch_size": 4},
                           train={"compile": compile, "log_interval": 1, "progress": False, "tensorboard": False})
-        proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29563",
+        proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                                "-m", "rrseg", "train", str(cfg)], env=cli_env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -139,3 +140,27 @@ def test_compiled_ddp_keeps_the_ranks_in_sync_and_equals_eager_ddp(tiny_config, 
                                rtol=LOSS_RTOL, atol=0)
     assert_close_weights(load_file(str(works[True] / "inference.safetensors")),
                          load_file(str(works[False] / "inference.safetensors")))
+
+
+def test_compile_for_training_leaves_the_model_plain_and_warns_about_deterministic_cpu(caplog):
+    from rrseg.engine.components import compile_for_training
+    from rrseg.models import build_model
+    from rrseg.rebalance import Criterion, CrossEntropyLoss
+
+    needs_compiler()
+    model = build_model("deeplabv3plus_tiny", num_classes=3)
+    keys = list(model.state_dict())
+    criterion = Criterion([CrossEntropyLoss()])
+    was = torch.are_deterministic_algorithms_enabled()
+    try:
+        for deterministic in (True, False):
+            torch.use_deterministic_algorithms(deterministic, warn_only=True)
+            caplog.clear()
+            forward = compile_for_training(model, criterion, torch.device("cpu"))  # lazy: nothing compiles yet
+            warned = [r for r in caplog.records if "train.deterministic" in r.getMessage()]
+            assert len(warned) == int(deterministic)
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert forward is not model and isinstance(criterion, Criterion)
+    assert list(model.state_dict()) == keys  # the saved and evaluated module: no _orig_mod. prefix
+    assert list(criterion.state_dict()) == list(Criterion([CrossEntropyLoss()]).state_dict())
