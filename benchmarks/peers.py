@@ -18,6 +18,10 @@ Rows (same input, same precision, same threads for every implementation of a row
   Losses: rrseg, smp: cross-entropy (ignore 255) on the logits at the label size (rrseg's upsampled from stride
   4, benchmarks/data_pipeline.py's ``seg_loss``); mmseg: ``model.loss`` (its decode heads' own losses); HF: the
   model's own ``labels=`` loss.
+- ``--compile``: each model row also times "rrseg compiled", rrseg's model as ``train.compile`` runs it
+  (``torch.compile``, inductor, rrseg's ``COMPILE_OPTIONS``; the loss compiled on its own, as the trainer's
+  criterion is), in the same interleaved repetitions; its ratio is to eager rrseg. Its compilation (training and
+  eval graphs) happens in the warm-up calls, untimed: minutes per model on a CPU.
 - Sliding-window evaluation of UPerNet ConvNeXt-T (whose mmseg config evaluates by slide): rrseg's
   ``predict_probs`` in slide mode vs mmseg's ``slide_inference``, each followed by the argmax.
 - The training data loader on ADE20K-shaped 683x512 JPEG + PNG files (benchmarks/data_pipeline.py writes them,
@@ -35,6 +39,7 @@ whose library does not import (HF transformers, smp).
     python benchmarks/peers.py                           # the CPU defaults below; Markdown to stdout
     .venv-mmseg/bin/python benchmarks/peers.py --out peers.md --json benchmarks/results/peers.json
     python benchmarks/peers.py --quick                   # tiny sizes, few repetitions: checks that it runs
+    python benchmarks/peers.py --compile --rows deeplabv3plus_r50   # + rrseg under torch.compile
     python benchmarks/peers.py --device cuda --amp bf16 --batch 8 --size 512 --reps 7   # benchmarks/gpu.sh
 
 Defaults (CPU): batch 2 x 256^2, fp32, all the cores' threads, 2 warm-up calls + 7 repetitions; slide on one
@@ -256,7 +261,28 @@ def _smp(kind: str, **kwargs: Any) -> nn.Module:
     return getattr(smp, kind)(encoder_weights=None, classes=NUM_CLASSES, **kwargs)
 
 
-def model_cases(size: int) -> list[Case]:
+def compiled(impl: Impl) -> Impl:
+    """``impl`` (an rrseg row, the loss :func:`_plain_loss`) as ``train.compile`` runs it: the model compiled, and
+    the loss compiled on its own graph."""
+    from rrseg.engine.components import COMPILE_OPTIONS
+
+    loss_fn = torch.compile(seg_loss, options=COMPILE_OPTIONS)
+    return Impl(f"{impl.name} compiled", impl.library,
+                build=lambda: torch.compile(impl.build(), options=COMPILE_OPTIONS),
+                loss=lambda model, x, y: loss_fn(model(x), y), infer=impl.infer, same=impl.same,
+                note="torch.compile (train.compile)")
+
+
+def model_cases(size: int, compile: bool = False) -> list[Case]:
+    """The model rows; with ``compile``, rrseg compiled (:func:`compiled`) after rrseg in each."""
+    cases = _model_cases(size)
+    if compile:
+        for case in cases:
+            case.impls.insert(1, compiled(case.impls[0]))
+    return cases
+
+
+def _model_cases(size: int) -> list[Case]:
     rr = dict(loss=_plain_loss, infer=_plain_infer)
     mm = dict(loss=_mmseg_loss, infer=_mmseg_infer)
     hf = dict(loss=_hf_loss, infer=_hf_infer)
@@ -657,6 +683,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--loader-batch", type=_positive, help="loader batch (default 4; --quick 2)")
     ap.add_argument("--loader-batches", type=_positive, help="timed batches per repetition (default 4; --quick 1)")
     ap.add_argument("--loader-workers", type=_positive, default=1, help="DataLoader workers (default 1)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time rrseg's models under torch.compile (train.compile), in the model rows")
     ap.add_argument("--budget-s", type=float, default=None, help="start no row after this many seconds")
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     ap.add_argument("--json", type=Path, help="write the results as JSON here (e.g. benchmarks/results/peers.json)")
@@ -681,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     s = settings(args)
     info = machine_info(s, args.threads)
-    cases = {c.key: c for c in model_cases(s.size)}
+    cases = {c.key: c for c in model_cases(s.size, args.compile)}
     cases["slide"] = slide_case(s)
     cases["loader"] = loader_case(s)
     runners = {"slide": run_slide_case, "loader": run_loader_case}

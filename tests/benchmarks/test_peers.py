@@ -145,3 +145,34 @@ def test_quick_runs_with_mmseg(tmp_path, peers):
     # mmseg's models are rrseg's, parameter for parameter (auxiliary heads left out of both)
     ref = {(r["case"], r["kind"]): r["params"] for r in rows if r["impl"] == "rrseg" and "params" in r}
     assert all(r["params"] == ref[(r["case"], r["kind"])] for r in mm if "params" in r)
+
+
+def test_compile_switch_adds_rrseg_compiled_after_rrseg_in_every_model_row(peers):
+    plain, with_compiled = peers.model_cases(64), peers.model_cases(64, compile=True)
+    for a, b in zip(plain, with_compiled):
+        names = [i.name for i in a.impls]
+        assert [i.name for i in b.impls] == [names[0], "rrseg compiled", *names[1:]]
+        assert b.impls[1].library == "rrseg" and b.impls[1].same
+
+
+@pytest.mark.slow  # inductor compiles a tiny model's training and eval graphs
+def test_compiled_rrseg_is_timed_in_the_same_repetitions(peers):
+    import torch
+
+    from rrseg.engine.components import cpp_compiler
+    from rrseg.models import build_model
+
+    if cpp_compiler() is None:
+        pytest.skip("torch.compile's inductor backend needs a C++ compiler on the CPU ($CXX or g++); none found")
+    rr = peers.Impl("rrseg", "rrseg", lambda: build_model("deeplabv3plus_tiny", peers.NUM_CLASSES),
+                    loss=peers._plain_loss, infer=peers._plain_infer)
+    case = peers.Case("tiny", "DeepLabV3+ tiny", [rr, peers.compiled(rr)])
+    s = peers.settings(peers.parse_args(["--quick", "--size", "32"]))
+    torch._dynamo.reset()
+    rows = peers.run_model_case(case, s)
+    by = {(r["impl"], r["kind"]): r for r in rows}
+    assert set(by) == {(i, k) for i in ("rrseg", "rrseg compiled") for k in ("train", "inference")}
+    for kind in ("train", "inference"):
+        row = by[("rrseg compiled", kind)]
+        assert row["status"] == "ok" and len(row["times_s"]) == s.reps and row["ratio"]["median"] > 0
+        assert row["params"] == by[("rrseg", kind)]["params"]

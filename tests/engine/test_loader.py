@@ -62,6 +62,25 @@ def test_augmentation_depends_on_position_not_on_history():
     assert torch.equal(state, torch.get_rng_state())  # global RNG untouched
 
 
+def test_augmentation_draws_from_the_cpu_seed_and_leaves_the_accelerators_alone(monkeypatch):
+    """Sample k's draws are those of torch.manual_seed((seed * 1_000_003 + k) mod 2^63) on the CPU generator (the
+    figures of every run so far), and no accelerator generator is seeded: with workers=0 on a GPU that would reset
+    the training's own generator (dropout) at every sample."""
+    ds = SeededTransformDataset(Items(), noisy, seed=1)
+    seeded = []
+    for name in ("cuda", "xpu", "mps", "mtia"):
+        module = getattr(torch, name, None)
+        for fn in ("manual_seed_all", "manual_seed"):
+            if module is not None and hasattr(module, fn):
+                monkeypatch.setattr(module, fn, lambda *a, _n=f"{name}.{fn}", **k: seeded.append(_n))
+    got = ds[(2, 5)]["image"]
+    assert seeded == []
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed((1 * 1_000_003 + 5) % (2**63))
+        expected = Items()[2]["image"] + torch.rand(())
+    assert torch.equal(got, expected)
+
+
 def test_collate():
     batch = collate([Items()[0], Items()[1]])
     assert batch["image"].shape == (2, 3, 2, 2) and batch["image"].dtype == torch.float32

@@ -269,3 +269,17 @@ def test_the_trainer_logs_the_settings_warnings(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="rrseg"):
         Trainer(load_config(path, ["schedule.warmup_iters=5"]), device="cpu").setup()
     assert any(r.getMessage().startswith("schedule.warmup_iters (5) >= schedule.iters (1)") for r in caplog.records)
+
+
+def test_parameter_fingerprints_do_not_depend_on_the_memory_format():
+    """The end record's parameter hashes: a model in channels_last (its 1x1 kernels count as contiguous with a
+    last stride other than 1) hashes as the same model in the default format."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus_tiny", num_classes=3)
+    run = SimpleNamespace(parts=SimpleNamespace(model=model), info=SimpleNamespace(distributed=False))
+    plain = Trainer.fingerprints(run)
+    model.to(memory_format=torch.channels_last)
+    assert any(p.dim() == 4 and p.shape[-1] == 1 and p.stride(-1) != 1 for p in model.parameters())
+    assert Trainer.fingerprints(run) == plain

@@ -181,6 +181,11 @@ class TrainConfig:
     deterministic: bool = setting(True, "deterministic algorithms on CPU (bit-exact resume)")
     amp: Literal["none", "bf16", "fp16"] = setting("none", "mixed precision: none, bf16 or fp16 (CUDA)")
     sync_bn: bool = setting(False, "BatchNorm statistics synchronised over the processes (DDP)")
+    compile: bool = setting(
+        False, "torch.compile (inductor) of the training step's forward pass and loss (the model, its RR / CeCo "
+               "branch and the loss terms), with eager's dropout masks: faster steps after a compilation at the "
+               "start (a minute or more on a CPU, which needs a C++ compiler). Evaluation runs the model "
+               "uncompiled; checkpoints, exports and resume are the same with it on or off")
     log_interval: int = setting(50, "a training record (loss terms, lr) in log.jsonl and TensorBoard every N "
                                     "iterations")
     checkpoint_interval: int = setting(16000, "a training checkpoint every N iterations (and one at the end)")

@@ -127,10 +127,17 @@ class Trainer:
                              "replace it with --overwrite, or choose another --work-dir")
         if cfg.train.deterministic and info.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
+            # which also fills every new tensor with NaN, a guard against kernels that read memory before writing
+            # it: none in rrseg's training does (the demo's parameters are the same bit for bit without the fill)
+            # and it costs 1-3 % of a CPU training step (and of the loader workers, which inherit the flag)
+            torch.utils.deterministic.fill_uninitialized_memory = False
         random.seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
         parts = self._given if self._given is not None else build_components(cfg, info, self.work_dir)
+        if self._given is not None and cfg.train.compile and info.is_main:
+            logger.warning("train.compile: ready-made components are used as they are, uncompiled; compile them with "
+                           "rrseg.engine.components.compile_for_training and pass its module as Components(ddp=...)")
         if info.is_main:  # data, counts and model are valid: the first write to the work dir
             self._log_global_batch()
             for message in settings_warnings(cfg, image_sizes(getattr(parts.train_ds, "image_files", []), 16)):
@@ -344,7 +351,8 @@ class Trainer:
         digest = hashlib.sha256()
         for name, t in self.parts.model.named_parameters():
             digest.update(name.encode())
-            digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            # reshape(-1): a channels_last 1x1 kernel counts as contiguous but keeps a last stride other than 1
+            digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         mine = digest.hexdigest()
         if not self.info.distributed:
             return [mine]
