@@ -107,7 +107,7 @@ if [ "$DRY" = 1 ]; then
   BRANCH=(--batch 2 --size 64 --channels 32 --warmup 1 --reps 1)
   TRAIN=(--dry-run)
   MODELS=(--tiny --batch 2 --size 64 --beit-size 64 --warmup 1 --steps 1)
-  PEERS=(--quick --reps 2)
+  PEERS=(--quick --reps 2 --rows upernet_swin_t loader)  # two rows: the part runs (every row: tests/benchmarks)
   B_ENV=60 B_CHECKS=60 B_BRANCH=90 B_TRAIN=150 B_PEERS=240
   TOTAL="${GPU_SH_TOTAL_S:-600}"
 else
