@@ -124,10 +124,11 @@ def _pixel_rows(
 
 
 def _row_sums(features: Tensor, labels_hw: tuple[int, int], keep: Tensor, row: Tensor, rows: int,
-              blocks: bool, align_corners: bool) -> tuple[Tensor, Tensor]:
+              blocks: bool, align_corners: bool, counts: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Sum of the bilinearly upsampled features over the labelled pixels of each of ``rows`` rows (``row``: each
     pixel's row) and the rows' pixel counts. ``blocks``: row ``image * (rows / B) + r`` takes pixels of that
-    image only (a [B, rows / B, h*w] table, one matmul per image); else one [rows, B*h*w] table."""
+    image only (a [B, rows / B, h*w] table, one matmul per image); else one [rows, B*h*w] table. ``counts``: the
+    rows' pixel counts when the caller has them (else counted here)."""
     b, d, h, w = features.shape
     device = features.device
     acc_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
@@ -135,8 +136,9 @@ def _row_sums(features: Tensor, labels_hw: tuple[int, int], keep: Tensor, row: T
     # Row offsets into the flat weight table: per image a [rows / B, h*w] block of its own cells, or per row
     # the cells of every image.
     base = row * (h * w) if blocks else row * (b * h * w) + img * (h * w)
-    counts = torch.zeros(rows, dtype=torch.long, device=device)
-    counts.index_add_(0, row.reshape(-1), keep.reshape(-1).long())
+    if counts is None:
+        counts = torch.zeros(rows, dtype=torch.long, device=device)
+        counts.index_add_(0, row.reshape(-1), keep.reshape(-1).long())
 
     # Adjoint of separable bilinear upsampling: every labelled pixel sends its 4 bilinear weights back to
     # the feature cells it was interpolated from, into the row of its region.
@@ -208,18 +210,20 @@ def region_slots(
     """
     keep, row, _ = _pixel_rows(features, labels, num_classes, ignore_index, per_image)
     rows = features.shape[0] * num_classes if per_image else num_classes
-    present = torch.zeros(rows, dtype=torch.long, device=features.device)
-    present.index_add_(0, row.reshape(-1), keep.reshape(-1).long())
-    present = present > 0
+    region_counts = torch.zeros(rows, dtype=torch.long, device=features.device)
+    region_counts.index_add_(0, row.reshape(-1), keep.reshape(-1).long())
+    present = region_counts > 0
     order = torch.arange(rows, device=features.device) if priority is None else priority.to(features.device)
     rank = torch.empty_like(order).scatter_(0, order, torch.cumsum(present[order].long(), 0) - 1)
     slot_of = torch.where(present & (rank < slots), rank, slots)  # slot ``slots``: absent, or no slot left
     pixel_slot = slot_of[row]
     keep = keep & (pixel_slot < slots)
-    sums, counts = _row_sums(features, labels.shape[-2:], keep, torch.where(keep, pixel_slot, 0), slots, False,
-                             align_corners)
     keys = torch.zeros(slots + 1, dtype=torch.long, device=features.device)
     keys = keys.scatter_(0, slot_of, torch.arange(rows, device=features.device))[:slots]
+    # each slot's count is its region's, read from the count above (an empty slot: 0) rather than counted again
+    counts = torch.zeros(slots + 1, dtype=torch.long, device=features.device).scatter_(0, slot_of, region_counts)
+    sums, counts = _row_sums(features, labels.shape[-2:], keep, torch.where(keep, pixel_slot, 0), slots, False,
+                             align_corners, counts=counts[:slots])
     overflow = (present.sum() - slots).clamp(min=0)
     return RegionSlots(sums / counts.clamp(min=1).to(sums.dtype).unsqueeze(1), counts, keys, overflow)
 
