@@ -25,24 +25,9 @@ from rrseg.rebalance.mask2former import (
 )
 from rrseg.rebalance.region import RROptions
 from rrseg.types import MaskOutput
+from tests.rebalance.test_mask2former_loss import C, _labels, _output  # the loss tests' tiny outputs
 
-C = 5
 COUNTS = ClassCounts(np.array([40, 20, 9, 3, 1]), None, 50)
-
-
-def _output(b: int = 2, q: int = 6, h: int = 8, layers: int = 2, seed: int = 0) -> MaskOutput:
-    g = torch.Generator().manual_seed(seed)
-    preds = [(torch.randn(b, q, C + 1, generator=g, requires_grad=True),
-              torch.randn(b, q, h, h, generator=g, requires_grad=True)) for _ in range(layers)]
-    return MaskOutput(features=torch.randn(b, 4, h, h, generator=g), class_logits=preds[-1][0],
-                      mask_logits=preds[-1][1], aux_outputs=preds[:-1])
-
-
-def _labels(b: int = 2, size: int = 32, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, C, (b, size // 8, size // 8), generator=g).repeat_interleave(8, 1).repeat_interleave(8, 2)
-    labels[:, :4] = 255
-    return labels
 
 
 # ------------------------------------------------------------------------------ the rebalanced query classifier
@@ -173,7 +158,7 @@ def test_a_rare_target_takes_the_queries_that_suit_it():
 
 
 def test_with_one_query_per_class_it_is_hfs_matcher():
-    out, labels = _output(q=8), _labels()
+    out, labels = _output(q=8, layers=2), _labels()
     classes, masks = semantic_targets(labels, 255)
     hf = Mask2FormerCriterion(C, num_points=120).criterion.matcher
     ours = FrequencyMatcher([1] * C, 2.0, 5.0, 5.0, num_points=120)
@@ -193,7 +178,7 @@ def test_with_one_query_per_class_it_is_hfs_matcher():
 
 
 def test_each_target_takes_its_classs_queries_and_an_empty_image_none():
-    out, labels = _output(q=12), _labels()
+    out, labels = _output(q=12, layers=2), _labels()
     labels[1] = 255  # nothing labelled in image 1
     classes, masks = semantic_targets(labels, 255)
     per_class = [1, 1, 2, 3, 4]
@@ -269,7 +254,7 @@ def test_the_config_takes_the_switches():
 
 
 def test_rr_pools_the_mask_features_and_refuses_the_consistency_term():
-    out, labels = _output(), _labels()
+    out, labels = _output(layers=2), _labels()
     rr = RegionRebalance(4, C, COUNTS, dropout=0.0).train()
     torch.testing.assert_close(rr(out, labels), rr(out.features, labels))  # a MaskOutput: its features
     message = (r"^loss.region.consistency_weight: the consistency term needs per-pixel class logits, which a "
