@@ -58,6 +58,28 @@ def test_the_ignore_index_reaches_transforms_losses_rr_and_metrics(ade20k_full, 
 
 
 @pytest.mark.slow  # trains the 847-class preset in a subprocess
+def check_report_and_predictions(work: Path, root: Path, pred: Path, cli_env) -> None:
+    """A trained ADE20K-Full run's report counts exactly the labelled validation pixels (65535 left out), and
+    ``rrseg predict`` of its export writes 16-bit PNGs of class ids < 847 into ``pred``."""
+    report = json.loads((work / "report.json").read_text())
+    assert report["num_classes"] == 847 and report["per_class"][255]["name"] == "pier"
+    # labelled validation pixels only (65535 left out): the confusion matrix counted exactly those
+    gt = [np.array(Image.open(f)) for f in sorted((root / "annotations_detectron2" / "validation")
+                                                 .glob("*.tif"))]
+    assert sum(c["label_pixels"] for c in report["per_class"]) == sum(int((g != 65535).sum()) for g in gt)
+
+    images = sorted((root / "images_detectron2" / "validation").glob("*.jpg"))
+    rrseg(["predict", work / "inference.safetensors", *images, "--out", pred, "--device", "cpu"],
+          cli_env)
+    for img in images:
+        png = (pred / f"{img.stem}.png").read_bytes()
+        # 847 classes: a 16-bit greyscale PNG (IHDR bit depth 16, colour type 0; Pillow 10.0, the floor, reads
+        # it as mode "I", Pillow 13 as "I;16", so the header is what is checked)
+        assert png[12:16] == b"IHDR" and (png[24], png[25]) == (16, 0)
+        with Image.open(pred / f"{img.stem}.png") as im:
+            assert im.size == (64, 48) and int(np.array(im).max()) < 847
+
+
 def test_rr_trains_end_to_end_then_predicts_and_scores(ade20k_full, tmp_path, cli_env):
     work = tmp_path / "work"
     rrseg(["train", PRESET, "--set", *overrides(ade20k_full, work)], cli_env, timeout=600)
@@ -68,23 +90,7 @@ def test_rr_trains_end_to_end_then_predicts_and_scores(ade20k_full, tmp_path, cl
     assert any(r["loss_rr"] > 0 for r in records)
     counts = json.loads((work / "counts.json").read_text())
     assert len(counts["image_counts"]) == 847 and counts["image_counts"][846] == 4
-    report = json.loads((work / "report.json").read_text())
-    assert report["num_classes"] == 847 and report["per_class"][255]["name"] == "pier"
-    # labelled validation pixels only (65535 left out): the confusion matrix counted exactly those
-    gt = [np.array(Image.open(f)) for f in sorted((ade20k_full / "annotations_detectron2" / "validation")
-                                                 .glob("*.tif"))]
-    assert sum(c["label_pixels"] for c in report["per_class"]) == sum(int((g != 65535).sum()) for g in gt)
-
-    images = sorted((ade20k_full / "images_detectron2" / "validation").glob("*.jpg"))
-    rrseg(["predict", work / "inference.safetensors", *images, "--out", tmp_path / "pred", "--device", "cpu"],
-          cli_env)
-    for img in images:
-        png = (tmp_path / "pred" / f"{img.stem}.png").read_bytes()
-        # 847 classes: a 16-bit greyscale PNG (IHDR bit depth 16, colour type 0; Pillow 10.0, the floor, reads
-        # it as mode "I", Pillow 13 as "I;16", so the header is what is checked)
-        assert png[12:16] == b"IHDR" and (png[24], png[25]) == (16, 0)
-        with Image.open(tmp_path / "pred" / f"{img.stem}.png") as im:
-            assert im.size == (64, 48) and int(np.array(im).max()) < 847
+    check_report_and_predictions(work, ade20k_full, tmp_path / "pred", cli_env)
     proc = rrseg(["score", tmp_path / "pred", ade20k_full, "-o", tmp_path / "score.json", "--workers", 1], cli_env)
     scored = json.loads((tmp_path / "score.json").read_text())
     assert scored["num_images"] == 2 and scored["num_classes"] == 847

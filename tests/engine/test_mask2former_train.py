@@ -21,6 +21,7 @@ from rrseg.engine.optim import param_groups
 from rrseg.models import build_model
 
 from .conftest import PYTHON
+from .test_ade20k_full_train import check_report_and_predictions
 from .test_trainer import SIGTERM_AT_STEP, log, rrseg, same_weights, yaml_work_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,16 +161,4 @@ def test_ade20k_full_ids_above_255_through_training_and_prediction(ade20k_full, 
     rrseg(["train", FULL_PRESET, "--set", *_full_overrides(ade20k_full, work)], cli_env, timeout=600)
     records = [r for r in log(work) if r["event"] == "train"]
     assert [r["iteration"] for r in records] == [1, 2]
-    report = json.loads((work / "report.json").read_text())
-    assert report["num_classes"] == 847 and report["per_class"][255]["name"] == "pier"
-    gt = [np.array(Image.open(f)) for f in sorted((ade20k_full / "annotations_detectron2" / "validation")
-                                                 .glob("*.tif"))]
-    assert sum(c["label_pixels"] for c in report["per_class"]) == sum(int((g != 65535).sum()) for g in gt)
-    images = sorted((ade20k_full / "images_detectron2" / "validation").glob("*.jpg"))
-    rrseg(["predict", work / "inference.safetensors", *images, "--out", tmp_path / "pred", "--device", "cpu"],
-          cli_env)
-    for img in images:
-        png = (tmp_path / "pred" / f"{img.stem}.png").read_bytes()
-        assert png[12:16] == b"IHDR" and (png[24], png[25]) == (16, 0)  # 16-bit greyscale: 847 classes
-        with Image.open(tmp_path / "pred" / f"{img.stem}.png") as im:
-            assert im.size == (64, 48) and int(np.array(im).max()) < 847
+    check_report_and_predictions(work, ade20k_full, tmp_path / "pred", cli_env)
