@@ -368,3 +368,49 @@ def test_default_averaging_is_pytorchs_mean_bit_for_bit():
     assert torch.equal(CrossEntropyLoss()(SegOutput(logits), labels), expected)
     assert torch.equal(CrossEntropyLoss("loss_aux", 1.0, source="aux_logits")(SegOutput(logits, aux_logits=logits),
                                                                                  labels), expected)
+
+
+def test_cpu_logits_become_pixel_rows_without_a_copy():
+    from rrseg.rebalance.pixel import class_last
+
+    logits, labels = make(seed=22, logit_hw=(3, 4), label_hw=(6, 8))
+    resized = CrossEntropyLoss()._logits(SegOutput(logits), labels)
+    assert resized.is_contiguous(memory_format=torch.channels_last) and resized.shape == (2, C, 6, 8)
+    rows, flat = class_last(resized, labels)
+    assert rows.shape == (2 * 6 * 8, C) and rows.data_ptr() == resized.data_ptr()  # a view
+    assert torch.equal(rows, resized.permute(0, 2, 3, 1).reshape(-1, C)) and torch.equal(flat, labels.reshape(-1))
+    nchw = logits.detach().float()
+    assert class_last(nchw, labels)[0] is nchw  # any other layout passes unchanged
+
+
+@pytest.mark.parametrize("name", ["ce", "wce", "focal", "bsm"])
+def test_pixel_rows_give_the_nchw_loss_and_gradient(name):
+    # the CPU path (channels_last resize, softmax over pixel rows) against the same terms computed on NCHW logits
+    # by PyTorch's own functions: the values and gradients agree to float32 rounding
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(23)
+    base = torch.randn(2, C, 6, 6, generator=g) * 3
+    labels = torch.randint(0, C, (2, 24, 24), generator=g)
+    labels[:, :3] = IGNORE
+    w = class_weights(COUNTS, "inv_sqrt")
+    prior = COUNTS.log_prior("pixel").float().view(1, C, 1, 1)
+    term = {"ce": CrossEntropyLoss(), "wce": CrossEntropyLoss(weight=w), "focal": FocalLoss(gamma=2.0),
+            "bsm": BalancedSoftmaxLoss(COUNTS, C)}[name]
+
+    def reference(x):
+        up = F.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False)
+        valid = labels != IGNORE
+        if name == "focal":
+            logp = F.log_softmax(up, 1).gather(1, labels.clamp(0, C - 1).unsqueeze(1)).squeeze(1)
+            return (-((1 - logp.exp()) ** 2) * logp * valid).sum() / valid.sum()
+        if name == "bsm":
+            up = up + prior
+        return F.cross_entropy(up, labels, weight=w if name == "wce" else None, ignore_index=IGNORE,
+                               reduction="sum") / valid.sum()
+
+    x, y = base.clone().requires_grad_(), base.clone().requires_grad_()
+    got, want = term(SegOutput(x), labels), reference(y)
+    got.backward(), want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-7)
