@@ -15,8 +15,9 @@ Rows (same input, same precision, same threads for every implementation of a row
   part of its architecture, kept, and its 0.4-weighted loss computed, in both); stochastic depth 0 everywhere;
   the decode heads' dropout as each library has it (rrseg and mmseg: 0.1, HF and smp: none). Each model's
   parameter count is printed; one more than 1 % from rrseg's is flagged "not the same model".
-  Losses: rrseg, smp: cross-entropy (ignore 255) on the logits at the label size (rrseg's upsampled from stride
-  4, benchmarks/data_pipeline.py's ``seg_loss``); mmseg: ``model.loss`` (its decode heads' own losses); HF: the
+  Losses: rrseg: its trainer's criterion (``rrseg_loss``: rrseg's ``CrossEntropyLoss`` terms on the logits
+  upsampled from stride 4 to the label size); smp: ``F.cross_entropy`` (ignore 255) on its input-size logits
+  (benchmarks/data_pipeline.py's ``seg_loss``); mmseg: ``model.loss`` (its decode heads' own losses); HF: the
   model's own ``labels=`` loss.
 - ``--compile``: each model row also times "rrseg compiled", rrseg's model as ``train.compile`` runs it
   (``torch.compile``, inductor, rrseg's ``COMPILE_OPTIONS``; the loss compiled on its own, as the trainer's
@@ -85,6 +86,7 @@ from data_pipeline import loader_rate, seg_loss, write_ade_like  # noqa: E402
 
 from rrseg.io import atomic_write_text  # noqa: E402
 from rrseg.models import build_model  # noqa: E402
+from rrseg.rebalance import CrossEntropyLoss  # noqa: E402
 
 NUM_CLASSES = 150
 SAME_WITHIN = 0.01  # parameter counts within 1 % of rrseg's: the same model
@@ -247,6 +249,20 @@ def _hf_infer(model: nn.Module, x: Tensor) -> Tensor:
     return model(pixel_values=x).logits
 
 
+_CE, _AUX_CE = CrossEntropyLoss(), CrossEntropyLoss("loss_aux", 0.4, source="aux_logits")
+
+
+def rrseg_loss(out: Any, labels: Tensor) -> Tensor:
+    """rrseg's training loss as its trainer builds it (``build_criterion``): the pixel CE term, + 0.4 x the
+    auxiliary CE where the model gives auxiliary logits (OCRNet's soft regions here)."""
+    loss = _CE(out, labels)
+    return loss + _AUX_CE(out, labels) if out.aux_logits is not None else loss
+
+
+def _rrseg_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return rrseg_loss(model(x), y)
+
+
 def _plain_loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return seg_loss(model(x), y)
 
@@ -262,11 +278,11 @@ def _smp(kind: str, **kwargs: Any) -> nn.Module:
 
 
 def compiled(impl: Impl) -> Impl:
-    """``impl`` (an rrseg row, the loss :func:`_plain_loss`) as ``train.compile`` runs it: the model compiled, and
+    """``impl`` (an rrseg row, the loss :func:`rrseg_loss`) as ``train.compile`` runs it: the model compiled, and
     the loss compiled on its own graph."""
     from rrseg.engine.components import COMPILE_OPTIONS
 
-    loss_fn = torch.compile(seg_loss, options=COMPILE_OPTIONS)
+    loss_fn = torch.compile(rrseg_loss, options=COMPILE_OPTIONS)
     return Impl(f"{impl.name} compiled", impl.library,
                 build=lambda: torch.compile(impl.build(), options=COMPILE_OPTIONS),
                 loss=lambda model, x, y: loss_fn(model(x), y), infer=impl.infer, same=impl.same,
@@ -283,7 +299,8 @@ def model_cases(size: int, compile: bool = False) -> list[Case]:
 
 
 def _model_cases(size: int) -> list[Case]:
-    rr = dict(loss=_plain_loss, infer=_plain_infer)
+    rr = dict(loss=_rrseg_loss, infer=_plain_infer)
+    plain = dict(loss=_plain_loss, infer=_plain_infer)  # smp: F.cross_entropy on its input-size logits
     mm = dict(loss=_mmseg_loss, infer=_mmseg_infer)
     hf = dict(loss=_hf_loss, infer=_hf_infer)
     # timm's Swin sized for 224 with strict_img_size=False takes any input with 7x7 windows in every stage (sized
@@ -295,7 +312,7 @@ def _model_cases(size: int) -> list[Case]:
                                                        drop_path_rate=0.0, img_size=size), **rr),
             Impl("mmseg", "mmseg", lambda: _mmseg_model(SWIN_CFG, dict(drop_path_rate=0.0)), **mm),
             Impl("HF transformers", "transformers", lambda: _hf_upernet("swin"), **hf),
-            Impl("smp", "smp", lambda: _smp("UPerNet", decoder_channels=512, **smp_swin), **rr),
+            Impl("smp", "smp", lambda: _smp("UPerNet", decoder_channels=512, **smp_swin), **plain),
         ]),
         Case("upernet_convnext_t", "UPerNet ConvNeXt-T", [
             Impl("rrseg", "rrseg", lambda: build_model("upernet_convnext_t", NUM_CLASSES, aux_head=False,
@@ -303,7 +320,7 @@ def _model_cases(size: int) -> list[Case]:
             Impl("mmseg", "mmseg", lambda: _mmseg_model(CONVNEXT_CFG, dict(drop_path_rate=0.0)), **mm),
             Impl("HF transformers", "transformers", lambda: _hf_upernet("convnext"), **hf),
             Impl("smp", "smp", lambda: _smp("UPerNet", encoder_name="tu-convnext_tiny", decoder_channels=512),
-                 **rr),
+                 **plain),
         ]),
         Case("deeplabv3plus_r50", "DeepLabV3+ R50-D8", [
             Impl("rrseg", "rrseg", lambda: build_model("deeplabv3plus_r50", NUM_CLASSES, aux_head=False), **rr),
@@ -311,7 +328,7 @@ def _model_cases(size: int) -> list[Case]:
             Impl("smp (nearest)", "smp", lambda: _smp("DeepLabV3Plus", encoder_name="resnet50",
                                                       encoder_output_stride=8, decoder_channels=512),
                  same=False, note="nearest model, not the same (ResNet-50 without the deep stem, its own ASPP)",
-                 **rr),
+                 **plain),
         ]),
         Case("ocrnet_hr18", "OCRNet HRNet-W18", [
             Impl("rrseg", "rrseg", lambda: build_model("ocrnet_hr18", NUM_CLASSES), **rr),
