@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.rrseg-installed
 # the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml), one
-# pytest-xdist worker per core with one thread each (make test, what CI runs, stays one serial process)
+# pytest-xdist worker per core with one thread each
 FAST := -m "not slow and not multiprocess" -n auto
 FAST_ENV := OMP_NUM_THREADS=1
 
@@ -42,8 +42,11 @@ test: $(STAMP) lint pytest
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
+# every test: the single-process ones on one pytest-xdist worker per core, one thread each (as the fast tier), then
+# the multiprocess ones (torchrun, gloo groups: processes of their own) alone
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(FAST_ENV) $(PY) -m pytest -q -m "not multiprocess" -n auto
+	$(PY) -m pytest -q -m multiprocess
 
 test-fast: $(STAMP)
 	$(FAST_ENV) $(PY) -m pytest -q $(FAST)
