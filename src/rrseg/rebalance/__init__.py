@@ -13,6 +13,7 @@ from rrseg.rebalance.pixel import (
     FocalOptions,
     PixelLoss,
     WeightedCEOptions,
+    class_last,
     class_weights,
 )
 from rrseg.rebalance.region import (
@@ -52,6 +53,7 @@ __all__ = [
     "RegionPool",
     "RegionRebalance",
     "WeightedCEOptions",
+    "class_last",
     "class_weights",
     "list_losses",
     "loss_class",
