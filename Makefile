@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 # sleeping (not spinning) OpenMP waits: see src/rrseg/cli/main.py
 export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.rrseg-installed
+BASE_STAMP := $(VENV)/.rrseg-base-installed
 # the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml), one
 # pytest-xdist worker per core with one thread each
 FAST := -m "not slow and not multiprocess" -n auto
@@ -31,10 +32,17 @@ MMSEG_DEPS := addict yapf platformdirs termcolor prettytable ftfy wcwidth regex 
 
 .PHONY: test lint pytest test-fast test-min test-mmseg demo clean
 
-$(STAMP): pyproject.toml
+# the demo needs the package alone, the tests its dev extra too. --no-compile: pip would byte-compile every module
+# it installs (torch's thousands; a third of the install's CPU time here), Python compiles what it imports, once
+PIP_INSTALL := $(PY) -m pip install -q --no-compile
+$(BASE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP_INSTALL) -e .
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP)
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
 test: $(STAMP) lint pytest
@@ -77,7 +85,7 @@ test-mmseg: $(MMSEG_STAMP)
 	$(MMSEG_PY) -m tests.reference.write_golden
 	$(MMSEG_PY) -m pytest -q tests/models/test_mmseg_golden.py
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(VENV)/bin/rrseg demo
 
 clean:

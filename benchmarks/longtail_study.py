@@ -147,11 +147,13 @@ def _value(v: float | None) -> float:
 
 
 def aggregate(records: list[dict]) -> dict[str, tuple[float, float, int]]:
-    """Mean, standard deviation (0 for one run) and number of runs of each summary key."""
+    """Mean, standard deviation (0 for one run) and number of runs of each summary key, over the runs where it is
+    defined (rare precision is not for a run that predicts no rare pixel; NaN when no run defines it)."""
     out = {}
     for k in KEYS:
-        vals = [_value(r["row"].get(k)) for r in records]
-        out[k] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+        vals = [v for v in (_value(r["row"].get(k)) for r in records) if not math.isnan(v)]
+        out[k] = (statistics.mean(vals) if vals else math.nan, statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                  len(vals))
     return out
 
 
@@ -175,7 +177,8 @@ def table(by_method: dict[str, list[dict]]) -> str:
         for k in KEYS:
             m, s, n = stats[k]
             scale = 1000 if k.endswith("FPR") else 100
-            cells.append(f"{scale * m:.2f} ± {scale * s:.2f}" if n > 1 else f"{scale * m:.2f}")
+            cell = "n/a" if n == 0 else f"{scale * m:.2f} ± {scale * s:.2f}" if n > 1 else f"{scale * m:.2f}"
+            cells.append(cell if n in (0, len(recs)) else f"{cell} ({n} of {len(recs)} runs)")
         cells.append(f"{statistics.mean(r['wall_seconds'] for r in recs) / 60:.1f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

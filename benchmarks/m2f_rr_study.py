@@ -41,6 +41,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import statistics
 import sys
 import time
@@ -151,6 +152,11 @@ def per_pixel_rows(iters: int) -> dict[str, list[dict]]:
     return rows
 
 
+def _finite(stats: dict[str, tuple]) -> dict[str, list]:
+    """aggregate's (mean, sd, runs) per key for JSON: an undefined mean (NaN) as null."""
+    return {k: [None if isinstance(x, float) and math.isnan(x) else x for x in v] for k, v in stats.items()}
+
+
 def report(records: list[dict], seeds: list[int], combo: str | None, why: str, t: float, iters: int,
            stale: int) -> tuple[str, dict]:
     order = ["plain", *SWITCHES, *NAMED_ONLY]
@@ -174,8 +180,8 @@ def report(records: list[dict], seeds: list[int], combo: str | None, why: str, t
     text.append("Mean ± standard deviation over seeds; figures in %, FPR per mille; wall: mean minutes per run."
                 + (f" {stale} result files of another recipe ignored." if stale else ""))
     data = {"iters": iters, "combination": combo, "combination_rule": why, "matcher_t": t, "matcher_s": LTSS_S,
-            "table": {m: {k: list(v) for k, v in aggregate(rs).items()} for m, rs in by_method.items()},
-            "per_pixel": {m: {k: list(v) for k, v in aggregate(rs).items()} for m, rs in pixel.items()},
+            "table": {m: _finite(aggregate(rs)) for m, rs in by_method.items()},
+            "per_pixel": {m: _finite(aggregate(rs)) for m, rs in pixel.items()},
             "wall_minutes": {m: statistics.mean(r["wall_seconds"] for r in rs) / 60 for m, rs in by_method.items()}}
     return "\n".join(text) + "\n", data
 
