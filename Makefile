@@ -7,7 +7,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 STAMP := $(VENV)/.rrseg-installed
 BASE_STAMP := $(VENV)/.rrseg-base-installed
 # the fast tier: every test module, most tests, under a minute on 2 cores (markers in pyproject.toml), one
-# pytest-xdist worker per core with one thread each (make test, what CI runs, stays one serial process)
+# pytest-xdist worker per core with one thread each
 FAST := -m "not slow and not multiprocess" -n auto
 FAST_ENV := OMP_NUM_THREADS=1
 
@@ -50,10 +50,12 @@ test: $(STAMP) lint pytest
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
-# every test in one process: on 2 cores, the single-process tests on two pytest-xdist workers and then the
-# multiprocess ones took longer (11 min 14 s against 9 min 58 s, fresh clones, 2026-12-05)
+# every test: the single-process ones on one pytest-xdist worker per core, one thread each (as the fast tier), then
+# the multiprocess ones (torchrun, gloo groups: processes of their own) alone. Fresh clones back to back on this
+# 2-core machine, 2026-12-05: 11 min 15 s in all, against 15 min 0 s with every test in one process
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(FAST_ENV) $(PY) -m pytest -q -m "not multiprocess" -n auto
+	$(PY) -m pytest -q -m multiprocess
 
 test-fast: $(STAMP)
 	$(FAST_ENV) $(PY) -m pytest -q $(FAST)
