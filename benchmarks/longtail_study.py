@@ -114,16 +114,17 @@ def same_config(saved: Path, cfg) -> bool:
 
 
 def run_one(out: Path, results: Path, config: Path, sha: str, method: str, iters: int, seed: int,
-            base: list[str]) -> dict:
-    """One run, unless its JSON (for this config) exists; writes the JSON as soon as the run has finished."""
+            base: list[str], overrides: list[str] | None = None, device: str = "auto") -> dict:
+    """One run, unless its JSON (for this config, ``sha``) exists; writes the JSON as soon as the run has finished.
+    ``overrides``: the method's own (default: this study's :func:`overrides_of`)."""
     path = result_path(results, method, iters, seed)
     if path.is_file():
         rec = json.loads(path.read_text())
         if rec.get("config_sha256") == sha:
             return rec
-        print(f"{path.name}: made with another demo config; running it again", flush=True)
+        print(f"{path.name}: made with another config; running it again", flush=True)
     work = out / f"{method}_{iters}it" / f"seed{seed}"
-    overrides = overrides_of(method)
+    overrides = overrides_of(method) if overrides is None else overrides
     cfg = load_config(config, [*base, f"schedule.iters={iters}", *overrides, f"train.seed={seed}",
                                f"work_dir={work}", f"name={method}", "train.progress=false",
                                "train.tensorboard=false"])
@@ -131,10 +132,10 @@ def run_one(out: Path, results: Path, config: Path, sha: str, method: str, iters
     saved = work / "config.yaml"
     resume = latest_checkpoint(work) is not None and saved.is_file() and same_config(saved, cfg)
     t = time.perf_counter()
-    report = Trainer(cfg, resume=resume, overwrite=not resume).train()  # a run of another config is redone
+    report = Trainer(cfg, resume=resume, device=device, overwrite=not resume).train()  # another config: redone
     wall = time.perf_counter() - t
     rec = {"method": method, "seed": seed, "iters": iters, "row": summary_row(report), "wall_seconds": round(wall, 1),
-           "resumed": resume, "threads": torch.get_num_threads(), "overrides": overrides,
+           "resumed": resume, "threads": torch.get_num_threads(), "overrides": overrides, "model": cfg.model.name,
            "config": config.name, "config_sha256": sha, "torch": torch.__version__}
     atomic_write_json(path, rec)
     print(f"{method} ({iters} it) seed {seed}: mIoU {100 * rec['row']['overall_mIoU']:.2f}, rare "

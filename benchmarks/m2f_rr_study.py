@@ -44,21 +44,17 @@ import logging
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
+import longtail_study
 import torch
-from longtail_study import aggregate, config_sha256, read_results, same_config, table
+from longtail_study import aggregate, config_sha256, read_results, table
 from mask2former_cpu import m2f_overrides
 
-from rrseg.engine.checkpoint import latest_checkpoint
-from rrseg.engine.config import load_config
-from rrseg.engine.trainer import Trainer
 from rrseg.io import atomic_write_json, atomic_write_text
 from rrseg.metrics.groups import frequency_groups
 from rrseg.rebalance import ClassCounts
 from rrseg.tools.demo import DEMO_CONFIG, prepare_dataset
-from rrseg.tools.experiment import summary_row
 
 SWITCHES = ("rr", "query-prior", "freq-matcher")
 NAMED_ONLY = ("query-prior-matched",)
@@ -100,29 +96,10 @@ def recipe_sha256(config: Path, lr: float) -> str:
 
 def run_one(out: Path, results: Path, config: Path, sha: str, method: str, iters: int, seed: int, base: list[str],
             t: float) -> dict:
-    """One run unless its JSON (of this recipe) exists; its JSON written as soon as it has finished."""
-    path = results / f"{method}_{iters}it_seed{seed}.json"
-    if path.is_file():
-        rec = json.loads(path.read_text())
-        if rec.get("config_sha256") == sha:
-            return rec
-        print(f"{path.name}: made with another recipe; running it again", flush=True)
-    work = out / f"{method}_{iters}it" / f"seed{seed}"
-    overrides = overrides_of(method, t)
-    cfg = load_config(config, [*base, f"schedule.iters={iters}", *overrides, f"train.seed={seed}", f"work_dir={work}",
-                               f"name={method}", "train.progress=false", "train.tensorboard=false"])
-    saved = work / "config.yaml"
-    resume = latest_checkpoint(work) is not None and saved.is_file() and same_config(saved, cfg)
-    start = time.perf_counter()
-    report = Trainer(cfg, resume=resume, device="cpu", overwrite=not resume).train()
-    wall = time.perf_counter() - start
-    rec = {"method": method, "seed": seed, "iters": iters, "row": summary_row(report), "wall_seconds": round(wall, 1),
-           "resumed": resume, "threads": torch.get_num_threads(), "overrides": overrides, "model": cfg.model.name,
-           "config": config.name, "config_sha256": sha, "torch": torch.__version__}
-    atomic_write_json(path, rec)
-    print(f"{method} ({iters} it) seed {seed}: mIoU {100 * rec['row']['overall_mIoU']:.2f}, rare "
-          f"{100 * rec['row']['rare_mIoU']:.2f} ({wall:.0f} s)", flush=True)
-    return rec
+    """One run of ``method`` (the long-tail study's :func:`longtail_study.run_one`, with this study's switches, on
+    the CPU): skipped when its JSON of this recipe exists, the JSON written as soon as it has finished."""
+    return longtail_study.run_one(out, results, config, sha, method, iters, seed, base, overrides_of(method, t),
+                                  device="cpu")
 
 
 def choose_combination(seed0: dict[str, dict]) -> tuple[str, str]:

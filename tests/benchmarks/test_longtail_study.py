@@ -32,7 +32,7 @@ class FakeTrainer:
 
     runs: ClassVar[list] = []
 
-    def __init__(self, cfg, resume=False, overwrite=False):
+    def __init__(self, cfg, resume=False, device="auto", overwrite=False):
         self.cfg = cfg
 
     def train(self):

@@ -77,7 +77,7 @@ def test_the_combination_rule(study):
 
 
 def test_a_study_runs_once_then_continues_and_reports(study, tmp_path, tiny_dataset, monkeypatch):
-    monkeypatch.setattr(study, "Trainer", FakeTrainer)
+    monkeypatch.setattr(study.longtail_study, "Trainer", FakeTrainer)  # the shared run_one trains
     monkeypatch.setattr(study, "prepare_dataset", lambda path: tiny_dataset)
     FakeTrainer.runs = []
     results = tmp_path / "results"
