@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peers import summarize  # IQR / median, as the peer benchmark reports it
 
 from rrseg.engine.components import build_criterion
 from rrseg.engine.config import load_config
@@ -47,11 +48,6 @@ def path(name: str):
         yield
     finally:
         PixelLoss._logits = current
-
-
-def spread(v: list[float]) -> float:
-    q1, q3 = np.percentile(v, [25, 75])
-    return float((q3 - q1) / statistics.median(v))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -112,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": 1,
               "rr": args.rr, "batch": args.batch, "size": args.size, "reps": args.reps}
     for what, times in (("step", steps), ("loss_terms", losses)):
-        result[what] = {n: {"median_ms": 1000 * statistics.median(v), "spread": spread(v)} for n, v in times.items()}
+        result[what] = {n: {"median_ms": 1000 * statistics.median(v), "spread": summarize(v)["iqr_rel"]}
+                        for n, v in times.items()}
         result[what]["ratio_current_to_previous"] = statistics.median(
             c / p for c, p in zip(times["current"], times["previous"]))
     print(json.dumps(result, indent=1))
