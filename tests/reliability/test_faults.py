@@ -301,7 +301,11 @@ def poison(self):
     return parts
 
 trainer.Trainer.setup = poison
-sys.exit(main(["train", sys.argv[1], "--device", "cpu"]))
+threads = lambda: len(os.listdir("/proc/self/task"))  # OS threads: gloo's are C++ threads, not in threading
+before = threads()
+code = main(["train", sys.argv[1], "--device", "cpu"])
+print(f"rank {rank}: OS threads {before} before, {threads()} after", flush=True)
+sys.exit(code)
 '''
 
 
@@ -335,6 +339,11 @@ def test_non_finite_loss_on_one_rank_of_two(tiny_config, env, tmp_path, policy):
         end = _train_records(work, "end")[0]
         assert end["skipped_non_finite"] == 2
         assert len(end["param_sha256"]) == 2 and end["param_sha256"][0] == end["param_sha256"][1]
+        # The poisoned criterion's closure holds its trainer in a reference cycle, so the gloo group (through
+        # DDP) outlives destroy_process_group unless rrseg collects it: its worker threads then run into
+        # interpreter exit, where one that frees a collective's tensors aborts the rank (SIGABRT, 1 run in ~25).
+        counts = sorted(re.findall(r"rank (\d): OS threads (\d+) before, (\d+) after", proc.stdout))
+        assert [c[0] for c in counts] == ["0", "1"] and all(c[1] == c[2] for c in counts), proc.stdout[-2000:]
     else:
         assert proc.returncode != 0, proc.stderr[-3000:]
         assert "src/rrseg/" not in proc.stderr, proc.stderr[-3000:]  # no traceback of ours (torchrun prints its own)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -146,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rrseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # after an error the group outlived ranks_end_together (the traceback held the trainer); free it
+            # before exit: rrseg.engine.distributed._destroy_process_group says why
+            gc.collect()
 
 
 if __name__ == "__main__":

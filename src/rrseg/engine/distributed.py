@@ -34,6 +34,7 @@ process group exists (in a config that every rank reads) ends each rank by itsel
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -114,6 +115,12 @@ def cleanup() -> None:
 def _destroy_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        # A reference cycle (e.g. a closure on the trainer that points back at it) can still hold the DDP wrapper
+        # and through it the gloo group, whose worker threads then live on into interpreter exit. A worker that
+        # frees a just-finished collective's tensors there needs the GIL, which a finalizing interpreter never
+        # gives: it aborts the process ("terminate called without an active exception", pytorch#190489).
+        # Collecting now frees the group here, and its destructor joins its threads (without holding the GIL).
+        gc.collect()
 
 
 def on_main(fn: Callable[[], T]) -> T:
