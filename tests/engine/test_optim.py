@@ -114,3 +114,26 @@ def test_no_decay_none_and_plain_substring_without_a_backbone():
     assert set(decay_of(Tiny(), "none").values()) == {0.01}
     flat = nn.ModuleDict({"norm": nn.LayerNorm(4), "fc": nn.Linear(4, 4)})
     assert decay_of(flat, "swin_release") == {"norm.weight": 0.0, "norm.bias": 0.0, "fc.weight": 0.01, "fc.bias": 0.01}
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_fused_update_is_the_default_update_to_rounding(kind):
+    """optim.fused: torch's fused kernel, the same update as its default implementation (which stays the default)."""
+    assert OptimConfig().fused is False
+    def model() -> nn.Module:  # (no bias before a BatchNorm: its ~0 gradient is rounding noise, which Adam scales up)
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+    models = [model(), model()]
+    opts = [build_optimizer(m, OptimConfig(type=kind, lr=0.01, weight_decay=0.05, fused=f))
+            for m, f in zip(models, (False, True))]
+    assert [bool(o.defaults["fused"]) for o in opts] == [False, True]
+    for step in range(3):
+        x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(step))
+        for m, o in zip(models, opts):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert (models[0][2].weight - model()[2].weight).abs().max() > 1e-3  # it trained

@@ -283,3 +283,36 @@ def test_parameter_fingerprints_do_not_depend_on_the_memory_format():
     model.to(memory_format=torch.channels_last)
     assert any(p.dim() == 4 and p.shape[-1] == 1 and p.stride(-1) != 1 for p in model.parameters())
     assert Trainer.fingerprints(run) == plain
+
+
+def test_channels_last_trains_the_same_model_in_the_other_memory_format(tmp_path):
+    """train.channels_last: the weights (and images) in channels_last through training, RR included; the run
+    ends where the default format's does, to summation order; its checkpoint and inference weights load into a
+    model in the default format."""
+    from rrseg.engine import checkpoint as ckpt
+
+    runs = {}
+    for fmt in ("default", "channels_last"):
+        # SGD: Adam's first steps take the sign of gradients that rounding can flip where they are ~0
+        path = _small_run_config(tmp_path, work_dir=str(tmp_path / fmt), optim={"type": "sgd", "lr": 0.01},
+                                 loss={"region": {"type": "rr"}, "counts": None})
+        cfg = load_config(path, ["schedule.iters=3", "train.deterministic=true",
+                                 f"train.channels_last={'true' if fmt == 'channels_last' else 'false'}"])
+        trainer = Trainer(cfg, device="cpu")
+        trainer.train()
+        runs[fmt] = trainer
+    model = runs["channels_last"].parts.model
+    weights = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1 < p.shape[-1]]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                           for p in weights)
+    assert all(p.is_contiguous() for p in runs["default"].parts.model.parameters())
+    default, last = (runs[f].parts.model.state_dict() for f in ("default", "channels_last"))
+    assert default.keys() == last.keys()
+    for name in default:
+        torch.testing.assert_close(last[name], default[name], rtol=1e-4, atol=1e-5, msg=name)
+    fresh = build_model("deeplabv3plus_tiny", num_classes=runs["default"].parts.num_classes)  # no RR branch
+    state, _ = ckpt.read_weights(tmp_path / "channels_last" / "inference.safetensors")
+    ckpt.load_weights(fresh, state, "inference.safetensors")  # (strict: every key, every shape)
+    for name, value in fresh.state_dict().items():
+        assert value.is_contiguous(), name
+        torch.testing.assert_close(value, last[name], rtol=0, atol=0, msg=name)

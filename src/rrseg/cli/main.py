@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Iterator, Sequence
 
 from rrseg import __version__
+from rrseg.allocator import tune_malloc
 from rrseg.errors import RRSegError
 
 # (command, module under rrseg.cli, one-line help). Modules are imported lazily, when their command runs,
@@ -130,6 +131,7 @@ def ranks_end_together(command: str) -> contextlib.AbstractContextManager:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_malloc()  # before torch allocates anything (rrseg.allocator: a CPU training step 0.7-0.8x)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

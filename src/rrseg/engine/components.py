@@ -254,6 +254,8 @@ def build_components(cfg: Config, info: DistInfo, work_dir: Path | None = None) 
     if cfg.model.pretrained is None and info.is_main:
         _warn_random_start(cfg.model.name, model)
     model.to(info.device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)  # the 4-D weights; the trainer converts the images
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
         model = convert_sync_bn(model)
     # on the model's device: the pixel terms' buffers (class weights, priors) were made on the CPU

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from rrseg.allocator import tune_malloc
 from rrseg.data.base import image_sizes
 from rrseg.engine import checkpoint as ckpt
 from rrseg.engine.callbacks import Callback, Export, StepLosses, TrainingStopped, default_callbacks
@@ -105,6 +106,8 @@ class Trainer:
         self.train_loader: torch.utils.data.DataLoader | None = None  # from the start iteration on (setup)
         self.val_loader: torch.utils.data.DataLoader | None = None
         self.iteration = 0
+        # train.channels_last: the images too (build_components converts the model's weights)
+        self._memory_format = torch.channels_last if cfg.train.channels_last else torch.preserve_format
         self.extra_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
         self._callback_states: dict[str, dict] = {}  # read from the checkpoint resumed, until the callbacks exist
@@ -125,6 +128,8 @@ class Trainer:
         if previous and not self.overwrite:
             raise RRSegError(f"{self.work_dir} holds a run ({', '.join(previous[:3])}): continue it with --resume, "
                              "replace it with --overwrite, or choose another --work-dir")
+        if info.device.type == "cpu":
+            tune_malloc()  # (the rrseg command has already) the step's activations reuse heap memory: rrseg.allocator
         if cfg.train.deterministic and info.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
             # which also fills every new tensor with NaN, a guard against kernels that read memory before writing
@@ -379,7 +384,7 @@ class Trainer:
         self._bn_state = [(b, b.detach().clone()) for b in parts.batchnorm_buffers]
         for micro in range(accumulate):
             batch = next(data_iter)
-            images = batch["image"].to(device, non_blocking=True)
+            images = batch["image"].to(device, non_blocking=True, memory_format=self._memory_format)
             labels = batch["label"].to(device, non_blocking=True)
             sync = micro == accumulate - 1 or not self.info.distributed
             ctx = parts.ddp.no_sync() if not sync else contextlib.nullcontext()
