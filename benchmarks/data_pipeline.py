@@ -67,11 +67,11 @@ def write_ade_like(root: Path, count: int, seed: int = 0) -> Path:
     return ade
 
 
-def loader_rate(dataset, workers: int, batch: int, batches: int, warmup: int = 2) -> float:
+def loader_rate(dataset, workers: int, batch: int, batches: int, warmup: int = 2, worker_init_fn=None) -> float:
     """Images per second delivered by a DataLoader (after ``warmup`` batches that start the workers)."""
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=batch * (warmup + batches))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
-                                         collate_fn=seg_collate, drop_last=True)
+                                         collate_fn=seg_collate, drop_last=True, worker_init_fn=worker_init_fn)
     it = iter(loader)
     for _ in range(warmup):
         next(it)

@@ -31,7 +31,10 @@ Rows (same input, same precision, same threads for every implementation of a row
   padding, in one DataLoader worker each: rrseg's ``ADE20KDataset`` + ``train_transforms`` vs mmseg's own
   ``ADE20KDataset`` with its config's pipeline, followed in the worker by its ``SegDataPreProcessor``
   (normalisation and padding, which mmseg runs on the batch in the main process: here the same work in the
-  same place as rrseg's). OpenCV's threads as mmengine's runner sets them (``cv2.setNumThreads(0)``).
+  same place as rrseg's). OpenCV's threads as mmengine's runner sets them (``cv2.setNumThreads(0)``); glibc's
+  malloc as each tool leaves it: rrseg's worker with ``rrseg.allocator.tune_malloc`` (its trainer sets it before
+  it starts the workers), mmseg's as it is. The model rows share one process, and so one malloc setting: glibc's
+  default (rrseg's command runs its own steps with the tuned one: 0.7-0.8x on the CPU, docs/BENCHMARKS.md).
 
 The mmseg rows need ``make test-mmseg``'s venv (.venv-mmseg, which also has every other peer); run there, one
 process measures all of them. Elsewhere they are reported as "not run (needs make test-mmseg)", as is a peer
@@ -544,6 +547,12 @@ def _mmseg_loader_dataset(ade: Path, crop: int) -> torch.utils.data.Dataset:
     return MmsegTrainItems(dataset, preprocessor)
 
 
+def _tune_malloc_worker(_: int) -> None:
+    from rrseg.allocator import tune_malloc
+
+    tune_malloc()
+
+
 def loader_case(s: Settings) -> Case:
     return Case("loader", f"training loader, ADE20K-shaped JPEG + PNG, {s.loader_crop}^2 crops, "
                           f"{s.loader_workers} worker(s)", [
@@ -570,10 +579,15 @@ def run_loader_case(case: Case, s: Settings) -> list[dict]:
             datasets["mmseg"] = _mmseg_loader_dataset(ade, c)
         rates: dict[str, list[float]] = {}
 
+        # each loader's workers as its own tool runs them: rrseg's trainer sets glibc's malloc before it starts
+        # them (rrseg.allocator), mmseg's runner leaves it as it is
+        init = {"rrseg": _tune_malloc_worker}
+
         def call(name: str) -> Callable[[], None]:
             def run() -> None:
-                rates.setdefault(name, []).append(
-                    loader_rate(datasets[name], s.loader_workers, s.loader_batch, s.loader_batches, warmup=1))
+                rate = loader_rate(datasets[name], s.loader_workers, s.loader_batch, s.loader_batches, warmup=1,
+                                   worker_init_fn=init.get(name))
+                rates.setdefault(name, []).append(rate)
             return run
 
         # each repetition one loader per implementation (its first batch, which starts the worker, untimed):

@@ -28,7 +28,7 @@ def tiny_demo_config(path: Path) -> Path:
         "model": {"name": "deeplabv3plus_tiny"},
         "data": {"train": {"type": "folder", "root": "unset", "split": "train"},
                  "val": {"type": "folder", "root": "unset", "split": "val"},
-                 "batch_size": 4, "workers": 0, "crop_size": [32, 32], "scale": [48, 32]},
+                 "batch_size": 4, "workers": 1, "crop_size": [32, 32], "scale": [48, 32]},
         "optim": {"type": "adamw", "lr": 0.002},
         "schedule": {"iters": 50, "warmup_iters": 1},  # --iters 3 below overrides it
         "eval": {"interval": 0, "batch_size": 8},
@@ -93,6 +93,8 @@ def test_demo_tiny_serial_then_side_by_side(tmp_path, one_thread, caplog):
     assert (out / "synthetic" / "counts.json").stat().st_mtime_ns == dataset_stamp  # reused, not regenerated
     assert side["parallel"] is True and side["threads_per_run"] == 1
     assert (out / "ce.log").is_file() and (out / "rr.log").is_file()
+    # side by side, each run loads its own batches (the serial runs had the config's loader worker)
+    assert all(yaml.safe_load((out / key / "config.yaml").read_text())["data"]["workers"] == 0 for key in ("ce", "rr"))
     # one thread both ways: the same weights bit for bit, hence the same table
     assert end_hashes(out) == hashes
     assert side["rows"] == serial["rows"]
