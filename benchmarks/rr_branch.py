@@ -208,6 +208,10 @@ def main() -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    else:  # glibc's malloc as rrseg's trainer sets it on the CPU (every path runs in this one process)
+        from rrseg.allocator import tune_malloc
+
+        tune_malloc()
     from rrseg.io import atomic_write_text
 
     # the first dtype gets every class count and both poolings; the others the headline case only
