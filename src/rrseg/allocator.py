@@ -7,8 +7,9 @@ allocates and frees the same few-MiB activations every iteration, so the kernel 
 for them step after step: page faults, not arithmetic. With the threshold at its maximum (32 MiB) and the trim
 threshold at 1 GiB, those blocks stay in the heap and are reused:
 
-- the demo's training step, one thread: 0.77x (CE) and 0.71x (RR) of its time, a third of the page faults;
-- the ADE20K training transforms (512^2 crops), one loader worker: 0.70x per image.
+- the demo's training step, one thread: 0.77x (CE) and 0.73x (RR) of its time, 3 % of its page faults;
+- the ADE20K training transforms (512^2 crops): 0.73x per image
+(``benchmarks/allocator_cpu.py``, docs/BENCHMARKS.md).
 
 Results are the same bit for bit (only where the memory comes from changes). The cost: memory freed during a
 step stays with the process (up to 1 GiB above what it uses), as with PyTorch's CUDA caching allocator.
