@@ -129,7 +129,7 @@ class Trainer:
             raise RRSegError(f"{self.work_dir} holds a run ({', '.join(previous[:3])}): continue it with --resume, "
                              "replace it with --overwrite, or choose another --work-dir")
         if info.device.type == "cpu":
-            tune_malloc()  # (the rrseg command has already) the step's activations reuse heap memory: rrseg.allocator
+            tune_malloc()  # the step's activations reuse heap memory (rrseg.allocator; the rrseg command set it too)
         if cfg.train.deterministic and info.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
             # which also fills every new tensor with NaN, a guard against kernels that read memory before writing

@@ -6,10 +6,10 @@ never trains less, so a seed gives the same table everywhere.
 
 The two runs go one after the other in this process (torch's default thread count), or, with
 ``parallel=True``, side by side as two ``python -m rrseg train`` processes with one thread each, each loading its
-batches itself (``data.workers=0``: every sample's augmentation is seeded by its position, so not the data). Both ways
-run the same code on the same data order: with one thread in this process too, they are bit-identical (the
-demo's test checks it). With more threads, intra-op sums are split differently, so figures differ in the
-last digits, and training can carry such differences on to visible ones in the end figures.
+own batches (``data.workers=0``; every sample's augmentation is seeded by its position, so the batches are the
+same). Both ways run the same code on the same data order: with one thread in this process too, they are
+bit-identical (the demo's test checks it). With more threads, intra-op sums are split differently, so figures
+differ in the last digits, and training can carry such differences on to visible ones in the end figures.
 """
 
 from __future__ import annotations
