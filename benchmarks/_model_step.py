@@ -1,4 +1,5 @@
-"""Shared by models_cpu.py and gpu_models.py: the models measured and one training step as the engine runs it.
+"""Shared by models_cpu.py and gpu_models.py: the models measured and one training step as the engine runs it;
+by pixel_loss_cpu.py and allocator_cpu.py: the demo's model, criterion and a batch (``demo_parts``).
 
 A step is: forward in training mode, pixel CE on logits upsampled to the labels + 0.4 x auxiliary CE
 (+ the RR term when attached), backward, optimiser step (SGD for the CNN families, AdamW for the
@@ -99,3 +100,35 @@ def train_step(
 def count_params(model: torch.nn.Module) -> float:
     """Millions of parameters, without the training-only RR branch."""
     return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("rebalance.")) / 1e6
+
+
+DEMO_CLASSES = 30
+
+
+def demo_parts(rr: bool, batch: int = 16, size: int = 96) -> tuple:
+    """The demo's training step at one thread: a ``(make, images, labels)`` triple, where ``make()`` builds a fresh
+    ``(model, criterion)`` (seed 0; the demo config's model and criterion, RR's term with ``rr``; made in train
+    mode) and the batch is random (seed 0) at ``batch`` x ``size``^2, 30 classes."""
+    import numpy as np
+
+    from rrseg.engine.components import build_criterion
+    from rrseg.engine.config import load_config
+    from rrseg.models import build_model
+    from rrseg.rebalance import ClassCounts
+    from rrseg.tools.demo import DEMO_CONFIG
+
+    torch.set_num_threads(1)
+    cfg = load_config(DEMO_CONFIG, [f"loss.region.type={'rr' if rr else 'none'}"])
+    c = DEMO_CLASSES
+    g = torch.Generator().manual_seed(0)
+    counts = ClassCounts(np.arange(c, 0, -1) * 10, np.arange(c, 0, -1) * 1000)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    labels = torch.randint(0, c, (batch, size, size), generator=g)
+
+    def make() -> tuple:
+        torch.manual_seed(0)
+        model = build_model(cfg.model.name, num_classes=c)
+        model.set_rebalance(cfg.loss.region.build(model.feature_channels, c, counts, 255))
+        return model.train(), build_criterion(cfg, model, counts, c)
+
+    return make, images, labels

@@ -6,7 +6,7 @@ with ``RRSEG_TUNE_MALLOC=0`` (glibc's default) and one without it (rrseg's setti
 alternating order. Each subprocess times, at one thread:
 
 - ``step``: the demo's training step (``deeplabv3plus_small``, 30 classes, batch 16 x 96^2, the demo config's
-  criterion, with RR's term under ``--rr``, AdamW), 3 untimed steps then ``--steps`` timed ones; its median and
+  criterion, with RR's term in the RR case, AdamW), 3 untimed steps then ``--steps`` timed ones; its median and
   the minor page faults of the timed steps;
 - ``transforms``: rrseg's ADE20K training transforms (``train_transforms()`` defaults) on a random 683x512 image
   and label, no decoding; the mean per sample over ``--samples``.
@@ -34,30 +34,17 @@ SETTINGS = ("default", "tuned")
 
 CHILD = r"""
 import json, resource, statistics, sys, time
-import numpy as np, torch
+import torch
 from rrseg.allocator import tune_malloc
 tuned = tune_malloc()
 torch.set_num_threads(1)
 what, rr, steps, samples = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 out = {"tuned": tuned}
 if what == "step":
-    from rrseg.engine.components import build_criterion
-    from rrseg.engine.config import load_config
-    from rrseg.models import build_model
-    from rrseg.rebalance import ClassCounts
-    from rrseg.tools.demo import DEMO_CONFIG
-    cfg = load_config(DEMO_CONFIG, [f"loss.region.type={'rr' if rr else 'none'}"])
-    C = 30
-    g = torch.Generator().manual_seed(0)
-    counts = ClassCounts(np.arange(C, 0, -1) * 10, np.arange(C, 0, -1) * 1000)
-    images = torch.randn(16, 3, 96, 96, generator=g)
-    labels = torch.randint(0, C, (16, 96, 96), generator=g)
-    torch.manual_seed(0)
-    model = build_model(cfg.model.name, num_classes=C)
-    model.set_rebalance(cfg.loss.region.build(model.feature_channels, C, counts, 255))
-    criterion = build_criterion(cfg, model, counts, C)
+    from _model_step import demo_parts
+    make, images, labels = demo_parts(rr)
+    model, criterion = make()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
     def step():
         opt.zero_grad(set_to_none=True)
         sum(criterion(model(images), labels).values()).backward()
@@ -92,8 +79,9 @@ def run_child(what: str, setting: str, rr: bool, steps: int, samples: int) -> di
     env.pop("RRSEG_TUNE_MALLOC", None)
     if setting == "default":
         env["RRSEG_TUNE_MALLOC"] = "0"
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    here = Path(__file__).resolve().parent  # src, and benchmarks/ for _model_step
+    paths = (str(here.parent / "src"), str(here), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     run = subprocess.run([sys.executable, "-c", CHILD, what, "1" if rr else "0", str(steps), str(samples)],
                          env=env, capture_output=True, text=True, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])

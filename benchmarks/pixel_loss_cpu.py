@@ -22,16 +22,12 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from _model_step import demo_parts
 from peers import summarize  # IQR / median, as the peer benchmark reports it
 
-from rrseg.engine.components import build_criterion
-from rrseg.engine.config import load_config
-from rrseg.models import build_model
-from rrseg.rebalance import ClassCounts, resize_logits
+from rrseg.rebalance import resize_logits
 from rrseg.rebalance.pixel import PixelLoss
-from rrseg.tools.demo import DEMO_CONFIG
 
 PATHS = ("previous", "current")
 
@@ -58,21 +54,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    cfg = load_config(DEMO_CONFIG, [f"loss.region.type={'rr' if args.rr else 'none'}"])
-    num_classes = 30
-    g = torch.Generator().manual_seed(0)
-    counts = ClassCounts(np.arange(num_classes, 0, -1) * 10, np.arange(num_classes, 0, -1) * 1000)
-    images = torch.randn(args.batch, 3, args.size, args.size, generator=g)
-    labels = torch.randint(0, num_classes, (args.batch, args.size, args.size), generator=g)
+    make, images, labels = demo_parts(args.rr, args.batch, args.size)
     labels[:, :4] = 255
     runs = {}
     for name in PATHS:
-        torch.manual_seed(0)
-        model = build_model(cfg.model.name, num_classes=num_classes)
-        model.set_rebalance(cfg.loss.region.build(model.feature_channels, num_classes, counts, 255))
-        criterion = build_criterion(cfg, model, counts, num_classes)
-        runs[name] = (model.train(), criterion, torch.optim.AdamW(model.parameters(), lr=1e-3))
+        model, criterion = make()
+        runs[name] = (model, criterion, torch.optim.AdamW(model.parameters(), lr=1e-3))
 
     def step(name: str) -> float:
         model, criterion, opt = runs[name]

@@ -15,21 +15,30 @@ from .conftest import cli_env
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
-# Rounds of 20 live tensors of 1..20 MiB, written then freed: the minor page faults of rounds 2-5. Untuned glibc
-# serves them from the heap once a 20 MiB block was freed (its mmap threshold rises), but trims the heap's free
-# top above twice that after each round, so every round faults its 210 MiB in again.
+# Rounds of 20 live 4 MiB blocks (malloc, written, freed: no library's own caching in between), the minor page
+# faults of rounds 3 and 4. Untuned glibc serves them from the heap once such a block was freed (its mmap
+# threshold rises to 4 MiB), but trims the heap's free top above twice that after each round, so every round
+# faults its 80 MiB in again (40896 faults, every run); tuned: none. (Torch tensors of 1-20 MiB gave the same
+# picture, but untuned glibc's adaptation made their counts vary from run to run.)
 ROUNDS = """
-import resource, sys
+import ctypes, resource
 from rrseg.allocator import tune_malloc
 tuned = tune_malloc()
-import torch
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 4 * 1024 * 1024
 def one_round():
-    live = [torch.empty(n * 256 * 1024).fill_(1.0) for n in range(1, 21)]
-    del live
+    blocks = [libc.malloc(size) for _ in range(20)]
+    for p in blocks:
+        ctypes.memset(p, 1, size)
+    for p in blocks:
+        libc.free(p)
+one_round()
 one_round()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
-    one_round()
+one_round()
+one_round()
 print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -46,7 +55,7 @@ def test_tuned_malloc_reuses_the_heap_instead_of_faulting_pages_in_again():
     tuned, few = _rounds()
     untuned, many = _rounds(RRSEG_TUNE_MALLOC="0")
     assert tuned and not untuned
-    assert many > 20_000 and few < many / 5, (few, many)  # measured: 0.8-10k against 58-200k
+    assert many > 20_000 and few < many / 5, (few, many)  # measured: 0 against 40896, every run
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")

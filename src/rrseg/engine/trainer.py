@@ -130,12 +130,12 @@ class Trainer:
                              "replace it with --overwrite, or choose another --work-dir")
         if info.device.type == "cpu":
             tune_malloc()  # the step's activations reuse heap memory (rrseg.allocator; the rrseg command set it too)
-        if cfg.train.deterministic and info.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            # which also fills every new tensor with NaN, a guard against kernels that read memory before writing
-            # it: none in rrseg's training does (the demo's parameters are the same bit for bit without the fill)
-            # and it costs 1-3 % of a CPU training step (and of the loader workers, which inherit the flag)
-            torch.utils.deterministic.fill_uninitialized_memory = False
+            if cfg.train.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+                # which also fills every new tensor with NaN, a guard against kernels that read memory before
+                # writing it: none in rrseg's training does (the demo's parameters are the same bit for bit without
+                # the fill) and it costs 1-3 % of a CPU training step (and of the loader workers, which inherit it)
+                torch.utils.deterministic.fill_uninitialized_memory = False
         random.seed(cfg.train.seed)
         np.random.seed(cfg.train.seed)
         torch.manual_seed(cfg.train.seed)
