@@ -185,6 +185,89 @@ def test_hue_shifts_by_opencv_units(colours: np.ndarray, delta: int) -> None:
         assert np.all(np.abs(got - want) <= 1.5), (rgb * 255, got, want)
 
 
+def _torchvision_hue(x: torch.Tensor, delta: int) -> torch.Tensor:
+    # the previous implementation, torchvision's float HSV round trip, as the reference
+    from torchvision.transforms.v2 import functional as F
+
+    return (F.adjust_hue(x / 255.0, delta / 180.0) * 255.0).clamp_(0, 255).floor_()
+
+
+def _hard_colours(seed: int) -> torch.Tensor:
+    """Random 0..255 colours (3, 48, 64), with grays, two-channel ties on each channel and the extremes."""
+    x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, 48, 64))).float()
+    x[:, :8] = x[:1, :8]               # gray: max == min
+    x[1, 8:16] = x[0, 8:16]            # r == g (max ties pick R, then G)
+    x[2, 16:24] = x[1, 16:24]          # g == b
+    x[2, 24:32] = x[0, 24:32]          # r == b
+    x[:, 32, :8] = torch.tensor([[0.0], [0.0], [255.0]])
+    x[:, 33] = 255.0
+    x[:, 34] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("delta", range(-18, 18))  # every shift mmseg draws: randint(-18, 18)
+def test_hue_is_torchvision_bit_for_bit(delta: int) -> None:
+    x = _hard_colours(delta + 18)
+    img = tv_tensors.Image(x.to(torch.uint8))
+    got = PhotoMetricDistortion().transform(img, {"brightness": None, "contrast": None, "contrast_first": True,
+                                                  "saturation": None, "hue": delta})
+    assert torch.equal(got.as_subclass(torch.Tensor), _torchvision_hue(x, delta).to(torch.uint8))
+    # the unrounded floats too, also on values that are no multiple of 1/255, batched
+    from torchvision.transforms.v2 import functional as F
+
+    y = torch.rand(2, 3, 17, 19, generator=torch.Generator().manual_seed(delta + 100))
+    y[0, 1] = y[0, 0]
+    assert torch.equal(T._hue_shift(y.clone(), delta / 180.0), F.adjust_hue(y, delta / 180.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delta", [-18, 7])
+def test_hue_is_torchvision_bit_for_bit_on_every_colour(delta: int) -> None:
+    c = torch.arange(256, dtype=torch.float32)
+    every = torch.stack(torch.meshgrid(c, c, c, indexing="ij")).reshape(3, 4096, 4096)
+    for part in every.split(1024, dim=1):
+        got = (T._hue_shift(part / 255.0, delta / 180.0) * 255.0).clamp_(0, 255).floor_()
+        assert torch.equal(got, _torchvision_hue(part, delta))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.77, 1.0, 1.3, 1.5])
+def test_saturation_is_the_previous_formula_bit_for_bit(alpha: float) -> None:
+    # reference: the HSV-free form the transform always used, written with reductions and torch.where
+    x = _hard_colours(int(alpha * 100))
+    v = x.amax(dim=0, keepdim=True)
+    chroma = v - x.amin(dim=0, keepdim=True)
+    cap = torch.where(chroma > 0, v / chroma.clamp_min(1e-6), torch.full_like(v, float("inf")))
+    want = (v - torch.clamp(cap, max=alpha) * (v - x)).clamp_(0, 255).floor_().to(torch.uint8)
+    # a decoded image is a channels-last view; the transform takes either layout
+    for img in (x.to(torch.uint8), x.to(torch.uint8).permute(1, 2, 0).contiguous().permute(2, 0, 1)):
+        got = PhotoMetricDistortion().transform(
+            tv_tensors.Image(img), {"brightness": None, "contrast": None, "contrast_first": True,
+                                    "saturation": alpha, "hue": None})
+        assert torch.equal(got.as_subclass(torch.Tensor), want)
+
+
+@pytest.mark.parametrize(("dtype", "ignore"), [(torch.uint8, 255), (torch.int64, 65535), (torch.int64, -1),
+                                               (torch.uint8, 0)])
+def test_cat_max_window_test_matches_a_naive_count(dtype: torch.dtype, ignore: int) -> None:
+    rng = np.random.default_rng(5)
+    crop = RandomCropCatMax((8, 8), cat_max_ratio=0.6, ignore_index=ignore)
+    seen = set()
+    for trial in range(300):
+        k = int(rng.integers(1, 5))
+        label = rng.integers(0, k, (12, 12))
+        label[rng.random((12, 12)) < rng.random()] = ignore
+        window = (int(rng.integers(0, 5)), int(rng.integers(0, 5)), 8, 8)
+        top, left = window[:2]
+        values = label[top : top + 8, left : left + 8].ravel()
+        values = values[values != ignore]
+        _, counts = np.unique(values, return_counts=True)
+        want = len(counts) > 1 and counts.max() / counts.sum() < 0.6
+        assert crop._accept(torch.from_numpy(label).to(dtype) if ignore >= 0 else torch.from_numpy(label), window) \
+            == want, (trial, label, window)
+        seen.add(want)
+    assert seen == {True, False}
+
+
 def test_photometric_leaves_masks_alone_and_varies() -> None:
     label = np.random.default_rng(8).integers(0, 5, (20, 20)).astype(np.uint8)
     image, mask = pair(label)

