@@ -47,8 +47,9 @@ whose library does not import (HF transformers, smp).
     python benchmarks/peers.py --device cuda --amp bf16 --batch 8 --size 512 --reps 7   # benchmarks/gpu.sh
 
 Defaults (CPU): batch 2 x 256^2, fp32, all the cores' threads, 2 warm-up calls + 7 repetitions; slide on one
-512x683 image, 256^2 windows, stride 171; loader crops 512^2 from 16 image pairs, batches of 4, 4 batches a
-repetition. ``--quick``: batch 2 x 64^2, 1 warm-up + 3 repetitions, slide 64x96 / 64 / 32, loader crops 128^2.
+512x683 image, 256^2 windows, stride 171; loader crops 512^2 from 48 image pairs, batches of 4, 12 batches a
+repetition (with 4 batches, the spread was 10-28 %). ``--quick``: batch 2 x 64^2, 1 warm-up + 3 repetitions,
+slide 64x96 / 64 / 32, loader crops 128^2.
 """
 
 from __future__ import annotations
@@ -710,9 +711,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--crop", type=_positive, help="slide window side (default 256; --quick 64)")
     ap.add_argument("--stride", type=_positive, help="slide stride (default 171; --quick 32)")
     ap.add_argument("--loader-crop", type=_positive, help="loader crop side (default 512; --quick 128)")
-    ap.add_argument("--loader-pairs", type=_positive, help="image/label pairs written (default 16; --quick 4)")
+    ap.add_argument("--loader-pairs", type=_positive, help="image/label pairs written (default 48; --quick 4)")
     ap.add_argument("--loader-batch", type=_positive, help="loader batch (default 4; --quick 2)")
-    ap.add_argument("--loader-batches", type=_positive, help="timed batches per repetition (default 4; --quick 1)")
+    ap.add_argument("--loader-batches", type=_positive, help="timed batches per repetition (default 12; --quick 1)")
     ap.add_argument("--loader-workers", type=_positive, default=1, help="DataLoader workers (default 1)")
     ap.add_argument("--compile", action="store_true",
                     help="also time rrseg's models under torch.compile (train.compile), in the model rows")
@@ -730,8 +731,8 @@ def settings(args: argparse.Namespace) -> Settings:
         warmup=pick(args.warmup, 2, 1), reps=pick(args.reps, 7, 3),
         slide_size=tuple(pick(args.slide_size, (512, 683), (64, 96))), crop=pick(args.crop, 256, 64),
         stride=pick(args.stride, 171, 32), loader_crop=pick(args.loader_crop, 512, 128),
-        loader_pairs=pick(args.loader_pairs, 16, 4), loader_batch=pick(args.loader_batch, 4, 2),
-        loader_batches=pick(args.loader_batches, 4, 1), loader_workers=args.loader_workers,
+        loader_pairs=pick(args.loader_pairs, 48, 4), loader_batch=pick(args.loader_batch, 4, 2),
+        loader_batches=pick(args.loader_batches, 12, 1), loader_workers=args.loader_workers,
     )
 
 

@@ -152,11 +152,14 @@ def _row_sums(features: Tensor, labels_hw: tuple[int, int], keep: Tensor, row: T
             tap = (wy.view(-1, 1) * wx.view(1, -1)).to(acc_dtype).unsqueeze(0)
             weights.index_add_(0, (base + cell).reshape(-1), (keep_w * tap).reshape(-1))
 
-    feats = features.to(acc_dtype).permute(0, 2, 3, 1).reshape(b, h * w, d)
+    # Products in the features' own [B, D, h*w] layout (weights transposed, not the features): the gradient then
+    # comes back contiguous, where a permuted copy's gradient is channels-last, which costs a copy forward and
+    # the BatchNorm before it a ~6x slower backward on the CPU (the branch: 0.90x the time at 150 classes).
+    feats = features.to(acc_dtype).reshape(b, d, h * w)
     if blocks:
-        sums = torch.bmm(weights.view(b, rows // b, h * w), feats).reshape(rows, d)
+        sums = torch.bmm(feats, weights.view(b, rows // b, h * w).transpose(1, 2)).transpose(1, 2).reshape(rows, d)
     else:
-        sums = weights.view(rows, b * h * w) @ feats.reshape(b * h * w, d)
+        sums = torch.bmm(feats, weights.view(rows, b, h * w).permute(1, 2, 0)).sum(0).T
     return sums, counts
 
 
