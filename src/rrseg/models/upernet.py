@@ -10,6 +10,15 @@ stride 4, 3x3 ``fpn_bottleneck``), plus a LayerNorm on each input that mmseg kee
 those norms are removed here (the backbone adapters own them, so the auxiliary head sees the same normalised
 stage-3 map as in mmseg). The fused 3x3 output (smp's ``fusion_block``, mmseg's ``fpn_bottleneck``) is the
 pre-classifier feature map.
+
+``UPerHead.forward_features`` runs smp's layers in mmseg's order (``UPerHead.forward``: all laterals, then the
+top-down sums, the fpn convs, the resizes to stride 4) instead of smp's ``forward``, which is slower on the CPU:
+it also resizes the stride-4 map to its own size (an identity), adds each resized map before the lateral (so the
+sum takes the resized map's NCHW layout, not the lateral's channels-last one under a timm ConvNeXt), and resizes
+NCHW maps, which PyTorch's CPU kernel transposes to channels-last and back (``_resize``). Together 5 % of a
+ConvNeXt-T inference at 256^2 on one CPU thread (docs/BENCHMARKS.md, section 6). The values are smp's bit for bit
+on NCHW maps (Swin's); on a ConvNeXt's channels-last maps the fpn convolutions now run channels-last, another
+float32 order (tests/models/test_upernet.py).
 """
 
 from __future__ import annotations
@@ -17,15 +26,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
+import torch
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import Tensor, nn
 
 from rrseg.models.backbones import TimmBackbone, convnext_backbone, swin_backbone
-from rrseg.models.heads import BaseDecodeHead, FCNHead
+from rrseg.models.heads import BaseDecodeHead, FCNHead, resize
 from rrseg.models.registry import ModelVariant, register_variants
 from rrseg.models.segmentor import SIZE_DIVISOR, Segmentor
 
 __all__ = ["UPerHead", "build_upernet"]
+
+
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """:func:`~rrseg.models.heads.resize`, on the CPU from a channels-last copy: PyTorch's CPU bilinear kernel
+    works channels-last and transposes an NCHW map there and back (a [2, 512, 16, 16] -> 64^2 resize: 42 ms from
+    NCHW, 1.6 ms from channels-last at one thread); the values are the same."""
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return resize(x, size)
 
 
 class UPerHead(BaseDecodeHead):
@@ -50,7 +69,20 @@ class UPerHead(BaseDecodeHead):
         self.init_weights()
 
     def forward_features(self, inputs: Sequence[Tensor]) -> Tensor:
-        return self.decoder([None, None, *self._transform_inputs(inputs)])
+        feats = self._transform_inputs(inputs)
+        d = self.decoder  # smp's lists run from stride 16 up to stride 4: reversed here, to mmseg's order
+        laterals = [block.conv_norm_relu(f) for block, f in zip(d.fpn_lateral_blocks[::-1], feats[:-1])]
+        laterals.append(d.psp(feats[-1]))
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[2:])
+        outs = [conv(x) for conv, x in zip(d.fpn_conv_blocks[::-1], laterals[:-1])]
+        outs.append(laterals[-1])
+        first, size = outs[0], outs[0].shape[2:]
+        if first.device.type == "cpu":
+            # an NCHW first map makes the concatenation NCHW (torch.cat of mixed layouts), the layout in which
+            # PyTorch's CPU 3x3 convolution of 2048 -> 512 channels is faster (forward 1.37 vs 1.65 s here)
+            first = first.contiguous()
+        return d.fusion_block(torch.cat([first, *(_resize(x, size) for x in outs[1:])], dim=1))
 
 
 def build_upernet(
