@@ -137,9 +137,10 @@ def resnet_backbone(
 
 class _MMSegHRModule(timm.models.hrnet.HighResolutionModule):
     """timm's HRNet module with mmsegmentation's fusion: a coarser branch is upsampled bilinearly
-    (align_corners False) by its scale factor, then resized to the finer branch's size (a no-op unless a side
-    was odd), where timm upsamples by nearest neighbour (mmseg/models/backbones/hrnet.py: ``Upsample(...,
-    mode='bilinear', align_corners=False)`` in ``_make_fuse_layers`` and the ``resize`` in ``forward``)."""
+    (align_corners False) by its scale factor, then resized to the finer branch's size where a side was odd
+    (mmseg also resizes to the same size, which returns a copy, bit for bit), where timm upsamples by nearest
+    neighbour (mmseg/models/backbones/hrnet.py: ``Upsample(..., mode='bilinear', align_corners=False)`` in
+    ``_make_fuse_layers`` and the ``resize`` in ``forward``)."""
 
     def forward(self, x: list[Tensor]) -> list[Tensor]:
         if self.num_branches == 1:
@@ -151,7 +152,7 @@ class _MMSegHRModule(timm.models.hrnet.HighResolutionModule):
             y = None
             for j, f in enumerate(fuse_outer):
                 z = f(x[j])
-                if j > i:
+                if j > i and z.shape[-2:] != x[i].shape[-2:]:  # mmseg resizes to the same size too: a copy
                     z = F.interpolate(z, size=x[i].shape[-2:], mode="bilinear", align_corners=False)
                 y = z if y is None else y + z
             out.append(self.fuse_act(y))
