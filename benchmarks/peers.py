@@ -61,6 +61,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import shlex
 import subprocess
 import sys
@@ -586,6 +587,15 @@ def run_loader_case(case: Case, s: Settings) -> list[dict]:
 
         def call(name: str) -> Callable[[], None]:
             def run() -> None:
+                # repetition k draws the same images in the same order for every implementation (the sampler:
+                # torch's generator) and seeds the workers' own generators alike (DataLoader's base seed from
+                # torch; numpy's and Python's state inherited by the forked worker). The row's spread stayed
+                # 8-24 % on this project's VM with it, and with one seed for every repetition (the same work
+                # each time): host noise on sub-second calls (docs/BENCHMARKS.md, section 6)
+                k = len(rates.get(name, []))
+                torch.manual_seed(k)
+                np.random.seed(k)
+                random.seed(k)
                 rate = loader_rate(datasets[name], s.loader_workers, s.loader_batch, s.loader_batches, warmup=1,
                                    worker_init_fn=init.get(name))
                 rates.setdefault(name, []).append(rate)
