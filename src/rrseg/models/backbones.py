@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import Tensor, nn
 
+from rrseg.models.heads import resize
+
 __all__ = [
     "TimmBackbone",
     "beit_backbone",
@@ -152,8 +154,8 @@ class _MMSegHRModule(timm.models.hrnet.HighResolutionModule):
             y = None
             for j, f in enumerate(fuse_outer):
                 z = f(x[j])
-                if j > i and z.shape[-2:] != x[i].shape[-2:]:  # mmseg resizes to the same size too: a copy
-                    z = F.interpolate(z, size=x[i].shape[-2:], mode="bilinear", align_corners=False)
+                if j > i:  # heads.resize skips the same size, which mmseg resizes to as well (a copy)
+                    z = resize(z, x[i].shape[-2:])
                 y = z if y is None else y + z
             out.append(self.fuse_act(y))
         return out

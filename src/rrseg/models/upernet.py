@@ -15,8 +15,8 @@ pre-classifier feature map.
 top-down sums, the fpn convs, the resizes to stride 4) instead of smp's ``forward``, which is slower on the CPU:
 it also resizes the stride-4 map to its own size (an identity), adds each resized map before the lateral (so the
 sum takes the resized map's NCHW layout, not the lateral's channels-last one under a timm ConvNeXt), and resizes
-NCHW maps, which PyTorch's CPU kernel transposes to channels-last and back (``_resize``). Together 5 % of a
-ConvNeXt-T inference at 256^2 on one CPU thread (docs/BENCHMARKS.md, section 6). The values are smp's bit for bit
+NCHW maps, which PyTorch's CPU kernel transposes to channels-last and back (``_resize``). Together 10 % of a
+ConvNeXt-T inference at 256^2 on one CPU thread (0.90x, docs/BENCHMARKS.md, section 6). The values are smp's bit for bit
 on NCHW maps (Swin's); on a ConvNeXt's channels-last maps the fpn convolutions now run channels-last, another
 float32 order (tests/models/test_upernet.py).
 """
